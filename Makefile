@@ -1,0 +1,32 @@
+# Two commands set everything up on a fresh machine:
+#   make demo   train the classifier on the shipped Adult data
+#   make test   run the test suite
+# Both create .venv on first use. TORCH_SPEC pins the torch build installed
+# here (a local CPU wheel on our machines); override it elsewhere, e.g.
+#   make test TORCH_SPEC='torch>=2.1'
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.tabembed-installed
+
+.PHONY: test demo lint bench clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check '$(TORCH_SPEC)'
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+# pytest exits 5 when it collected no tests: that is a failure here, not a pass.
+test: $(STAMP)
+	$(BIN)/python -m ruff check .
+	$(BIN)/python -m pytest; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; \
+	exit $$rc
+
+lint: $(STAMP)
+	$(BIN)/python -m ruff check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache demo_output build *.egg-info
