@@ -1,0 +1,485 @@
+"""TabularPreprocessor: pandas (or Parquet) in, category codes and scaled numbers out.
+
+Rules, each chosen to avoid a silent corruption we have seen elsewhere:
+
+- Index 0 of every categorical column is the *unknown token*, shared by
+  missing values, values never seen in training and values rarer than
+  ``min_frequency``. Vocabularies are learned from the training data only.
+- A column with a pandas categorical dtype is mapped by *value*, never by its
+  codes, so a frame whose categories differ from training still maps right.
+- Continuous columns are filled with the training median. Columns that had
+  missing values in training also get a ``<col>_na`` categorical indicator; a
+  missing value at inference in a column that had none is filled all the same.
+  Values are then standardised with the training mean and population std.
+- Strings in a continuous column and infinite values are errors, never NaN.
+- Everything is vectorised per column: no Python loop over rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+
+from tabembed.column_statistics import Moments, exact_medians, merge_counts
+
+__all__ = ["DATE_PARTS", "TabularPreprocessor", "embedding_size"]
+
+FORMAT_VERSION = 1
+
+DATE_PARTS = (
+    "year", "month", "week", "day", "dayofweek", "dayofyear",
+    "is_month_start", "is_month_end", "is_quarter_start", "is_quarter_end",
+    "is_year_start", "is_year_end",
+)
+_NUMERIC_KINDS = {"integer", "floating", "mixed-integer-float", "decimal", "empty"}
+
+
+def embedding_size(cardinality: int, max_size: int = 50) -> int:
+    """Embedding width for a column with ``cardinality`` codes, the unknown token included.
+
+    ``min(max_size, (cardinality + 1) // 2)``: 7 weekdays + unknown = 8 codes -> 4.
+    """
+    if cardinality < 1:
+        raise ValueError(f"cardinality must be at least 1 (the unknown token), got {cardinality=}")
+    return min(max_size, (cardinality + 1) // 2)
+
+
+def _date_parts(series: pd.Series, name: str) -> dict[str, pd.Series]:
+    dates = pd.to_datetime(series)
+    accessor = dates.dt
+    parts = {
+        "year": accessor.year, "month": accessor.month,
+        "week": accessor.isocalendar().week.astype("Int64"), "day": accessor.day,
+        "dayofweek": accessor.day_of_week, "dayofyear": accessor.day_of_year,
+    }
+    missing = dates.isna()
+    for flag in DATE_PARTS[6:]:
+        # Flags are categories; a missing date must map to the unknown token.
+        parts[flag] = getattr(accessor, flag).astype("boolean").mask(missing)
+    return {f"{name}_{part}": parts[part] for part in DATE_PARTS}
+
+
+def _elapsed(series: pd.Series) -> np.ndarray:
+    """Seconds since the Unix epoch (NaN where the date is missing)."""
+    dates = pd.to_datetime(series)
+    if dates.dt.tz is not None:
+        dates = dates.dt.tz_convert("UTC").dt.tz_localize(None)
+    seconds = dates.to_numpy(dtype="datetime64[ns]").astype("int64") / 1e9
+    return np.where(dates.isna().to_numpy(), np.nan, seconds)
+
+
+def _numeric(series: pd.Series, column) -> np.ndarray:
+    """float64 values of a continuous column; a non-numeric value is an error naming it."""
+    if pd.api.types.is_bool_dtype(series) or pd.api.types.is_numeric_dtype(series):
+        values = series.to_numpy(dtype=np.float64, na_value=np.nan)
+    elif pd.api.types.infer_dtype(series, skipna=True) in _NUMERIC_KINDS:
+        values = pd.to_numeric(series).to_numpy(dtype=np.float64, na_value=np.nan)
+    else:
+        present = series[series.notna()]
+        coerced = pd.to_numeric(present.astype(object), errors="coerce")
+        bad = present[coerced.isna()]
+        example = bad.iloc[0] if len(bad) else present.iloc[0]
+        raise ValueError(
+            f"continuous column {column!r} holds a non-numeric value {example!r} "
+            f"(dtype {series.dtype}); convert it with pd.to_numeric, or list the column in "
+            "cat_names if it is categorical"
+        )
+    infinite = int(np.isinf(values).sum())
+    if infinite:
+        raise ValueError(
+            f"continuous column {column!r} has {infinite} infinite value(s); replace them "
+            "(NaN is filled with the training median) before fitting or transforming"
+        )
+    return values
+
+
+def _sorted_vocabulary(values: list) -> list:
+    try:
+        return sorted(values)
+    except TypeError:   # mixed types: a deterministic order all the same
+        return sorted(values, key=lambda v: (type(v).__name__, str(v)))
+
+
+def _python_scalar(value):
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _batches(X, columns: list | None = None):
+    """A callable starting a fresh pass of DataFrames over ``X``, and ``X``'s column names."""
+    if isinstance(X, pd.DataFrame):
+        return (lambda: iter([X])), list(X.columns)
+    import pyarrow.dataset as ds
+
+    if isinstance(X, str | Path):
+        X = ds.dataset(X, format="parquet")
+    if not isinstance(X, ds.Dataset):
+        raise TypeError(
+            "X must be a pandas DataFrame, a pyarrow.dataset.Dataset or a path to Parquet "
+            f"files, got {type(X).__name__}"
+        )
+
+    def passes():
+        for batch in X.to_batches(columns=columns, batch_size=1 << 17):
+            yield batch.to_pandas()
+
+    return passes, list(X.schema.names)
+
+
+class TabularPreprocessor(TransformerMixin, BaseEstimator):
+    """Turn a DataFrame into category codes (with an unknown token) and standardised numbers.
+
+    Parameters
+    ----------
+    cat_names, cont_names, date_names : list of str, optional
+        Column roles. A role left as ``None`` is inferred from the columns no
+        other role names: object, string, category and bool columns are
+        categorical; integer columns with at most ``max_integer_categories``
+        distinct values are categorical, others continuous; floats are
+        continuous; datetime columns are dates. Pass ``[]`` for "none".
+    max_integer_categories : int, default 20
+        Threshold for integer columns, as fastai's ``cont_cat_split``.
+    min_frequency : int or float, optional
+        Values seen fewer times (a count, or a fraction of training rows when
+        a float below 1) fold into the unknown token.
+    embedding_sizes : dict, optional
+        Per-column embedding width overrides, ``{column: width}``.
+    embedding_rule : callable, optional
+        ``rule(cardinality) -> width`` replacing :func:`embedding_size`.
+    add_missing_indicators : bool, default True
+        Add ``<col>_na`` categories for continuous columns with missing values.
+    standardize : bool, default True
+        Scale continuous columns to zero mean and unit variance.
+
+    Attributes
+    ----------
+    cat_names_, cont_names_, date_names_ : list
+        The input columns of each role.
+    cat_columns_, cont_columns_ : list
+        Output columns: categories (input, date parts, missing indicators)
+        and continuous values (input, elapsed time of each date).
+    categories_ : dict
+        Vocabulary of each categorical output column; code ``i + 1`` is
+        ``categories_[col][i]`` and code 0 is the unknown token.
+    embedding_sizes_ : dict
+        ``{column: (cardinality, width)}``, the cardinality counting the unknown token.
+    medians_, means_, stds_ : dict
+        Training statistics of the continuous output columns.
+    """
+
+    def __init__(
+        self,
+        cat_names=None,
+        cont_names=None,
+        date_names=None,
+        *,
+        max_integer_categories: int = 20,
+        min_frequency=None,
+        embedding_sizes=None,
+        embedding_rule: Callable[[int], int] | None = None,
+        add_missing_indicators: bool = True,
+        standardize: bool = True,
+    ):
+        self.cat_names = cat_names
+        self.cont_names = cont_names
+        self.date_names = date_names
+        self.max_integer_categories = max_integer_categories
+        self.min_frequency = min_frequency
+        self.embedding_sizes = embedding_sizes
+        self.embedding_rule = embedding_rule
+        self.add_missing_indicators = add_missing_indicators
+        self.standardize = standardize
+
+    # ------------------------------------------------------------ fitting
+
+    def fit(self, X, y=None):
+        """Learn roles, vocabularies and statistics from a DataFrame or a Parquet dataset."""
+        if isinstance(X, np.ndarray):
+            X = pd.DataFrame(X, columns=[f"x{i}" for i in range(X.shape[1])])
+        passes, columns = _batches(X)
+        self._check_columns(columns, where="fit")
+        first = next(passes(), None)
+        if first is None or len(first) == 0:
+            raise ValueError("cannot fit TabularPreprocessor on an empty frame (0 rows)")
+        cats, conts, dates, integers = self._roles(first)
+        counts = {c: {} for c in cats + integers}
+        moments = {c: Moments() for c in conts + integers + [f"{d}_elapsed" for d in dates]}
+        n_rows = 0
+        for frame in passes():
+            n_rows += len(frame)
+            for column in cats:
+                self._count_values(counts[column], frame[column], column)
+            for column in integers:
+                if column in counts:
+                    merge_counts(counts[column], frame[column].value_counts())
+                    if len(counts[column]) > self.max_integer_categories:
+                        del counts[column]   # too many values: continuous
+                moments[column].update(_numeric(frame[column], column))
+            for column in conts:
+                moments[column].update(_numeric(frame[column], column))
+            for column in dates:
+                for part, values in _date_parts(frame[column], column).items():
+                    merge_counts(counts.setdefault(part, {}), values.value_counts())
+                moments[f"{column}_elapsed"].update(_elapsed(frame[column]))
+        for column in integers:
+            if column in counts:
+                cats.append(column)
+                del moments[column]
+            else:
+                conts.append(column)
+        self.feature_names_in_ = np.asarray(columns, dtype=object)
+        self.n_features_in_ = len(columns)
+        self.cat_names_, self.cont_names_, self.date_names_ = cats, conts, dates
+        self._fit_categories(counts, cats, dates, n_rows)
+        self._fit_continuous(passes, moments)
+        self._finish()
+        self._fit_embedding_sizes()
+        return self
+
+    def _check_columns(self, columns, where: str) -> None:
+        index = pd.Index(columns)
+        if index.has_duplicates:
+            duplicated = sorted(map(str, index[index.duplicated()].unique()))
+            raise ValueError(f"duplicate column names at {where}: {duplicated}; rename them")
+
+    def _roles(self, frame: pd.DataFrame):
+        named = {*(self.cat_names or []), *(self.cont_names or []), *(self.date_names or [])}
+        for role in ("cat_names", "cont_names", "date_names"):
+            value = getattr(self, role)
+            if value is not None and (isinstance(value, str) or not hasattr(value, "__iter__")):
+                raise TypeError(f"{role} must be a list of column names, got {value!r}")
+        missing = [c for c in named if c not in frame.columns]
+        if missing:
+            raise ValueError(f"columns named in the roles are not in the data: {sorted(missing)}")
+        free = [c for c in frame.columns if c not in named]
+        inferred = {"cat": [], "cont": [], "date": [], "int": []}
+        for column in free:
+            dtype = frame[column].dtype
+            if pd.api.types.is_datetime64_any_dtype(dtype):
+                inferred["date"].append(column)
+            elif pd.api.types.is_bool_dtype(dtype) or not pd.api.types.is_numeric_dtype(dtype):
+                inferred["cat"].append(column)
+            elif pd.api.types.is_integer_dtype(dtype):
+                inferred["int"].append(column)
+            else:
+                inferred["cont"].append(column)
+        cats = list(self.cat_names) if self.cat_names is not None else inferred["cat"]
+        conts = list(self.cont_names) if self.cont_names is not None else inferred["cont"]
+        dates = list(self.date_names) if self.date_names is not None else inferred["date"]
+        integers = inferred["int"] if (self.cat_names is None or self.cont_names is None) else []
+        if self.cat_names is not None and self.cont_names is None:
+            conts, integers = conts + integers, []
+        elif self.cont_names is not None and self.cat_names is None:
+            cats, integers = cats + integers, []
+        return cats, conts, dates, integers
+
+    @staticmethod
+    def _count_values(total: dict, series: pd.Series, column) -> None:
+        try:
+            merge_counts(total, series.value_counts(dropna=True))
+        except TypeError as error:
+            raise ValueError(
+                f"categorical column {column!r} holds unhashable values ({error}); "
+                "convert lists/dicts to strings or tuples first"
+            ) from error
+
+    def _fit_categories(self, counts, cats, dates, n_rows) -> None:
+        threshold = self.min_frequency or 0
+        if isinstance(threshold, float) and 0 < threshold < 1:
+            threshold = threshold * n_rows
+        self.categories_ = {}
+        for column in cats + [f"{d}_{p}" for d in dates for p in DATE_PARTS]:
+            values = counts.get(column, {})
+            if not values and column in cats:
+                raise ValueError(
+                    f"categorical column {column!r} has no non-missing value in the training "
+                    "data; drop it or fill it before fitting"
+                )
+            kept = [_python_scalar(v) for v, n in values.items() if n >= threshold]
+            self.categories_[column] = _sorted_vocabulary(kept)
+
+    def _fit_continuous(self, passes, moments) -> None:
+        for column, moment in moments.items():
+            if moment.count == 0:
+                raise ValueError(
+                    f"continuous column {column!r} has no non-missing value in the training "
+                    "data; drop it or fill it before fitting"
+                )
+
+        def numeric_passes():
+            for frame in passes():
+                arrays = {c: _numeric(frame[c], c) for c in self.cont_names_}
+                arrays.update({f"{d}_elapsed": _elapsed(frame[d]) for d in self.date_names_})
+                yield arrays
+
+        self.medians_ = exact_medians(numeric_passes, moments)
+        self.means_, self.stds_ = {}, {}
+        self.na_names_ = []
+        for column, moment in moments.items():
+            mean, std = moment.filled(self.medians_[column])
+            # A constant column would divide by zero: leave it unscaled.
+            self.means_[column] = mean if self.standardize else 0.0
+            self.stds_[column] = std if self.standardize and std > 1e-12 else 1.0
+            if moment.missing and self.add_missing_indicators:
+                self.na_names_.append(column)
+
+    def _finish(self) -> None:
+        """Derive the output column lists and lookup indexes from the fitted state."""
+        self.cont_columns_ = self.cont_names_ + [f"{d}_elapsed" for d in self.date_names_]
+        self.na_names_ = [c for c in self.cont_columns_ if c in self.na_names_]
+        for column in self.na_names_:
+            self.categories_[f"{column}_na"] = [False, True]
+        self.cat_columns_ = list(self.categories_)
+        self._indexes = {c: pd.Index(v, dtype=object if not v else None)
+                         for c, v in self.categories_.items()}
+
+    def _fit_embedding_sizes(self) -> None:
+        rule = self.embedding_rule or embedding_size
+        overrides = dict(self.embedding_sizes or {})
+        unknown = sorted(set(overrides) - set(self.cat_columns_), key=str)
+        if unknown:
+            raise ValueError(
+                f"embedding_sizes names columns that are not categorical outputs: {unknown}; "
+                f"categorical outputs are {self.cat_columns_}"
+            )
+        self.embedding_sizes_ = {}
+        for column in self.cat_columns_:
+            cardinality = len(self.categories_[column]) + 1
+            width = overrides.get(column, rule(cardinality))
+            self.embedding_sizes_[column] = (cardinality, int(width))
+
+    # ------------------------------------------------------------ transforming
+
+    def transform_arrays(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Codes ``int64 [n, n_cat]`` and continuous values ``float32 [n, n_cont]``."""
+        check_is_fitted(self, "categories_")
+        if isinstance(X, np.ndarray):
+            X = pd.DataFrame(X, columns=list(self.feature_names_in_))
+        if not isinstance(X, pd.DataFrame):
+            raise TypeError(f"X must be a pandas DataFrame, got {type(X).__name__}")
+        self._check_columns(X.columns, where="transform")
+        needed = self.cat_names_ + self.cont_names_ + self.date_names_
+        missing = [c for c in needed if c not in X.columns]
+        if missing:
+            raise ValueError(
+                f"columns missing from the frame: {missing}; the preprocessor was fitted "
+                f"with {needed}"
+            )
+        n = len(X)
+        codes = np.zeros((n, len(self.cat_columns_)), dtype=np.int64)
+        conts = np.empty((n, len(self.cont_columns_)), dtype=np.float32)
+        position = {c: i for i, c in enumerate(self.cat_columns_)}
+        for column in self.cat_names_:
+            codes[:, position[column]] = self._encode(X[column], column)
+        sources = {c: X[c] for c in self.cont_names_}
+        for date in self.date_names_:
+            for part, values in _date_parts(X[date], date).items():
+                codes[:, position[part]] = self._encode(values, part)
+        for j, column in enumerate(self.cont_columns_):
+            if column in sources:
+                values = _numeric(sources[column], column)
+            else:
+                values = _elapsed(X[column[: -len("_elapsed")]])
+            missing_rows = np.isnan(values)
+            if column in self.na_names_:
+                codes[:, position[f"{column}_na"]] = missing_rows + 1
+            values = np.where(missing_rows, self.medians_[column], values)   # never in place
+            conts[:, j] = (values - self.means_[column]) / self.stds_[column]
+        return codes, conts
+
+    def _encode(self, series: pd.Series, column) -> np.ndarray:
+        index = self._indexes[column]
+        if isinstance(series.dtype, pd.CategoricalDtype):
+            # Map the (few) categories by value, then gather: never trust the codes.
+            lookup = np.append(index.get_indexer(series.cat.categories) + 1, 0)
+            return lookup[series.cat.codes.to_numpy()]   # code -1 (missing) hits the 0
+        try:
+            return index.get_indexer(series) + 1
+        except TypeError as error:
+            raise ValueError(
+                f"categorical column {column!r} holds unhashable values ({error}); "
+                "convert lists/dicts to strings or tuples first"
+            ) from error
+
+    def to_tensors(self, X: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's inputs: ``(codes int64 [n, n_cat], continuous float32 [n, n_cont])``."""
+        codes, conts = self.transform_arrays(X)
+        return torch.from_numpy(codes), torch.from_numpy(conts)
+
+    def transform(self, X):
+        """Codes and continuous values side by side, as one float64 array."""
+        codes, conts = self.transform_arrays(X)
+        return np.hstack([codes.astype(np.float64), conts.astype(np.float64)])
+
+    def get_feature_names_out(self, input_features=None):
+        check_is_fitted(self, "categories_")
+        return np.asarray([str(c) for c in self.cat_columns_ + self.cont_columns_], dtype=object)
+
+    def decode(self, column, codes) -> np.ndarray:
+        """Original values of a categorical output column's codes (``None`` for unknown)."""
+        vocabulary = np.asarray([None, *self.categories_[column]], dtype=object)
+        return vocabulary[np.asarray(codes)]
+
+    # ------------------------------------------------------------ state
+
+    def to_dict(self) -> dict:
+        """JSON-safe fitted state; :meth:`from_dict` restores it without pickle."""
+        check_is_fitted(self, "categories_")
+        indicators = {f"{c}_na" for c in self.na_names_}
+        state = {
+            "format": "tabembed.TabularPreprocessor",
+            "version": FORMAT_VERSION,
+            # A custom embedding_rule has no JSON form; the sizes it gave are saved below.
+            "params": {k: v for k, v in self.get_params().items() if k != "embedding_rule"},
+            "feature_names_in": [_python_scalar(c) for c in self.feature_names_in_],
+            "cat_names": self.cat_names_, "cont_names": self.cont_names_,
+            "date_names": self.date_names_, "na_names": self.na_names_,
+            "categories": {k: v for k, v in self.categories_.items() if k not in indicators},
+            "embedding_sizes": {k: list(v) for k, v in self.embedding_sizes_.items()},
+            "medians": self.medians_, "means": self.means_, "stds": self.stds_,
+        }
+        for column, values in state["categories"].items():
+            for value in values:
+                if not isinstance(value, str | int | float | bool):
+                    raise TypeError(
+                        f"category {value!r} of column {column!r} is a {type(value).__name__}, "
+                        "which has no JSON form; convert the column to strings first"
+                    )
+        return state
+
+    @classmethod
+    def from_dict(cls, state: dict) -> TabularPreprocessor:
+        if state.get("format") != "tabembed.TabularPreprocessor":
+            raise ValueError("not a TabularPreprocessor state (format field missing or wrong)")
+        if state.get("version", 0) > FORMAT_VERSION:
+            raise ValueError(
+                f"this state was written by a newer tabembed (format version "
+                f"{state['version']} > {FORMAT_VERSION}); upgrade tabembed to read it"
+            )
+        self = cls(**state["params"])
+        self.feature_names_in_ = np.asarray(state["feature_names_in"], dtype=object)
+        self.n_features_in_ = len(self.feature_names_in_)
+        self.cat_names_ = list(state["cat_names"])
+        self.cont_names_ = list(state["cont_names"])
+        self.date_names_ = list(state["date_names"])
+        self.categories_ = {k: list(v) for k, v in state["categories"].items()}
+        self.na_names_ = list(state["na_names"])
+        self.medians_ = dict(state["medians"])
+        self.means_ = dict(state["means"])
+        self.stds_ = dict(state["stds"])
+        self._finish()
+        self.embedding_sizes_ = {k: tuple(v) for k, v in state["embedding_sizes"].items()}
+        return self
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.string = True
+        tags.input_tags.categorical = True
+        tags.input_tags.allow_nan = True
+        return tags
+

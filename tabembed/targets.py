@@ -1,0 +1,181 @@
+"""TargetTransformer: encode targets for training and decode predictions back.
+
+Binary and multiclass labels become integer codes in the order of
+``classes_`` (sorted, as scikit-learn's ``LabelEncoder``); multi-label targets
+(an indicator matrix, or one collection of labels per row) become a float
+indicator matrix; regression targets are optionally standardised or
+log-transformed (``log1p``) and decoded back.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.preprocessing import MultiLabelBinarizer
+from sklearn.utils.multiclass import type_of_target
+from sklearn.utils.validation import check_is_fitted
+
+__all__ = ["TASKS", "TargetTransformer"]
+
+TASKS = ("binary", "multiclass", "multilabel", "regression")
+_SCALES = (None, "standard", "log")
+
+
+def _is_label_sets(y) -> bool:
+    if isinstance(y, pd.DataFrame) or (isinstance(y, np.ndarray) and y.ndim == 2):
+        return False
+    first = next(iter(y), None) if len(y) else None
+    return isinstance(first, list | tuple | set | frozenset)
+
+
+class TargetTransformer(TransformerMixin, BaseEstimator):
+    """Encode a target for a model and decode its outputs.
+
+    Parameters
+    ----------
+    task : {"auto", "binary", "multiclass", "multilabel", "regression"}
+        ``"auto"`` uses scikit-learn's ``type_of_target``. Integer targets
+        with few values look multiclass: say ``"regression"`` for ratings.
+    scale : {None, "standard", "log"}
+        Regression only: standardise with the training mean and std, or
+        ``log1p`` (targets must be greater than -1).
+
+    Attributes
+    ----------
+    task_ : str
+    classes_ : ndarray
+        Class labels (classification), or label names (multi-label).
+    mean_, std_ : float
+        Regression statistics used by ``scale="standard"``.
+    """
+
+    def __init__(self, task: str = "auto", scale: str | None = None):
+        self.task = task
+        self.scale = scale
+
+    def fit(self, y):
+        if self.task not in ("auto", *TASKS):
+            raise ValueError(f"task must be 'auto' or one of {TASKS}, got {self.task!r}")
+        if self.scale not in _SCALES:
+            raise ValueError(f"scale must be one of {_SCALES}, got {self.scale!r}")
+        if len(y) == 0:
+            raise ValueError("cannot fit a target with 0 rows")
+        if _is_label_sets(y):
+            self.task_ = "multilabel"
+            self._binarizer = MultiLabelBinarizer().fit(y)
+            self.classes_ = self._binarizer.classes_
+            return self
+        values = self._check_missing(y)
+        task = self.task
+        if task == "auto":
+            kind = type_of_target(values)
+            task = {"binary": "binary", "multiclass": "multiclass",
+                    "multilabel-indicator": "multilabel"}.get(kind, "regression")
+        if task == "multilabel":
+            self.classes_ = (np.asarray(y.columns, dtype=object) if isinstance(y, pd.DataFrame)
+                             else np.arange(values.shape[1]))
+        elif task in ("binary", "multiclass"):
+            self.classes_ = np.unique(values)
+            if len(self.classes_) < 2:
+                raise ValueError(
+                    f"the target has a single class {self.classes_.tolist()}; a classifier "
+                    "needs at least two"
+                )
+            if task == "binary" and len(self.classes_) > 2:
+                raise ValueError(f"task='binary' but the target has {len(self.classes_)} classes")
+        else:
+            self._fit_regression(values)
+        if self.scale is not None and task != "regression":
+            raise ValueError(f"scale={self.scale!r} applies to regression, not {task}")
+        self.task_ = task
+        return self
+
+    @staticmethod
+    def _check_missing(y) -> np.ndarray:
+        values = np.asarray(y)
+        if pd.isna(values).any():
+            count = int(pd.isna(values).sum())
+            raise ValueError(f"the target has {count} missing value(s); drop those rows first")
+        return values
+
+    def _fit_regression(self, values: np.ndarray) -> None:
+        try:
+            values = values.astype(np.float64)
+        except ValueError as error:
+            raise ValueError(f"a regression target must be numeric: {error}") from error
+        if self.scale == "log" and (values <= -1).any():
+            raise ValueError("scale='log' needs targets greater than -1 (it applies log1p)")
+        self.mean_ = float(values.mean())
+        self.std_ = float(values.std()) or 1.0
+
+    def transform(self, y) -> np.ndarray:
+        """Codes (int64) for classes, a float32 matrix for multi-label, float32 for regression."""
+        check_is_fitted(self, "task_")
+        if self.task_ == "multilabel":
+            if hasattr(self, "_binarizer"):
+                return self._binarizer.transform(y).astype(np.float32)
+            return self._check_missing(y).astype(np.float32)
+        values = self._check_missing(y)
+        if self.task_ == "regression":
+            values = values.astype(np.float64)
+            if self.scale == "standard":
+                values = (values - self.mean_) / self.std_
+            elif self.scale == "log":
+                values = np.log1p(values)
+            return values.astype(np.float32)
+        codes = np.searchsorted(self.classes_, values)
+        codes = np.clip(codes, 0, len(self.classes_) - 1)
+        unseen = self.classes_[codes] != values
+        if unseen.any():
+            raise ValueError(
+                f"labels not seen in training: {np.unique(values[unseen])[:5].tolist()}; "
+                f"known classes are {self.classes_.tolist()}"
+            )
+        return codes.astype(np.int64)
+
+    def inverse_transform(self, encoded) -> np.ndarray:
+        """Class labels from codes, label indicators from a matrix, targets from scaled values."""
+        check_is_fitted(self, "task_")
+        encoded = np.asarray(encoded)
+        if self.task_ == "regression":
+            values = encoded.astype(np.float64)
+            if self.scale == "standard":
+                return values * self.std_ + self.mean_
+            if self.scale == "log":
+                return np.expm1(values)
+            return values
+        if self.task_ == "multilabel":
+            return encoded.astype(int)
+        return self.classes_[encoded]
+
+    @property
+    def n_outputs_(self) -> int:
+        """Width of the model's output layer for this target."""
+        check_is_fitted(self, "task_")
+        if self.task_ in ("regression", "binary"):
+            return 1
+        return len(self.classes_)
+
+    def to_dict(self) -> dict:
+        check_is_fitted(self, "task_")
+        state = {"params": self.get_params(), "task": self.task_}
+        if hasattr(self, "classes_"):
+            state["classes"] = [c.item() if isinstance(c, np.generic) else c
+                                for c in self.classes_]
+            state["label_sets"] = hasattr(self, "_binarizer")
+        if self.task_ == "regression":
+            state["mean"], state["std"] = self.mean_, self.std_
+        return state
+
+    @classmethod
+    def from_dict(cls, state: dict) -> TargetTransformer:
+        self = cls(**state["params"])
+        self.task_ = state["task"]
+        if "classes" in state:
+            self.classes_ = np.asarray(state["classes"])
+            if state.get("label_sets"):
+                self._binarizer = MultiLabelBinarizer(classes=list(self.classes_)).fit([])
+        if self.task_ == "regression":
+            self.mean_, self.std_ = state["mean"], state["std"]
+        return self

@@ -1,0 +1,346 @@
+import json
+import pickle
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sklearn.compose import ColumnTransformer
+from sklearn.pipeline import make_pipeline
+
+from tabembed.preprocessing import DATE_PARTS, TabularPreprocessor, embedding_size
+
+
+@pytest.fixture(scope="module")
+def adult_x(adult):
+    train, test = adult
+    return train.drop(columns="income"), test.drop(columns="income")
+
+
+@pytest.fixture(scope="module")
+def fitted(adult_x):
+    return TabularPreprocessor().fit(adult_x[0])
+
+
+# ------------------------------------------------------------- embedding sizes
+
+@pytest.mark.parametrize("cardinality, width", [(1, 1), (2, 1), (3, 2), (8, 4), (99, 50), (100, 50),
+                                                (1000, 50)])
+def test_embedding_size_rule(cardinality, width):
+    assert embedding_size(cardinality) == width
+
+
+def test_embedding_size_rejects_zero():
+    with pytest.raises(ValueError, match="cardinality"):
+        embedding_size(0)
+
+
+def test_embedding_sizes_count_the_unknown_token(fitted, adult_x):
+    # sex has 2 values + unknown = 3 codes -> width 2; workclass 8 + 1 = 9 -> 5.
+    assert fitted.embedding_sizes_["sex"] == (3, 2)
+    assert fitted.embedding_sizes_["workclass"] == (9, 5)
+    assert fitted.embedding_sizes_["native_country"] == (42, 21)
+    weekday = pd.DataFrame({"day": pd.Categorical(list("MTWRFSU") * 3)})
+    assert TabularPreprocessor().fit(weekday).embedding_sizes_["day"] == (8, 4)
+
+
+def test_embedding_size_overrides_and_rule(adult_x):
+    custom = TabularPreprocessor(embedding_sizes={"education": 3},
+                                 embedding_rule=lambda c: c).fit(adult_x[0])
+    assert custom.embedding_sizes_["education"] == (17, 3)
+    assert custom.embedding_sizes_["race"] == (6, 6)
+    with pytest.raises(ValueError, match="not categorical outputs"):
+        TabularPreprocessor(embedding_sizes={"age": 3}).fit(adult_x[0])
+
+
+# ------------------------------------------------------------- roles
+
+def test_roles_inferred_on_adult(fitted):
+    assert fitted.cat_names_ == ["workclass", "education", "marital_status", "occupation",
+                                 "relationship", "race", "sex", "native_country",
+                                 "education_num"]   # 16 integer values <= 20: categorical
+    assert fitted.cont_names_ == ["age", "fnlwgt", "capital_gain", "capital_loss",
+                                  "hours_per_week"]
+    assert fitted.date_names_ == []
+
+
+def test_roles_explicit_and_partially_inferred(adult_x):
+    explicit = TabularPreprocessor(cat_names=["sex"], cont_names=["age"]).fit(adult_x[0])
+    assert explicit.cat_columns_ == ["sex"] and explicit.cont_columns_ == ["age"]
+    only_cats = TabularPreprocessor(cat_names=["sex", "race"]).fit(adult_x[0])
+    # Unnamed numeric columns become continuous, never binned into categories.
+    assert only_cats.cat_names_ == ["sex", "race"]
+    assert "education_num" in only_cats.cont_names_
+    frame = pd.DataFrame({"f": [0.5, 1.5, 2.5] * 10, "b": [True, False, True] * 10,
+                          "i": np.arange(30), "s": ["x", "y", "z"] * 10})
+    roles = TabularPreprocessor(max_integer_categories=20).fit(frame)
+    assert roles.cat_names_ == ["b", "s"] and roles.cont_names_ == ["f", "i"]
+
+
+# ------------------------------------------------------------- categorify
+
+def test_unknown_token_for_missing_and_unseen():
+    train = pd.DataFrame({"c": ["b", "a", "c", "a"]})
+    pre = TabularPreprocessor().fit(train)
+    assert pre.categories_["c"] == ["a", "b", "c"]
+    test = pd.DataFrame({"c": ["a", None, "zzz", "c", np.nan]})
+    codes, _ = pre.transform_arrays(test)
+    assert codes[:, 0].tolist() == [1, 0, 0, 3, 0]
+    assert list(pre.decode("c", [0, 1, 3])) == [None, "a", "c"]
+
+
+def test_categorical_dtype_is_mapped_by_value_not_codes():
+    train = pd.DataFrame({"c": pd.Categorical(["a", "b", "c"], categories=["a", "b", "c"])})
+    pre = TabularPreprocessor().fit(train)
+    # Same values, different category order and an extra unseen category.
+    test = pd.DataFrame({"c": pd.Categorical(["c", "a", "q", None], categories=["q", "c", "a"])})
+    codes, _ = pre.transform_arrays(test)
+    assert codes[:, 0].tolist() == [3, 1, 0, 0]
+    # A plain string column with the same values gives the same codes.
+    strings, _ = pre.transform_arrays(pd.DataFrame({"c": ["c", "a", "q", None]}))
+    np.testing.assert_array_equal(codes, strings)
+
+
+def test_adult_test_codes_decode_to_the_original_values(fitted, adult_x):
+    _, test = adult_x
+    codes, _ = fitted.transform_arrays(test)
+    for j, column in enumerate(fitted.cat_names_):
+        decoded = pd.Series(fitted.decode(column, codes[:, j]), dtype=object)
+        original = test[column].astype(object).where(test[column].notna(), None)
+        known = original.isin(fitted.categories_[column])
+        assert (decoded[known.to_numpy()].to_numpy() == original[known].to_numpy()).all()
+        assert decoded[~known.to_numpy()].isna().all()
+    # Holand-Netherlands appears once in train: with min_frequency=2 it folds to unknown.
+    rare = TabularPreprocessor(min_frequency=2).fit(adult_x[0])
+    assert "Holand-Netherlands" not in rare.categories_["native_country"]
+    assert "Holand-Netherlands" in fitted.categories_["native_country"]
+
+
+def test_min_frequency_fraction():
+    frame = pd.DataFrame({"c": ["a"] * 90 + ["b"] * 9 + ["c"]})
+    assert TabularPreprocessor(min_frequency=0.05).fit(frame).categories_["c"] == ["a", "b"]
+
+
+def test_integer_categories_match_float_values_at_inference():
+    pre = TabularPreprocessor().fit(pd.DataFrame({"k": [1, 2, 3, 1]}))
+    assert pre.cat_names_ == ["k"]
+    codes, _ = pre.transform_arrays(pd.DataFrame({"k": [3.0, np.nan, 2.0, 7.0]}))
+    assert codes[:, 0].tolist() == [3, 0, 2, 0]
+
+
+# ------------------------------------------------------------- continuous
+
+def test_median_fill_indicator_and_standardisation():
+    train = pd.DataFrame({"x": [1.0, 2.0, np.nan, 4.0, 100.0], "y": [1.0, 2.0, 3.0, 4.0, 5.0]})
+    pre = TabularPreprocessor().fit(train)
+    assert pre.medians_["x"] == 3.0
+    assert pre.na_names_ == ["x"] and pre.cat_columns_ == ["x_na"]
+    assert pre.embedding_sizes_["x_na"] == (3, 2)
+    filled = np.array([1.0, 2.0, 3.0, 4.0, 100.0])
+    assert pre.means_["x"] == pytest.approx(filled.mean())
+    assert pre.stds_["x"] == pytest.approx(filled.std())
+    codes, conts = pre.transform_arrays(train)
+    assert codes[:, 0].tolist() == [1, 1, 2, 1, 1]
+    np.testing.assert_allclose(conts[:, 0], (filled - filled.mean()) / filled.std(), rtol=1e-6)
+    np.testing.assert_allclose(conts.mean(0), 0, atol=1e-6)
+    # y had no missing value in training; at inference a NaN is filled, not an error.
+    _, conts = pre.transform_arrays(pd.DataFrame({"x": [np.nan], "y": [np.nan]}))
+    assert conts[0, 1] == pytest.approx((3.0 - 3.0) / pre.stds_["y"])
+
+
+def test_constant_column_does_not_divide_by_zero():
+    pre = TabularPreprocessor().fit(pd.DataFrame({"x": [2.5] * 10}))
+    _, conts = pre.transform_arrays(pd.DataFrame({"x": [2.5, 3.5]}))
+    assert np.isfinite(conts).all() and conts[:, 0].tolist() == [0.0, 1.0]
+
+
+def test_infinite_values_are_an_error_naming_column_and_count():
+    frame = pd.DataFrame({"x": [1.0, np.inf, -np.inf, 2.0]})
+    with pytest.raises(ValueError, match=r"'x' has 2 infinite"):
+        TabularPreprocessor().fit(frame)
+    pre = TabularPreprocessor().fit(pd.DataFrame({"x": [1.0, 2.0]}))
+    with pytest.raises(ValueError, match=r"'x' has 1 infinite"):
+        pre.transform_arrays(pd.DataFrame({"x": [np.inf]}))
+
+
+def test_string_in_continuous_column_names_column_and_value():
+    pre = TabularPreprocessor(cont_names=["x"], cat_names=[]).fit(pd.DataFrame({"x": [1.0, 2.0]}))
+    with pytest.raises(ValueError, match=r"'x'.*'oops'"):
+        pre.transform_arrays(pd.DataFrame({"x": [1.0, "oops", 3.0]}, dtype=object))
+    with pytest.raises(ValueError, match=r"'x'.*'abc'"):
+        TabularPreprocessor(cont_names=["x"]).fit(pd.DataFrame({"x": ["1", "abc"]}))
+    # Python numbers in an object column are fine.
+    _, conts = pre.transform_arrays(pd.DataFrame({"x": [1, 2.0, None]}, dtype=object))
+    assert np.isfinite(conts).all()
+
+
+# ------------------------------------------------------------- dates
+
+def test_dates_expand_into_parts_and_elapsed():
+    dates = pd.to_datetime(["2024-01-01", "2024-03-31", "2024-12-31", None, "2025-02-14"])
+    frame = pd.DataFrame({"when": dates, "v": [1.0, 2.0, 3.0, 4.0, 5.0]})
+    pre = TabularPreprocessor().fit(frame)
+    assert pre.date_names_ == ["when"]
+    assert pre.cat_columns_[:len(DATE_PARTS)] == [f"when_{p}" for p in DATE_PARTS]
+    assert pre.cont_columns_ == ["v", "when_elapsed"]
+    assert "when_elapsed_na" in pre.cat_columns_
+    codes, conts = pre.transform_arrays(frame)
+    decoded = {p: pre.decode(f"when_{p}", codes[:, pre.cat_columns_.index(f"when_{p}")])
+               for p in DATE_PARTS}
+    assert decoded["year"].tolist() == [2024, 2024, 2024, None, 2025]
+    assert decoded["dayofweek"][0] == 0            # 2024-01-01 is a Monday
+    assert decoded["dayofyear"][2] == 366           # leap year
+    assert decoded["is_quarter_end"][1] is True
+    assert decoded["is_year_end"][2] is True and decoded["is_year_start"][0] is True
+    assert decoded["week"][0] == 1 and decoded["month"][4] == 2
+    seconds = pd.Series(dates).dropna().astype("datetime64[ns]").astype("int64") / 1e9
+    median = float(np.median(seconds))   # midway between 2024-03-31 and 2024-12-31
+    assert pre.medians_["when_elapsed"] == pytest.approx(median)
+    assert np.isfinite(conts).all()
+
+
+# ------------------------------------------------------------- outputs
+
+def test_to_tensors_and_sklearn_output(fitted, adult_x):
+    codes, conts = fitted.to_tensors(adult_x[1])
+    assert codes.dtype == torch.int64 and codes.shape == (16281, 9)
+    assert conts.dtype == torch.float32 and conts.shape == (16281, 5)
+    out = fitted.transform(adult_x[1])
+    assert out.shape == (16281, 14)
+    names = fitted.get_feature_names_out()
+    assert list(names) == fitted.cat_columns_ + fitted.cont_columns_
+    frame = TabularPreprocessor().set_output(transform="pandas").fit_transform(adult_x[0])
+    assert list(frame.columns) == list(names)
+    pipe = make_pipeline(TabularPreprocessor()).fit(adult_x[0])
+    assert pipe.transform(adult_x[1]).shape == (16281, 14)
+    column = ColumnTransformer([("pre", TabularPreprocessor(), ["age", "sex"])]).fit(adult_x[0])
+    assert column.transform(adult_x[1]).shape == (16281, 2)
+
+
+# ------------------------------------------------------------- streaming fit
+
+def test_streaming_fit_from_parquet_matches_in_memory(adult_x, tmp_path):
+    frame = adult_x[0].copy()
+    frame.loc[::7, "age"] = np.nan   # give a continuous column missing values
+    folder = tmp_path / "adult"
+    folder.mkdir()
+    for i, part in enumerate(np.array_split(np.arange(len(frame)), 5)):
+        table = pa.Table.from_pandas(frame.iloc[part], preserve_index=False)
+        pq.write_table(table, folder / f"part-{i}.parquet", row_group_size=3000)
+    memory = TabularPreprocessor().fit(frame)
+    streamed = TabularPreprocessor().fit(str(folder))
+    assert streamed.cat_names_ == memory.cat_names_
+    assert streamed.cont_names_ == memory.cont_names_
+    assert streamed.categories_ == memory.categories_
+    assert streamed.embedding_sizes_ == memory.embedding_sizes_
+    assert streamed.medians_ == memory.medians_    # exact, not approximate
+    assert memory.medians_["age"] == float(np.nanmedian(frame["age"]))
+    for column in memory.means_:
+        assert streamed.means_[column] == pytest.approx(memory.means_[column], rel=1e-12)
+        assert streamed.stds_[column] == pytest.approx(memory.stds_[column], rel=1e-12)
+    np.testing.assert_array_equal(streamed.transform(frame), memory.transform(frame))
+
+
+def test_exact_median_with_even_count_and_ties():
+    values = np.array([5.0, 1.0, 1.0, 1.0, 2.0, 9.0, 9.0, np.nan, 1e9, -3.0])
+    pre = TabularPreprocessor().fit(pd.DataFrame({"x": values}))
+    assert pre.medians_["x"] == float(np.nanmedian(values))
+
+
+# ------------------------------------------------------------- state
+
+def test_pickle_and_json_state_round_trip(fitted, adult_x):
+    expected = fitted.transform(adult_x[1])
+    again = pickle.loads(pickle.dumps(fitted))
+    np.testing.assert_array_equal(again.transform(adult_x[1]), expected)
+    state = json.loads(json.dumps(fitted.to_dict()))
+    restored = TabularPreprocessor.from_dict(state)
+    np.testing.assert_array_equal(restored.transform(adult_x[1]), expected)
+    assert restored.embedding_sizes_ == fitted.embedding_sizes_
+    with pytest.raises(ValueError, match="newer tabembed"):
+        TabularPreprocessor.from_dict({**state, "version": 99})
+
+
+# ------------------------------------------------------------- bad input
+
+def test_missing_columns_are_all_named_and_extra_columns_ignored(fitted, adult_x):
+    with pytest.raises(ValueError, match=r"\['age', 'sex'\]|\['sex', 'age'\]"):
+        fitted.transform_arrays(adult_x[1].drop(columns=["age", "sex"]))
+    extra = adult_x[1].assign(something_else=1)
+    np.testing.assert_array_equal(fitted.transform(extra), fitted.transform(adult_x[1]))
+
+
+def test_empty_all_missing_duplicate_and_unhashable():
+    with pytest.raises(ValueError, match="empty"):
+        TabularPreprocessor().fit(pd.DataFrame({"a": pd.Series([], dtype=float)}))
+    with pytest.raises(ValueError, match=r"'c' has no non-missing"):
+        TabularPreprocessor().fit(pd.DataFrame({"c": [None, None]}, dtype=object))
+    with pytest.raises(ValueError, match=r"'x' has no non-missing"):
+        TabularPreprocessor().fit(pd.DataFrame({"x": [np.nan, np.nan]}))
+    duplicated = pd.DataFrame([[1, 2]], columns=["a", "a"])
+    with pytest.raises(ValueError, match="duplicate column names"):
+        TabularPreprocessor().fit(duplicated)
+    with pytest.raises(ValueError, match=r"'tags' holds unhashable"):
+        TabularPreprocessor().fit(pd.DataFrame({"tags": [[1], [2]]}))
+    pre = TabularPreprocessor().fit(pd.DataFrame({"tags": ["a", "b"]}))
+    with pytest.raises(ValueError, match=r"'tags' holds unhashable"):
+        pre.transform_arrays(pd.DataFrame({"tags": [["a"], {"b": 1}]}))
+
+
+def test_caller_frame_is_never_modified(adult_x):
+    train = adult_x[0].copy()
+    train.loc[::5, "age"] = np.nan
+    train["when"] = pd.date_range("2020-01-01", periods=len(train), freq="h")
+    snapshot = train.copy(deep=True)
+    pre = TabularPreprocessor().fit(train)
+    pre.transform(train)
+    pd.testing.assert_frame_equal(train, snapshot)
+
+
+# ------------------------------------------------------------- properties
+
+_values = st.one_of(
+    st.none(), st.just(""), st.text(max_size=5), st.integers(-3, 3),
+    st.sampled_from(["é", "日本", "🙂", "a b", "NaN"]),
+)
+
+
+@st.composite
+def _frames(draw):
+    n = draw(st.integers(1, 25))
+    cats = draw(st.lists(_values, min_size=n, max_size=n))
+    cats = [str(v) if isinstance(v, int) else v for v in cats]
+    nums = draw(st.lists(st.one_of(st.none(), st.floats(-1e6, 1e6)), min_size=n, max_size=n))
+    flags = draw(st.lists(st.one_of(st.none(), st.booleans()), min_size=n, max_size=n))
+    frame = pd.DataFrame({"cat": pd.Series(cats, dtype=object),
+                          "num": pd.Series(nums, dtype=float),
+                          "flag": pd.Series(flags, dtype=object)})
+    if draw(st.booleans()):
+        frame["cat"] = frame["cat"].astype("category")
+    return frame
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(train=_frames(), test=_frames())
+def test_transform_never_crashes_and_codes_stay_in_range(train, test):
+    roles = {"cat_names": ["cat", "flag"], "cont_names": ["num"]}
+    if train["cat"].isna().all() or train["flag"].isna().all() or train["num"].isna().all():
+        with pytest.raises(ValueError, match="no non-missing"):
+            TabularPreprocessor(**roles).fit(train)
+        return
+    pre = TabularPreprocessor(**roles).fit(train)
+    codes, conts = pre.transform_arrays(test)
+    assert codes.shape == (len(test), len(pre.cat_columns_))
+    for j, column in enumerate(pre.cat_columns_):
+        assert codes[:, j].min() >= 0
+        assert codes[:, j].max() < pre.embedding_sizes_[column][0]
+    assert np.isfinite(conts).all()
+    # Training rows round-trip through decode.
+    train_codes, _ = pre.transform_arrays(train)
+    decoded = pre.decode("cat", train_codes[:, 0])
+    present = train["cat"].notna().to_numpy()
+    assert list(decoded[present]) == list(train["cat"].astype(object)[present])
