@@ -1,0 +1,150 @@
+"""Collaborative filtering: DotBias (biased matrix factorisation) and NeuralCF.
+
+Inputs follow the shared signature ``forward(codes, continuous)``: column 0 of
+``codes`` is the user, column 1 the item, any further columns are categorical
+side features (user age band, item genre, ...) and ``continuous`` holds the
+numeric side features. So side features need no second model class.
+
+Code 0 is the unknown user or item. Its factor vector and bias are fixed at
+zero (``padding_idx``), so an unknown user gets ``global + item bias`` (plus
+side-feature terms), an unknown item ``global + user bias``, and a pair of
+unknowns the global offset alone: the prior, never an untrained random vector.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from tabembed.models.layers import (
+    MLP,
+    CategoricalEmbeddings,
+    Offset,
+    ScaledSigmoid,
+    init_embedding,
+    init_linear,
+)
+
+DEFAULT_FACTORS = 50
+
+
+class _Collaborative(nn.Module):
+    """User/item embeddings, biases, side-feature terms, a global offset and ``y_range``."""
+
+    def __init__(self, *, n_users, n_items, n_factors, y_range, side_embedding_sizes,
+                 n_continuous, global_bias):
+        super().__init__()
+        if n_users < 1 or n_items < 1 or n_factors < 1:
+            raise ValueError(f"sizes must be positive: {n_users=}, {n_items=}, {n_factors=}")
+        self.output_range = ScaledSigmoid(*y_range) if y_range is not None else nn.Identity()
+        if y_range is not None:   # start the offset at the prior mean inside the range
+            global_bias = self.output_range.inverse(global_bias)
+        self.user_factors = init_embedding(nn.Embedding(n_users, n_factors, padding_idx=0))
+        self.item_factors = init_embedding(nn.Embedding(n_items, n_factors, padding_idx=0))
+        self.user_bias = nn.Embedding(n_users, 1, padding_idx=0)
+        self.item_bias = nn.Embedding(n_items, 1, padding_idx=0)
+        nn.init.zeros_(self.user_bias.weight)
+        nn.init.zeros_(self.item_bias.weight)
+        # Side features enter linearly: one learned bias per category value.
+        self.side_bias = CategoricalEmbeddings([(c, 1) for c, _ in side_embedding_sizes])
+        for embedding in self.side_bias.embeddings:
+            nn.init.zeros_(embedding.weight)
+        self.side_linear = nn.Linear(n_continuous, 1, bias=False) if n_continuous else None
+        if self.side_linear is not None:
+            nn.init.zeros_(self.side_linear.weight)
+        self.offset = Offset(global_bias)
+
+    def interaction(self, codes, continuous, users, items):
+        raise NotImplementedError
+
+    def forward(self, codes: torch.Tensor, continuous: torch.Tensor) -> torch.Tensor:
+        users, items = codes[:, 0], codes[:, 1]
+        output = (self.interaction(codes, continuous, users, items)
+                  + self.user_bias(users) + self.item_bias(items))
+        if self.side_bias.embeddings:
+            output = output + self.side_bias(codes[:, 2:]).sum(dim=1, keepdim=True)
+        if self.side_linear is not None:
+            output = output + self.side_linear(continuous)
+        return self.output_range(self.offset(output))
+
+    def _bias_modules(self) -> list[nn.Module]:
+        return [self.user_factors, self.item_factors, self.user_bias, self.item_bias,
+                self.side_bias]
+
+
+class DotBias(_Collaborative):
+    """``user . item + user bias + item bias + global`` (optionally squashed into ``y_range``).
+
+    Parameters
+    ----------
+    n_users, n_items : int
+        Vocabulary sizes, code 0 (unknown) included.
+    n_factors : int
+        Embedding width, default 50.
+    y_range : (low, high), optional
+        Scaled sigmoid on the output, e.g. ``(0, 5.5)`` for 1-5 star ratings.
+    side_embedding_sizes : sequence of (cardinality, width)
+        Categorical side features (columns 2.. of ``codes``); each adds a learned bias.
+    n_continuous : int
+        Numeric side features, entering through a linear term.
+    global_bias : float
+        Initial global offset (the training mean is a good start).
+    """
+
+    def __init__(self, *, n_users: int, n_items: int, n_factors: int = DEFAULT_FACTORS,
+                 y_range: tuple[float, float] | None = None,
+                 side_embedding_sizes: Sequence[tuple[int, int]] = (), n_continuous: int = 0,
+                 global_bias: float = 0.0):
+        super().__init__(n_users=n_users, n_items=n_items, n_factors=n_factors, y_range=y_range,
+                         side_embedding_sizes=side_embedding_sizes, n_continuous=n_continuous,
+                         global_bias=global_bias)
+
+    def interaction(self, codes, continuous, users, items):
+        return (self.user_factors(users) * self.item_factors(items)).sum(dim=1, keepdim=True)
+
+    def layer_groups(self) -> list[nn.Module]:
+        head = [self.offset, self.output_range]
+        if self.side_linear is not None:
+            head.append(self.side_linear)
+        return [nn.ModuleList(self._bias_modules()), nn.ModuleList(head)]
+
+
+class NeuralCF(_Collaborative):
+    """User, item and side embeddings concatenated through an MLP, plus the bias terms.
+
+    The MLP's interaction term is used only when both user and item are
+    known, so unknowns fall back to the same prior as :class:`DotBias`.
+    Parameters are those of :class:`DotBias`, plus ``hidden`` and ``dropout``
+    of the MLP.
+    """
+
+    def __init__(self, *, n_users: int, n_items: int, n_factors: int = DEFAULT_FACTORS,
+                 hidden: Sequence[int] = (100, 50), dropout=0.1,
+                 y_range: tuple[float, float] | None = None,
+                 side_embedding_sizes: Sequence[tuple[int, int]] = (), n_continuous: int = 0,
+                 global_bias: float = 0.0):
+        super().__init__(n_users=n_users, n_items=n_items, n_factors=n_factors, y_range=y_range,
+                         side_embedding_sizes=side_embedding_sizes, n_continuous=n_continuous,
+                         global_bias=global_bias)
+        self.side_embeddings = CategoricalEmbeddings(side_embedding_sizes)
+        d_in = 2 * n_factors + self.side_embeddings.d_out + n_continuous
+        self.body = MLP(d_in, hidden, dropout=dropout)
+        self.head = init_linear(nn.Linear(self.body.d_out, 1))
+
+    def interaction(self, codes, continuous, users, items):
+        parts = [self.user_factors(users), self.item_factors(items)]
+        if self.side_embeddings.embeddings:
+            parts.append(self.side_embeddings(codes[:, 2:]))
+        if continuous.shape[1]:
+            parts.append(continuous)
+        known = ((users != 0) & (items != 0)).unsqueeze(1)
+        return self.head(self.body(torch.cat(parts, dim=1))) * known
+
+    def layer_groups(self) -> list[nn.Module]:
+        head = [self.head, self.offset, self.output_range]
+        if self.side_linear is not None:
+            head.append(self.side_linear)
+        return [nn.ModuleList([*self._bias_modules(), self.side_embeddings]), self.body,
+                nn.ModuleList(head)]

@@ -1,0 +1,118 @@
+"""Building blocks shared by the tabular and collaborative-filtering models.
+
+Initialisation, chosen once here for every model:
+
+- embeddings: normal with std 0.01 (small, so that a fresh model's output is
+  dominated by biases; fastai uses a truncated normal with the same std);
+- linear layers: Kaiming normal for ReLU (fan-in), biases zero;
+- batch norm: weight 1, bias 0 (PyTorch's default).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+EMBEDDING_INIT_STD = 0.01
+
+
+def init_embedding(embedding: nn.Embedding, std: float = EMBEDDING_INIT_STD) -> nn.Embedding:
+    nn.init.normal_(embedding.weight, 0.0, std)
+    if embedding.padding_idx is not None:
+        with torch.no_grad():
+            embedding.weight[embedding.padding_idx].zero_()
+    return embedding
+
+
+def init_linear(linear: nn.Linear) -> nn.Linear:
+    nn.init.kaiming_normal_(linear.weight, nonlinearity="relu")
+    if linear.bias is not None:
+        nn.init.zeros_(linear.bias)
+    return linear
+
+
+class CategoricalEmbeddings(nn.Module):
+    """One ``nn.Embedding`` per categorical column, concatenated, then dropout."""
+
+    def __init__(self, embedding_sizes: Sequence[tuple[int, int]], *, dropout: float = 0.0):
+        super().__init__()
+        for cardinality, width in embedding_sizes:
+            if cardinality < 1 or width < 1:
+                raise ValueError(f"embedding sizes must be positive, got {(cardinality, width)=}")
+        self.embeddings = nn.ModuleList(
+            init_embedding(nn.Embedding(cardinality, width))
+            for cardinality, width in embedding_sizes
+        )
+        self.d_out = sum(width for _, width in embedding_sizes)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        if not self.embeddings:
+            return codes.new_zeros((codes.shape[0], 0), dtype=torch.get_default_dtype())
+        vectors = [embedding(codes[:, i]) for i, embedding in enumerate(self.embeddings)]
+        return self.dropout(torch.cat(vectors, dim=1))
+
+
+class LinearBlock(nn.Sequential):
+    """Linear, ReLU, BatchNorm, Dropout: fastai's order, which trains well on tables."""
+
+    def __init__(self, d_in: int, d_out: int, *, dropout: float = 0.0, batch_norm: bool = True):
+        layers = [init_linear(nn.Linear(d_in, d_out, bias=not batch_norm)), nn.ReLU()]
+        if batch_norm:
+            layers.append(nn.BatchNorm1d(d_out))
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        super().__init__(*layers)
+
+
+class MLP(nn.Sequential):
+    """A stack of :class:`LinearBlock`; ``dropout`` is one rate or one per layer."""
+
+    def __init__(self, d_in: int, hidden: Sequence[int], *, dropout=0.0, batch_norm: bool = True):
+        rates = list(dropout) if isinstance(dropout, Sequence) else [dropout] * len(hidden)
+        if len(rates) != len(hidden):
+            raise ValueError(f"one dropout rate per hidden layer: {hidden=}, {dropout=}")
+        for rate in rates:
+            if not 0 <= rate < 1:
+                raise ValueError(f"dropout must be in [0, 1), got {dropout=}")
+        blocks, width = [], d_in
+        for size, rate in zip(hidden, rates):
+            blocks.append(LinearBlock(width, size, dropout=rate, batch_norm=batch_norm))
+            width = size
+        super().__init__(*blocks)
+        self.d_out = width
+
+
+class ScaledSigmoid(nn.Module):
+    """``low + (high - low) * sigmoid(x)``: outputs always inside ``y_range``."""
+
+    def __init__(self, low: float, high: float):
+        super().__init__()
+        if not low < high:
+            raise ValueError(f"y_range must be (low, high) with low < high, got {(low, high)=}")
+        self.low, self.high = float(low), float(high)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.low + (self.high - self.low) * torch.sigmoid(x)
+
+    def inverse(self, y: float) -> float:
+        """The input giving output ``y`` (clipped inside the range)."""
+        fraction = (y - self.low) / (self.high - self.low)
+        fraction = min(max(fraction, 1e-4), 1 - 1e-4)
+        return float(torch.logit(torch.tensor(fraction)))
+
+    def extra_repr(self) -> str:
+        return f"low={self.low}, high={self.high}"
+
+
+class Offset(nn.Module):
+    """A learned scalar added to the output (the global mean of a recommender)."""
+
+    def __init__(self, value: float = 0.0):
+        super().__init__()
+        self.bias = nn.Parameter(torch.tensor(float(value)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.bias

@@ -1,0 +1,291 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from tabembed.datasets import make_synthetic
+from tabembed.models import (
+    DotBias,
+    EntityEmbeddingMLP,
+    NeuralCF,
+    loss_for_task,
+    predictions_from_output,
+)
+from tabembed.models.layers import EMBEDDING_INIT_STD
+from tabembed.preprocessing import TabularPreprocessor
+from tabembed.training.parameter_groups import layer_groups, parameter_groups
+
+SIZES = [(9, 5), (17, 9), (3, 2)]
+
+
+def _inputs(n=32, sizes=SIZES, n_continuous=4, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    codes = torch.stack([torch.randint(0, c, (n,), generator=generator) for c, _ in sizes], 1) \
+        if sizes else torch.zeros((n, 0), dtype=torch.int64)
+    return codes, torch.randn(n, n_continuous, generator=generator)
+
+
+# ------------------------------------------------------------------ MLP
+
+@pytest.mark.parametrize("task, d_out, shape", [
+    ("regression", 1, (32, 1)), ("regression", 3, (32, 3)), ("binary", 1, (32, 1)),
+    ("multiclass", 5, (32, 5)), ("multilabel", 4, (32, 4)),
+])
+def test_mlp_output_shapes_and_predictions(task, d_out, shape):
+    model = EntityEmbeddingMLP(embedding_sizes=SIZES, n_continuous=4, d_out=d_out, task=task)
+    output = model(*_inputs())
+    assert output.shape == shape
+    probabilities = predictions_from_output(output, task)
+    if task == "multiclass":
+        torch.testing.assert_close(probabilities.sum(1), torch.ones(32))
+    if task == "multilabel":
+        assert ((probabilities > 0) & (probabilities < 1)).all()
+        assert not torch.allclose(probabilities.sum(1), torch.ones(32))
+    target = {"regression": torch.randn(32, d_out).squeeze(1), "binary": torch.rand(32).round(),
+              "multiclass": torch.randint(0, d_out, (32,)),
+              "multilabel": torch.rand(32, d_out).round()}[task]
+    loss = loss_for_task(task)(output, target)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+
+
+def test_mlp_without_categorical_or_without_continuous():
+    only_continuous = EntityEmbeddingMLP(embedding_sizes=[], n_continuous=3)
+    assert only_continuous(*_inputs(sizes=[], n_continuous=3)).shape == (32, 1)
+    only_codes = EntityEmbeddingMLP(embedding_sizes=SIZES, n_continuous=0)
+    assert only_codes(*_inputs(n_continuous=0)).shape == (32, 1)
+    with pytest.raises(ValueError, match="at least one"):
+        EntityEmbeddingMLP(embedding_sizes=[], n_continuous=0)
+
+
+def test_y_range_is_always_respected():
+    model = EntityEmbeddingMLP(embedding_sizes=SIZES, n_continuous=4, y_range=(1.0, 5.0))
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.mul_(50)   # drive the pre-activation far outside
+    codes, continuous = _inputs(n=512)
+    output = model(codes, continuous * 100)
+    assert output.min() >= 1.0 and output.max() <= 5.0
+    assert output.max() - output.min() > 1.0   # saturates at both ends, not a constant
+    with pytest.raises(ValueError, match="y_range"):
+        EntityEmbeddingMLP(embedding_sizes=SIZES, n_continuous=4, task="binary", y_range=(0, 1))
+
+
+def test_mlp_gradients_reach_every_parameter():
+    model = EntityEmbeddingMLP(embedding_sizes=SIZES, n_continuous=4, d_out=2, task="multiclass")
+    codes, continuous = _inputs(n=256)
+    loss_for_task("multiclass")(model(codes, continuous), torch.randint(0, 2, (256,))).backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+
+def test_mlp_parameter_count_matches_formula():
+    model = EntityEmbeddingMLP(embedding_sizes=SIZES, n_continuous=4, d_out=3, task="multiclass",
+                               hidden=(200, 100))
+    embeddings = sum(c * w for c, w in SIZES)
+    d_in = sum(w for _, w in SIZES) + 4
+    continuous_norm = 2 * 4
+    # Linear without bias when batch norm follows (as fastai), + BN weight and bias.
+    hidden = d_in * 200 + 2 * 200 + 200 * 100 + 2 * 100
+    head = 100 * 3 + 3
+    expected = embeddings + continuous_norm + hidden + head
+    assert sum(p.numel() for p in model.parameters()) == expected
+
+
+def test_initialisation():
+    torch.manual_seed(0)
+    model = EntityEmbeddingMLP(embedding_sizes=[(5000, 50)], n_continuous=10,
+                               hidden=(400,), dropout=0.0)
+    table = model.embeddings.embeddings[0].weight
+    assert abs(table.std().item() - EMBEDDING_INIT_STD) < 0.001
+    linear = model.body[0][0]
+    expected = math.sqrt(2 / linear.in_features)   # Kaiming normal, fan-in, ReLU
+    assert abs(linear.weight.std().item() - expected) / expected < 0.05
+    assert (model.head.bias == 0).all()
+
+
+def test_same_seed_same_model_and_outputs():
+    outputs = []
+    for _ in range(2):
+        torch.manual_seed(7)
+        model = EntityEmbeddingMLP(embedding_sizes=SIZES, n_continuous=4)
+        model.train()
+        torch.manual_seed(8)
+        outputs.append(model(*_inputs()))
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=0)
+
+
+def test_layer_groups_cover_every_parameter_once():
+    for model in (EntityEmbeddingMLP(embedding_sizes=SIZES, n_continuous=4),
+                  DotBias(n_users=5, n_items=6, side_embedding_sizes=[(3, 2)], n_continuous=2),
+                  NeuralCF(n_users=5, n_items=6, side_embedding_sizes=[(3, 2)], n_continuous=2)):
+        grouped = [id(p) for g in layer_groups(model) for p in g.parameters()]
+        assert sorted(grouped) == sorted(id(p) for p in model.parameters())
+        assert len(set(grouped)) == len(grouped)
+
+
+def test_parameter_groups_skip_decay_on_biases_norms_and_optionally_embeddings():
+    model = EntityEmbeddingMLP(embedding_sizes=SIZES, n_continuous=4)
+    groups = parameter_groups(model, lr=[1e-4, 1e-3, 1e-2], weight_decay=0.1,
+                              decay_embeddings=False)
+    decayed = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
+    for module in model.modules():
+        for parameter in module.parameters(recurse=False):
+            plain = isinstance(module, nn.BatchNorm1d | nn.Embedding) or parameter.ndim == 1
+            assert (id(parameter) in decayed) != plain, module
+    assert {g["lr"] for g in groups} == {1e-4, 1e-3, 1e-2}
+    with pytest.raises(ValueError, match="3 layer groups"):
+        parameter_groups(model, lr=[1e-3, 1e-2])
+
+
+def test_mlp_recovers_a_known_signal_with_a_bare_loop():
+    X, y = make_synthetic(12000, cardinalities=(8, 40), n_continuous=2, noise=0.1,
+                          missing_fraction=0.0, random_state=1)
+    pre = TabularPreprocessor().fit(X[:10000])
+    codes, continuous = pre.to_tensors(X)
+    target = torch.tensor(y.to_numpy(), dtype=torch.float32)
+    torch.manual_seed(0)
+    model = EntityEmbeddingMLP(embedding_sizes=list(pre.embedding_sizes_.values()),
+                               n_continuous=2, hidden=(64, 32), dropout=0.0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    loss_function = loss_for_task("regression")
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(400):
+        rows = torch.randint(0, 10000, (256,), generator=generator)
+        optimizer.zero_grad()
+        loss_function(model(codes[rows], continuous[rows]), target[rows]).backward()
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        predicted = model(codes[10000:], continuous[10000:]).squeeze(1)
+    held_out = target[10000:]
+    r2 = 1 - ((predicted - held_out) ** 2).mean() / held_out.var()
+    # Continuous terms alone explain about half the variance; categories the rest.
+    assert r2 > 0.95, r2
+
+
+# ------------------------------------------------------------ collaborative
+
+def _planted_ratings(n_users=300, n_items=200, rank=3, density=0.25, seed=0):
+    rng = np.random.default_rng(seed)
+    users = rng.normal(0, 0.8, (n_users, rank))
+    items = rng.normal(0, 0.8, (n_items, rank))
+    user_bias, item_bias = rng.normal(0, 0.5, n_users), rng.normal(0, 0.5, n_items)
+    pairs = np.argwhere(rng.random((n_users, n_items)) < density)
+    u, i = pairs[:, 0], pairs[:, 1]
+    truth = 3.0 + user_bias[u] + item_bias[i] + (users[u] * items[i]).sum(1)
+    rating = truth + rng.normal(0, 0.1, len(u))
+    codes = torch.tensor(np.c_[u + 1, i + 1])   # 0 is the unknown token
+    return codes, torch.tensor(rating, dtype=torch.float32), n_users + 1, n_items + 1
+
+
+def test_dot_bias_recovers_planted_factors_with_a_bare_loop():
+    codes, rating, n_users, n_items = _planted_ratings()
+    order = torch.randperm(len(rating), generator=torch.Generator().manual_seed(0))
+    train, held_out = order[:12000], order[12000:]
+    torch.manual_seed(0)
+    model = DotBias(n_users=n_users, n_items=n_items, n_factors=8, global_bias=3.0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-2)
+    empty = torch.zeros(len(rating), 0)
+    for _ in range(300):
+        optimizer.zero_grad()
+        prediction = model(codes[train], empty[train]).squeeze(1)
+        ((prediction - rating[train]) ** 2).mean().backward()
+        optimizer.step()
+    with torch.no_grad():
+        prediction = model(codes[held_out], empty[held_out]).squeeze(1)
+    rmse = ((prediction - rating[held_out]) ** 2).mean().sqrt()
+    spread = rating[held_out].std()
+    # A bias-only model cannot go below ~0.95 of the spread; a broken dot product neither.
+    assert rmse < 0.3 * spread, (rmse, spread)
+
+
+@pytest.mark.parametrize("cls", [DotBias, NeuralCF])
+def test_unknown_user_or_item_gives_the_prior(cls):
+    model = cls(n_users=10, n_items=20, y_range=(0.0, 5.5), global_bias=3.5)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter))   # a "trained", non-trivial model
+        model.user_factors.weight[0] = 0   # padding rows are never trained
+        model.item_factors.weight[0] = 0
+        model.user_bias.weight[0] = 0
+        model.item_bias.weight[0] = 0
+    model.eval()
+    codes = torch.tensor([[0, 0], [0, 7], [4, 0], [4, 7]])
+    output = model(codes, torch.zeros(4, 0)).squeeze(1)
+    offset = model.offset.bias
+    squash = model.output_range
+    with torch.no_grad():
+        torch.testing.assert_close(output[0], squash(offset))
+        torch.testing.assert_close(output[1], squash(offset + model.item_bias.weight[7, 0]))
+        torch.testing.assert_close(output[2], squash(offset + model.user_bias.weight[4, 0]))
+
+
+@pytest.mark.parametrize("cls", [DotBias, NeuralCF])
+def test_collaborative_gradients_and_padding(cls):
+    model = cls(n_users=10, n_items=20, side_embedding_sizes=[(4, 2)], n_continuous=2)
+    codes = torch.stack([torch.randint(0, 10, (64,)), torch.randint(0, 20, (64,)),
+                         torch.randint(0, 4, (64,))], 1)
+    model(codes, torch.randn(64, 2)).pow(2).mean().backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None, name
+    assert (model.user_factors.weight.grad[0] == 0).all()
+    assert (model.user_bias.weight.grad[0] == 0).all()
+
+
+def test_dot_bias_parameter_count_and_fresh_prior():
+    model = DotBias(n_users=11, n_items=21, n_factors=50, y_range=(0, 5.5), global_bias=3.5)
+    assert sum(p.numel() for p in model.parameters()) == 11 * 50 + 21 * 50 + 11 + 21 + 1
+    output = model(torch.tensor([[0, 0]]), torch.zeros(1, 0))
+    assert output.item() == pytest.approx(3.5, abs=1e-3)   # offset starts at the given mean
+
+
+# ------------------------------------------------------------ precision, compile, devices
+
+def _all_models():
+    return [
+        (EntityEmbeddingMLP(embedding_sizes=SIZES, n_continuous=4), _inputs()),
+        (DotBias(n_users=9, n_items=17), (_inputs(sizes=[(9, 1), (17, 1)], n_continuous=0))),
+        (NeuralCF(n_users=9, n_items=17), (_inputs(sizes=[(9, 1), (17, 1)], n_continuous=0))),
+    ]
+
+
+@pytest.mark.parametrize("index", [0, 1, 2])
+def test_bfloat16_autocast_matches_float32(index):
+    model, inputs = _all_models()[index]
+    model.eval()
+    reference = model(*inputs)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = model(*inputs)
+    assert low.dtype in (torch.bfloat16, torch.float32)
+    torch.testing.assert_close(low.float(), reference, atol=0.05, rtol=0.05)
+
+
+def _compile_works() -> bool:
+    try:
+        compiled = torch.compile(nn.Linear(2, 1))
+        compiled(torch.zeros(1, 2))
+        return True
+    except Exception:
+        return False
+
+
+@pytest.mark.slow
+def test_torch_compile_matches_eager():
+    if not _compile_works():
+        pytest.skip("torch.compile cannot run here (no working compiler backend)")
+    model, inputs = _all_models()[0]
+    model.eval()
+    compiled = torch.compile(model)
+    torch.testing.assert_close(compiled(*inputs), model(*inputs), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+@pytest.mark.parametrize("index", [0, 1, 2])
+def test_models_run_on_cuda(index):
+    model, inputs = _all_models()[index]
+    model.eval()
+    reference = model(*inputs)
+    gpu = model.to("cuda")(*(t.to("cuda") for t in inputs))
+    torch.testing.assert_close(gpu.cpu(), reference, atol=1e-4, rtol=1e-4)
