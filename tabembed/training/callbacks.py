@@ -1,0 +1,191 @@
+"""Callbacks: named hooks into the training loop.
+
+Events, in the order the loop fires them::
+
+    on_fit_begin
+      on_epoch_begin
+        on_batch_begin -> forward, loss, backward -> on_after_backward -> step -> on_batch_end
+      on_validation_begin -> validation -> on_validation_end
+      on_epoch_end
+    on_fit_end
+
+Every hook receives the :class:`~tabembed.training.learner.Learner`. A
+callback that must survive a checkpoint implements ``state_dict`` and
+``load_state_dict``. Callbacks run in ascending ``order``.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import torch
+from tqdm.auto import tqdm
+
+EVENTS = (
+    "on_fit_begin", "on_epoch_begin", "on_batch_begin", "on_after_backward", "on_batch_end",
+    "on_validation_begin", "on_validation_end", "on_epoch_end", "on_fit_end",
+)
+
+
+class Callback:
+    """Base class: override any of the ``on_*`` events."""
+
+    order = 0
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def overrides(callback: Callback, event: str) -> bool:
+    """Whether ``callback`` implements ``event`` (so the loop skips empty hooks)."""
+    return callable(getattr(type(callback), event, None))
+
+
+def copy_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+class LearningRateScheduler(Callback):
+    """Set every parameter group's rate (and momentum) from a schedule before each batch."""
+
+    order = -10
+
+    def __init__(self, schedule):
+        self.schedule = schedule
+
+    def on_batch_begin(self, learner) -> None:
+        step, per_epoch, total = learner.step, learner.steps_per_epoch, learner.total_steps
+        factor = self.schedule.factor(step, per_epoch, total)
+        momentum = self.schedule.momentum(step, per_epoch, total)
+        for group in learner.optimizer.param_groups:
+            group["lr"] = group["base_lr"] * factor
+            if momentum is not None:
+                if "betas" in group:
+                    group["betas"] = (momentum, group["betas"][1])
+                elif "momentum" in group:
+                    group["momentum"] = momentum
+
+
+class GradientClipping(Callback):
+    """Clip the global gradient norm to ``max_norm`` after each backward pass."""
+
+    def __init__(self, max_norm: float = 1.0):
+        if max_norm <= 0:
+            raise ValueError(f"max_norm must be positive, got {max_norm=}")
+        self.max_norm = max_norm
+
+    def on_after_backward(self, learner) -> None:
+        if learner.scaler is not None:
+            learner.scaler.unscale_(learner.optimizer)
+        torch.nn.utils.clip_grad_norm_(learner.model.parameters(), self.max_norm)
+
+
+class EarlyStopping(Callback):
+    """Stop when ``monitor`` has not improved for ``patience`` epochs; restore the best weights."""
+
+    order = 10
+
+    def __init__(self, monitor: str = "valid_loss", *, mode: str = "min", patience: int = 3,
+                 min_delta: float = 0.0, restore_best: bool = True):
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', got {mode=}")
+        self.monitor, self.mode, self.patience = monitor, mode, patience
+        self.min_delta, self.restore_best = min_delta, restore_best
+        self._reset()
+
+    def _reset(self) -> None:
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.best_epoch, self.wait, self.best_state = None, 0, None
+
+    def on_fit_begin(self, learner) -> None:
+        if not learner.resuming:
+            self._reset()
+
+    def on_epoch_end(self, learner) -> None:
+        record = learner.history.records[-1]
+        if self.monitor not in record:
+            raise KeyError(
+                f"EarlyStopping monitors {self.monitor!r} but the history has "
+                f"{sorted(record)}; pass validation data or monitor another value"
+            )
+        value = record[self.monitor]
+        better = (value < self.best - self.min_delta if self.mode == "min"
+                  else value > self.best + self.min_delta)
+        if better:
+            self.best, self.best_epoch, self.wait = value, record["epoch"], 0
+            if self.restore_best:
+                self.best_state = copy_state(learner.model)
+        else:
+            self.wait += 1
+            if self.wait >= self.patience:
+                learner.stop(f"early stopping: {self.monitor} has not improved for "
+                             f"{self.patience} epochs (best {self.best:.5g} at epoch "
+                             f"{self.best_epoch})")
+
+    def on_fit_end(self, learner) -> None:
+        if self.restore_best and self.best_state is not None:
+            learner.model.load_state_dict(self.best_state)
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait,
+                "best_state": self.best_state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.best_epoch = state["best"], state["best_epoch"]
+        self.wait, self.best_state = state["wait"], state["best_state"]
+
+
+class Checkpoint(Callback):
+    """Write a resumable checkpoint every ``every`` epochs, atomically (temporary file, rename)."""
+
+    order = 20
+
+    def __init__(self, path, *, every: int = 1):
+        if every < 1:
+            raise ValueError(f"every must be at least 1, got {every=}")
+        self.path, self.every = path, every
+
+    def on_epoch_end(self, learner) -> None:
+        if (learner.epoch + 1) % self.every == 0 or learner.stop_training:
+            learner.save_checkpoint(self.path)
+
+
+class GradualUnfreezing(Callback):
+    """Train the last layer group first, then unfreeze one more group each epoch (ULMFiT)."""
+
+    order = -20
+
+    def on_epoch_begin(self, learner) -> None:
+        n_groups = len(learner.layer_groups)
+        learner.freeze_to(max(0, n_groups - 1 - learner.epoch))
+
+
+class ProgressBar(Callback):
+    """A tqdm bar over each epoch's batches (terminals only) and one summary line per epoch."""
+
+    order = 30
+
+    def __init__(self, stream=None):
+        self.stream = stream
+        self.bar = None
+
+    def on_epoch_begin(self, learner) -> None:
+        stream = self.stream or sys.stderr
+        interactive = hasattr(stream, "isatty") and stream.isatty()
+        self.bar = tqdm(total=learner.steps_per_epoch, leave=False, file=stream,
+                        desc=f"epoch {learner.epoch + 1}/{learner.epochs}",
+                        disable=not interactive, mininterval=0.5)
+
+    def on_batch_end(self, learner) -> None:
+        self.bar.update()
+
+    def on_epoch_end(self, learner) -> None:
+        self.bar.close()
+        record = learner.history.records[-1]
+        fields = "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                           for k, v in record.items() if k != "lr")
+        print(fields, file=self.stream or sys.stderr)

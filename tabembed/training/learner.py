@@ -1,0 +1,510 @@
+"""Learner: the one training loop shared by every model family.
+
+It knows a model (any ``nn.Module``), a loss, batch sources and callbacks;
+nothing about tables, users or items. The hot path per batch is: set the
+rate, forward, loss, backward, step. Everything else hangs off events.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from tabembed.batches import BatchSource, TensorBatches, as_batches
+from tabembed.training.callbacks import (
+    EVENTS,
+    Callback,
+    LearningRateScheduler,
+    ProgressBar,
+    overrides,
+)
+from tabembed.training.history import History
+from tabembed.training.parameter_groups import layer_groups, parameter_groups
+from tabembed.training.schedules import get_schedule
+
+CHECKPOINT_VERSION = 1
+_NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_PRECISIONS = ("32", "bf16", "fp16")
+
+
+
+def pick_device(device="auto") -> torch.device:
+    """``"auto"``: CUDA if available, then Apple's MPS, then CPU."""
+    if device != "auto":
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def split_learning_rates(lr, n_groups: int) -> list[float]:
+    """One rate per layer group from a float, a list, or a ``slice(low, high)``.
+
+    A slice spreads rates geometrically from ``low`` (first group) to
+    ``high`` (last); ``slice(None, high)`` gives ``high / 10`` to all but the
+    last group (fastai's convention).
+    """
+    if isinstance(lr, slice):
+        if lr.start is None:
+            return [lr.stop / 10] * (n_groups - 1) + [lr.stop]
+        if n_groups == 1:
+            return [lr.stop]
+        return list(np.geomspace(lr.start, lr.stop, n_groups))
+    if isinstance(lr, Sequence):
+        if len(lr) != n_groups:
+            raise ValueError(f"lr lists {len(lr)} rates but the model has {n_groups} layer groups")
+        return [float(r) for r in lr]
+    if not lr > 0:
+        raise ValueError(f"the learning rate must be positive, got {lr=}")
+    return [float(lr)] * n_groups
+
+
+def _atomic_torch_save(state, path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            torch.save(state, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
+class TrainingDivergedError(FloatingPointError):
+    """The loss became NaN or infinite."""
+
+
+class Learner:
+    """Train any ``nn.Module`` on batch sources, with callbacks.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Its ``forward`` takes a batch's input tensors. ``layer_groups()``, if
+        present, drives discriminative rates and freezing.
+    loss : callable
+        ``loss(output, target) -> scalar tensor``.
+    train_data : BatchSource or tuple of tensors
+        The training batches (inputs..., target); tensors are wrapped in a
+        shuffling :class:`~tabembed.batches.TensorBatches`.
+    valid_data : BatchSource or tuple of tensors, optional
+    optimizer : {"adamw", "adam", "sgd"} or callable
+        A name, or ``factory(param_groups) -> torch.optim.Optimizer``.
+        AdamW (decoupled weight decay) by default.
+    weight_decay : float
+        Not applied to biases and normalisation layers.
+    decay_embeddings : bool
+        Whether weight decay applies to embedding tables.
+    metrics : dict or sequence of callables
+        ``metric(output, target) -> float`` over the whole validation set.
+    callbacks : sequence of Callback
+    batch_size : int
+        Used when ``train_data``/``valid_data`` are tensors.
+    device : str
+        ``"auto"`` picks CUDA, then MPS, then CPU.
+    precision : {"32", "bf16", "fp16"}
+        bf16 autocast (CPU or CUDA) or fp16 autocast with a gradient scaler (CUDA).
+    num_threads : int or "auto", optional
+        Intra-op CPU threads while training and predicting (restored after).
+        ``"auto"`` follows the measured rule in :func:`auto_threads`; ``None``
+        leaves torch's setting alone.
+    random_state : int, optional
+        Seeds torch's generator and the batch order at the start of ``fit``.
+    verbose : int
+        0 is silent; 1 prints a line per epoch and shows a bar in terminals.
+    output_activation : callable, optional
+        Applied to outputs by :meth:`predict` (probabilities for classifiers);
+        ensembles average after it.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: Callable,
+        train_data,
+        valid_data=None,
+        *,
+        optimizer="adamw",
+        weight_decay: float = 0.0,
+        decay_embeddings: bool = True,
+        metrics=None,
+        callbacks: Sequence[Callback] = (),
+        batch_size: int = 256,
+        device="auto",
+        precision: str = "32",
+        num_threads="auto",
+        random_state: int | None = None,
+        verbose: int = 0,
+        output_activation: Callable | None = None,
+    ):
+        if precision not in _PRECISIONS:
+            raise ValueError(f"precision must be one of {_PRECISIONS}, got {precision=}")
+        self.device = pick_device(device)
+        if precision == "fp16" and self.device.type != "cuda":
+            raise ValueError("precision='fp16' needs CUDA; use 'bf16' on CPU")
+        self.model = model.to(self.device)
+        self.loss = loss
+        self.train_data = as_batches(train_data, batch_size=batch_size, shuffle=True)
+        self.train_data = self.train_data.to(self.device)
+        self.valid_data = (None if valid_data is None else
+                           as_batches(valid_data, batch_size=max(batch_size, 4096)).to(self.device))
+        self.optimizer_spec = optimizer
+        self.weight_decay = weight_decay
+        self.decay_embeddings = decay_embeddings
+        if metrics is None:
+            metrics = {}
+        elif not isinstance(metrics, dict):
+            metrics = {getattr(m, "__name__", f"metric_{i}"): m for i, m in enumerate(metrics)}
+        self.metrics = metrics
+        self.callbacks = list(callbacks)
+        self.precision = precision
+        self.num_threads = num_threads
+        self.random_state = random_state
+        self.verbose = verbose
+        self.output_activation = output_activation
+        self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+        self.history = History()
+        self.optimizer = None
+        self.predictor = None        # set by ensemble callbacks: predict() delegates to it
+        self.layer_groups = layer_groups(self.model)
+        self.frozen_groups = 0
+        self.step = 0
+        self.epoch = 0
+        self.epochs = 0
+        self.steps_per_epoch = len(self.train_data)
+        self.total_steps = 0
+        self.stop_training = False
+        self.stop_reason = None
+        self.resuming = False
+
+    # ------------------------------------------------------------ setup
+
+    def _make_optimizer(self, rates: list[float]) -> torch.optim.Optimizer:
+        groups = parameter_groups(self.model, lr=rates, weight_decay=self.weight_decay,
+                                  decay_embeddings=self.decay_embeddings)
+        spec = self.optimizer_spec
+        if callable(spec):
+            optimizer = spec(groups)
+        elif spec == "adamw":
+            optimizer = torch.optim.AdamW(groups, lr=rates[-1], weight_decay=self.weight_decay)
+        elif spec == "adam":
+            optimizer = torch.optim.Adam(groups, lr=rates[-1])
+        elif spec == "sgd":
+            optimizer = torch.optim.SGD(groups, lr=rates[-1], momentum=0.9)
+        else:
+            raise ValueError(
+                f"optimizer must be 'adamw', 'adam', 'sgd' or a callable, got {spec!r}")
+        return optimizer
+
+    def set_learning_rates(self, lr) -> None:
+        """Set each parameter group's base rate from ``lr`` (float, list or slice)."""
+        rates = split_learning_rates(lr, len(self.layer_groups))
+        if self.optimizer is None:
+            self.optimizer = self._make_optimizer(rates)
+        for group in self.optimizer.param_groups:
+            group["base_lr"] = group["lr"] = rates[group.get("layer_group", -1)]
+
+    def freeze_to(self, n: int) -> None:
+        """Freeze the first ``n`` layer groups (their weights and batch-norm statistics)."""
+        n_groups = len(self.layer_groups)
+        if not -n_groups <= n <= n_groups:
+            raise ValueError(f"freeze_to needs -{n_groups} <= n <= {n_groups}, got {n=}")
+        self.frozen_groups = n % n_groups if n < 0 else n
+        for index, group in enumerate(self.layer_groups):
+            for parameter in group.parameters():
+                parameter.requires_grad_(index >= self.frozen_groups)
+                if index < self.frozen_groups:
+                    parameter.grad = None
+
+    def freeze(self) -> None:
+        """Train only the last layer group."""
+        self.freeze_to(len(self.layer_groups) - 1)
+
+    def unfreeze(self) -> None:
+        self.freeze_to(0)
+
+    def _train_mode(self) -> None:
+        self.model.train()
+        for group in self.layer_groups[: self.frozen_groups]:
+            for module in group.modules():
+                if isinstance(module, _NORM_TYPES):
+                    module.eval()   # frozen batch norm keeps its running statistics
+
+    @contextlib.contextmanager
+    def _threads(self):
+        wanted = auto_threads(self) if self.num_threads == "auto" else self.num_threads
+        if wanted is None or self.device.type != "cpu":
+            yield
+            return
+        previous = torch.get_num_threads()
+        torch.set_num_threads(wanted)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(previous)
+
+    def _autocast(self):
+        if self.precision == "32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def _emit(self, event: str) -> None:
+        for callback in self._handlers[event]:
+            getattr(callback, event)(self)
+
+    def stop(self, reason: str) -> None:
+        """Ask the loop to stop after the current epoch."""
+        self.stop_training, self.stop_reason = True, reason
+
+    # ------------------------------------------------------------ training
+
+    def fit(self, epochs: int, lr=1e-3, *, schedule=None, callbacks: Sequence[Callback] = (),
+            resume_from=None) -> Learner:
+        """Train for ``epochs`` epochs.
+
+        Parameters
+        ----------
+        epochs : int
+        lr : float, list of float, or slice
+            Peak rate(s), one per layer group for a list; a slice spreads them.
+        schedule : Schedule or str, optional
+            A :mod:`~tabembed.training.schedules` schedule (default constant).
+        callbacks : sequence of Callback
+            Extra callbacks for this fit only.
+        resume_from : path, optional
+            A checkpoint written by :class:`~tabembed.training.callbacks.Checkpoint`;
+            training continues exactly where it stopped.
+        """
+        if epochs < 1:
+            raise ValueError(f"epochs must be at least 1, got {epochs=}")
+        self.set_learning_rates(lr)
+        self.schedule = get_schedule(schedule)
+        self.epochs = epochs
+        self.steps_per_epoch = len(self.train_data)
+        self.total_steps = epochs * self.steps_per_epoch
+        self.stop_training, self.stop_reason = False, None
+        active = [LearningRateScheduler(self.schedule), *self.callbacks, *callbacks]
+        if self.verbose:
+            active.append(ProgressBar())
+        self.active_callbacks = sorted(active, key=lambda c: c.order)
+        self._handlers = {e: [c for c in self.active_callbacks if overrides(c, e)]
+                          for e in EVENTS}
+        start = 0
+        self.resuming = resume_from is not None
+        if self.resuming:
+            start = self._load_checkpoint(resume_from)
+        else:
+            self.step = 0
+            self._seed()
+        with self._threads():
+            self._emit("on_fit_begin")
+            try:
+                for epoch in range(start, epochs):
+                    self.epoch = epoch
+                    self._train_epoch()
+                    if self.stop_training:
+                        break
+            finally:
+                self.resuming = False
+            self._emit("on_fit_end")
+        return self
+
+    def _seed(self) -> None:
+        if self.random_state is None:
+            return
+        torch.manual_seed(self.random_state)
+        if isinstance(self.train_data, TensorBatches):
+            self.train_data.generator.manual_seed(self.random_state)
+
+    def _train_epoch(self) -> None:
+        started = time.perf_counter()
+        self._train_mode()
+        self._emit("on_epoch_begin")
+        total, rows = 0.0, 0
+        for batch_index, batch in enumerate(self.train_data):
+            self.batch_index = batch_index
+            loss = self._train_step(batch)
+            size = batch[0].shape[0]
+            total += loss * size
+            rows += size
+        record = {"epoch": self.epoch + 1, "train_loss": total / max(rows, 1)}
+        if self.valid_data is not None:
+            record.update(self.validate())
+        record["lr"] = max(group["lr"] for group in self.optimizer.param_groups)
+        record["time"] = time.perf_counter() - started
+        self.history.records.append(record)
+        self._emit("on_epoch_end")
+
+    def _train_step(self, batch) -> float:
+        """One optimisation step on ``batch`` (inputs..., target); returns the loss."""
+        self.batch = batch
+        self._emit("on_batch_begin")
+        *inputs, target = batch
+        with self._autocast():
+            loss = self.loss(self.model(*inputs), target)
+        value = loss.item()
+        if not np.isfinite(value):
+            raise TrainingDivergedError(
+                f"the training loss became {value} at epoch {self.epoch + 1}, batch "
+                f"{self.batch_index + 1}; lower the learning rate (try lr_find), add gradient "
+                "clipping, or check the inputs for extreme values"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self._emit("on_after_backward")
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self._emit("on_after_backward")
+            self.optimizer.step()
+        self.step += 1
+        self.history.batch_losses.append(value)
+        self._emit("on_batch_end")
+        return value
+
+    # ------------------------------------------------------------ evaluation
+
+    @torch.inference_mode()
+    def _outputs(self, batches: BatchSource) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Concatenated model outputs (and targets) over ``batches``, in eval mode."""
+        training = self.model.training
+        self.model.eval()
+        outputs, targets = [], []
+        try:
+            for batch in batches:
+                inputs = batch[:-1] if batches.has_target else batch
+                with self._autocast():
+                    outputs.append(self.model(*inputs).float())
+                if batches.has_target:
+                    targets.append(batch[-1])
+        finally:
+            self.model.train(training)
+        target = torch.cat(targets) if targets else None
+        return torch.cat(outputs), target
+
+    def validate(self, data=None) -> dict[str, float]:
+        """Loss and metrics on ``data`` (default: the validation data)."""
+        batches = self.valid_data if data is None else as_batches(data, batch_size=4096).to(
+            self.device)
+        if batches is None:
+            raise ValueError("no validation data: pass valid_data to Learner or data here")
+        self._emit_if_fitting("on_validation_begin")
+        output, target = self._outputs(batches)
+        with torch.inference_mode():
+            result = {"valid_loss": float(self.loss(output, target))}
+            for name, metric in self.metrics.items():
+                result[name] = float(metric(output.cpu(), target.cpu()))
+        self._emit_if_fitting("on_validation_end")
+        return result
+
+    def _emit_if_fitting(self, event: str) -> None:
+        if hasattr(self, "_handlers"):
+            self._emit(event)
+
+    def predict(self, data, *, batch_size: int = 8192) -> torch.Tensor:
+        """Outputs for ``data`` (inputs only, or a batch source), after ``output_activation``.
+
+        An ensemble callback may have installed a ``predictor``; then this
+        returns the ensemble's averaged prediction through the same call.
+        """
+        batches = as_batches(data, batch_size=batch_size, has_target=False)
+        with self._threads():
+            if self.predictor is not None:
+                return self.predictor.predict(self, batches.to(self.device)).cpu()
+            return self.predict_with_model(batches.to(self.device)).cpu()
+
+    def predict_with_model(self, batches: BatchSource) -> torch.Tensor:
+        """The current model's activated outputs (ensembles call this per member)."""
+        output, _ = self._outputs(batches)
+        return self.output_activation(output) if self.output_activation else output
+
+    # ------------------------------------------------------------ checkpoints
+
+    def save_checkpoint(self, path) -> None:
+        """Everything to resume exactly: weights, optimizer, step, RNG, history, callbacks."""
+        state = {
+            "version": CHECKPOINT_VERSION,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "epoch": self.epoch + 1,
+            "step": self.step,
+            "frozen_groups": self.frozen_groups,
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy_rng": [np.random.get_state()[1].tolist(), *np.random.get_state()[2:]],
+            "python_rng": list(random.getstate()),
+            "train_data": (self.train_data.state_dict()
+                           if hasattr(self.train_data, "state_dict") else None),
+            "history": self.history.state_dict(),
+            "callbacks": {f"{i}:{type(c).__name__}": c.state_dict()
+                          for i, c in enumerate(self.active_callbacks)},
+        }
+        _atomic_torch_save(state, path)
+
+    def _load_checkpoint(self, path) -> int:
+        # weights_only: a checkpoint is data, never code (torch refuses pickled objects).
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        if state.get("version", 0) > CHECKPOINT_VERSION:
+            raise ValueError(f"{path} was written by a newer tabembed; upgrade to resume from it")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler is not None and state["scaler"] is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        self.freeze_to(state["frozen_groups"])
+        self.step = state["step"]
+        torch.set_rng_state(state["torch_rng"].cpu())
+        if state["cuda_rng"]:
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
+        keys, *rest = state["numpy_rng"]
+        np.random.set_state(("MT19937", np.array(keys, dtype=np.uint32), *rest))
+        version, internal, gauss = state["python_rng"]
+        random.setstate((version, tuple(internal), gauss))
+        if state["train_data"] is not None:
+            generator = state["train_data"]["generator"]
+            self.train_data.load_state_dict({"generator": generator.cpu()})
+        self.history.load_state_dict(state["history"])
+        for i, callback in enumerate(self.active_callbacks):
+            saved = state["callbacks"].get(f"{i}:{type(callback).__name__}")
+            if saved:
+                callback.load_state_dict(saved)
+        return state["epoch"]
+
+    # ------------------------------------------------------------ LR finder
+
+    def lr_find(self, **options):
+        """Run the LR range test; see :func:`tabembed.training.lr_finder.lr_find`."""
+        from tabembed.training.lr_finder import lr_find
+
+        return lr_find(self, **options)
+
+
+def auto_threads(learner: Learner) -> int:
+    """Intra-op CPU threads for ``num_threads="auto"``: one.
+
+    Measured on our 2-core machines (bench/RESULTS.md, "Threads"): a second
+    thread saves 0-18% of an Adult epoch on a quiet machine, and costs 2.2x
+    to 4.6x when the other core is busy (a second notebook, a data loader).
+    One thread is the choice that is never badly wrong; pass ``num_threads=2``
+    (or more) on a dedicated machine with large batches.
+    """
+    return 1
