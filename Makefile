@@ -25,6 +25,10 @@ test: $(STAMP)
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; \
 	exit $$rc
 
+# Trains the classifier on the shipped Adult data; prints scores, writes demo_output/*.png.
+demo: $(STAMP)
+	$(BIN)/python -m tabembed demo --output-dir demo_output
+
 lint: $(STAMP)
 	$(BIN)/python -m ruff check .
 

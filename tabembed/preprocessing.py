@@ -260,6 +260,8 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         inferred = {"cat": [], "cont": [], "date": [], "int": []}
         for column in free:
             dtype = frame[column].dtype
+            if pd.api.types.is_complex_dtype(dtype):
+                raise ValueError(f"Complex data not supported (column {column!r})")
             if pd.api.types.is_datetime64_any_dtype(dtype):
                 inferred["date"].append(column)
             elif pd.api.types.is_bool_dtype(dtype) or not pd.api.types.is_numeric_dtype(dtype):
@@ -391,6 +393,12 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
             values = np.where(missing_rows, self.medians_[column], values)   # never in place
             conts[:, j] = (values - self.means_[column]) / self.stds_[column]
         return codes, conts
+
+    def encode(self, column, values) -> np.ndarray:
+        """Codes of ``values`` in categorical output ``column`` (0 for unknown or missing)."""
+        check_is_fitted(self, "categories_")
+        series = values if isinstance(values, pd.Series) else pd.Series(values, dtype=object)
+        return self._encode(series, column)
 
     def _encode(self, series: pd.Series, column) -> np.ndarray:
         index = self._indexes[column]

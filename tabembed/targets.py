@@ -22,8 +22,11 @@ TASKS = ("binary", "multiclass", "multilabel", "regression")
 _SCALES = (None, "standard", "log")
 
 
-def _is_label_sets(y) -> bool:
+def is_label_sets(y) -> bool:
+    """Whether ``y`` holds one collection of labels per row (multi-label)."""
     if isinstance(y, pd.DataFrame) or (isinstance(y, np.ndarray) and y.ndim == 2):
+        return False
+    if not hasattr(y, "__len__") or not hasattr(y, "__iter__"):
         return False
     first = next(iter(y), None) if len(y) else None
     return isinstance(first, list | tuple | set | frozenset)
@@ -61,12 +64,12 @@ class TargetTransformer(TransformerMixin, BaseEstimator):
             raise ValueError(f"scale must be one of {_SCALES}, got {self.scale!r}")
         if len(y) == 0:
             raise ValueError("cannot fit a target with 0 rows")
-        if _is_label_sets(y):
+        if is_label_sets(y):
             self.task_ = "multilabel"
             self._binarizer = MultiLabelBinarizer().fit(y)
             self.classes_ = self._binarizer.classes_
             return self
-        values = self._check_missing(y)
+        values = self.check_values(y)
         task = self.task
         if task == "auto":
             kind = type_of_target(values)
@@ -92,11 +95,15 @@ class TargetTransformer(TransformerMixin, BaseEstimator):
         return self
 
     @staticmethod
-    def _check_missing(y) -> np.ndarray:
+    def check_values(y) -> np.ndarray:
+        """``y`` as an array; missing or infinite values are an error."""
         values = np.asarray(y)
         if pd.isna(values).any():
             count = int(pd.isna(values).sum())
             raise ValueError(f"the target has {count} missing value(s); drop those rows first")
+        if values.dtype.kind in "fc" and np.isinf(values).any():
+            raise ValueError(f"Input y contains infinity ({int(np.isinf(values).sum())} "
+                             "value(s)); drop or clip those rows first")
         return values
 
     def _fit_regression(self, values: np.ndarray) -> None:
@@ -115,8 +122,8 @@ class TargetTransformer(TransformerMixin, BaseEstimator):
         if self.task_ == "multilabel":
             if hasattr(self, "_binarizer"):
                 return self._binarizer.transform(y).astype(np.float32)
-            return self._check_missing(y).astype(np.float32)
-        values = self._check_missing(y)
+            return self.check_values(y).astype(np.float32)
+        values = self.check_values(y)
         if self.task_ == "regression":
             values = values.astype(np.float64)
             if self.scale == "standard":

@@ -9,7 +9,7 @@
   training, one model collected at each cycle's low point.
 
 EMA and SWA build on ``torch.optim.swa_utils`` (``AveragedModel``, ``SWALR``,
-``update_bn``, ``get_ema_multi_avg_fn``). After ``fit`` the averaged weights
+``update_bn``; EMA's update follows ``get_ema_multi_avg_fn``). After ``fit`` the averaged weights
 are loaded into the learner's model, so prediction uses one averaged model;
 the ensembles install themselves as the learner's ``predictor``, so the same
 ``Learner.predict`` call returns the averaged prediction.
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.optim.swa_utils import SWALR, AveragedModel, get_ema_multi_avg_fn, update_bn
+from torch.optim.swa_utils import SWALR, AveragedModel, update_bn
 
 from tabembed.training.callbacks import Callback, copy_state
 from tabembed.training.learner import _atomic_torch_save
@@ -93,12 +93,16 @@ class EMA(Callback):
         return self.decay
 
     def _multi_avg_fn(self):
-        if not self.warmup:
-            return get_ema_multi_avg_fn(self.decay)
-
+        # Our own version of get_ema_multi_avg_fn: it adds the decay warm-up and
+        # copies integer buffers (batch norm's num_batches_tracked), which lerp cannot average.
         def update(averaged, current, n_averaged):
             weight = 1 - self.current_decay(int(n_averaged))
-            torch._foreach_lerp_(averaged, current, weight)
+            floats = [(a, c) for a, c in zip(averaged, current) if a.is_floating_point()]
+            if floats:
+                torch._foreach_lerp_([a for a, _ in floats], [c for _, c in floats], weight)
+            for a, c in zip(averaged, current):
+                if not a.is_floating_point():
+                    a.copy_(c)
 
         return update
 

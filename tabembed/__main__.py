@@ -1,0 +1,5 @@
+import sys
+
+from tabembed.cli import main
+
+sys.exit(main())

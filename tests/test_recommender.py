@@ -1,0 +1,126 @@
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from tabembed.datasets import load_movielens, load_movielens_items, load_movielens_users
+from tabembed.recommender import EmbeddingRecommender
+
+
+@parametrize_with_checks(
+    [EmbeddingRecommender(user_column="x0", item_column="x1", epochs=30, lr=1e-2,
+                          batch_size=64, y_range=None, weight_decay=0.0, random_state=0)],
+    expected_failed_checks=lambda estimator: {
+        "check_regressor_data_not_an_array": "the recommender finds its user and item "
+        "columns by name, and this check passes a frame with unnamed integer columns",
+    },
+)
+def test_scikit_learn_compatible(estimator, check):
+    check(estimator)
+
+
+def _planted(n_users=120, n_items=80, seed=0):
+    rng = np.random.default_rng(seed)
+    users, items = rng.normal(0, 1, (n_users, 2)), rng.normal(0, 1, (n_items, 2))
+    pairs = np.argwhere(rng.random((n_users, n_items)) < 0.5)
+    u, i = pairs[:, 0], pairs[:, 1]
+    rating = 3 + (users[u] * items[i]).sum(1) + rng.normal(0, 0.1, len(u))
+    frame = pd.DataFrame({"user": [f"u{k}" for k in u], "item": [f"i{k}" for k in i]})
+    return frame, pd.Series(rating, name="rating")
+
+
+@pytest.mark.parametrize("model", ["dot", "neural"])
+def test_recovers_planted_ratings(model):
+    X, y = _planted()
+    order = np.random.default_rng(1).permutation(len(X))
+    train, test = order[:4000], order[4000:]
+    recommender = EmbeddingRecommender(model=model, n_factors=8, epochs=30, lr=1e-2,
+                                       weight_decay=0.0, y_range=None, random_state=0)
+    recommender.fit(X.iloc[train], y.iloc[train])
+    rmse = np.sqrt(np.mean((recommender.predict(X.iloc[test]) - y.iloc[test]) ** 2))
+    assert rmse < 0.6 * y.std(), (rmse, y.std())
+
+
+@pytest.fixture(scope="module")
+def movielens(shared_datasets):
+    train, test = load_movielens("100k", data_home=shared_datasets, fold="u1")
+    recommender = EmbeddingRecommender(epochs=3, random_state=0)
+    recommender.fit(train[["user", "item"]], train["rating"])
+    return recommender, train, test
+
+
+def test_movielens_predictions_recommendations_and_similar_items(movielens, shared_datasets):
+    recommender, train, test = movielens
+    predictions = recommender.predict(test[["user", "item"]])
+    rmse = np.sqrt(np.mean((predictions - test["rating"]) ** 2))
+    assert rmse < 1.0     # the global mean scores 1.15 on u1
+    low, high = recommender._y_range()
+    assert predictions.min() >= low and predictions.max() <= high
+    top = recommender.recommend(1, k=10)
+    assert list(top.columns) == ["item", "score"] and len(top) == 10
+    assert top["score"].is_monotonic_decreasing
+    seen = set(train.loc[train["user"] == 1, "item"])
+    assert not seen & set(top["item"])
+    with_seen = recommender.recommend(1, k=2000, exclude_seen=False)
+    assert seen <= set(with_seen["item"])
+    titles = load_movielens_items("100k", data_home=shared_datasets).set_index("item")["title"]
+    similar = recommender.similar_items(172, k=5)      # The Empire Strikes Back
+    assert len(similar) == 5 and 172 not in set(similar["item"])
+    assert similar["similarity"].is_monotonic_decreasing
+    assert titles.loc[172] == "Empire Strikes Back, The (1980)"
+    assert recommender.item_embeddings_.shape == (1650, 50)
+    assert recommender.user_embeddings_.index.name == "user"
+
+
+def test_unknown_users_and_items_get_the_prior(movielens):
+    recommender, _, _ = movielens
+    model = recommender.model_
+    frame = pd.DataFrame({"user": [999999, 1, 999999], "item": [50, 999999, 999999]})
+    predictions = recommender.predict(frame)
+    squash = model.output_range
+    import torch
+
+    with torch.no_grad():
+        item_code = recommender.preprocessor_.encode("item", [50])[0]
+        expected = squash(model.offset.bias + model.item_bias.weight[item_code, 0]).item()
+        prior = squash(model.offset.bias).item()
+    assert predictions[0] == pytest.approx(expected, rel=1e-5)
+    assert predictions[2] == pytest.approx(prior, rel=1e-5)
+    cold = recommender.recommend(999999, k=5)       # a new user: the best-liked items
+    assert len(cold) == 5
+    with pytest.raises(TypeError, match="ids were int in training but str"):
+        recommender.predict(pd.DataFrame({"user": ["1"], "item": ["50"]}))
+    with pytest.raises(KeyError, match="not seen in training"):
+        recommender.similar_items(999999)
+
+
+def test_side_features_split_into_user_and_item_features(shared_datasets):
+    ratings = load_movielens("100k", data_home=shared_datasets).iloc[:20000]
+    users = load_movielens_users("100k", data_home=shared_datasets)
+    items = load_movielens_items("100k", data_home=shared_datasets)
+    frame = ratings.merge(users[["user", "age", "occupation"]], on="user").merge(
+        items[["item", "genres"]], on="item")
+    X = frame[["user", "item", "age", "occupation", "genres"]]
+    for model in ("dot", "neural"):
+        recommender = EmbeddingRecommender(model=model, epochs=2, random_state=0)
+        recommender.fit(X, frame["rating"])
+        assert recommender.user_features_ == ["age", "occupation"]
+        assert recommender.item_features_ == ["genres"]
+        assert recommender.preprocessor_.cat_columns_[:4] == ["user", "item", "occupation",
+                                                              "genres"]
+        top = recommender.recommend(1, k=5)
+        assert len(top) == 5
+        assert np.isfinite(recommender.predict(X.iloc[:100])).all()
+
+
+def test_bad_input(movielens):
+    recommender, train, _ = movielens
+    with pytest.raises(ValueError, match="no column"):
+        EmbeddingRecommender().fit(train[["user"]], train["rating"])
+    with pytest.raises(ValueError, match="missing or infinite"):
+        EmbeddingRecommender().fit(train[["user", "item"]].iloc[:10],
+                                   [np.nan] + [3.0] * 9)
+    with pytest.raises(ValueError, match="model must be"):
+        EmbeddingRecommender(model="svd").fit(train[["user", "item"]].iloc[:10], [3.0] * 10)
+    with pytest.raises(ValueError, match=r"missing from the frame: \['item'\]"):
+        recommender.predict(train[["user"]].assign(other=1))
