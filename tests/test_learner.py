@@ -304,3 +304,14 @@ def test_lr_finder_suggests_within_10x_of_a_known_good_rate():
     # but never past the point of divergence.
     assert known_good / 100 <= result.suggestions["valley"] < 1.0
     assert result.lrs[-1] < 10     # stopped early once the loss exploded
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+@pytest.mark.parametrize("precision", ["32", "bf16", "fp16"])
+def test_training_on_cuda(synthetic, precision):
+    learner = _learner(synthetic, device="cuda", precision=precision)
+    assert learner.device.type == "cuda" and next(learner.model.parameters()).is_cuda
+    learner.fit(3, 3e-3, schedule=OneCycle(), callbacks=[GradientClipping(1.0)])
+    losses = learner.history["valid_loss"]
+    assert losses[-1] < losses[0] and np.isfinite(losses).all()
+    assert learner.predict(synthetic[3][:2]).device.type == "cpu"

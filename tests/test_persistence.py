@@ -2,10 +2,12 @@ import json
 import os
 import pickle
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 import tabembed
 from tabembed.datasets import make_synthetic
@@ -121,3 +123,18 @@ def test_newer_format_and_atomic_save(tmp_path, classification, monkeypatch):
     assert persistence.FORMAT_VERSION == 1
     with pytest.raises(ValueError, match="not fitted"):
         EmbeddingMLPClassifier().save(tmp_path / "x.tabembed")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+def test_gpu_trained_model_loads_on_cpu(classification, tmp_path):
+    X, y = classification
+    model = EmbeddingMLPClassifier(epochs=2, lr=1e-2, device="cuda", random_state=0).fit(X, y)
+    path = model.save(tmp_path / "gpu.tabembed")
+    if os.environ.get("OUT"):     # on the lent GPU machine: keep the file for a CPU-side check
+        import shutil
+
+        shutil.copy(path, Path(os.environ["OUT"]) / "gpu_trained.tabembed")
+        np.save(Path(os.environ["OUT"]) / "gpu_predictions.npy", model.predict_proba(X))
+    loaded = tabembed.load(path, device="cpu")
+    assert loaded.learner_.device.type == "cpu"
+    np.testing.assert_allclose(loaded.predict_proba(X), model.predict_proba(X), atol=1e-5)
