@@ -29,8 +29,23 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m tabembed demo --output-dir demo_output
 
+# Benchmarks against fastai, LightGBM and Surprise in a separate environment;
+# regenerates bench/RESULTS.md. DATA_HOME must hold the unzipped ml-100k/ folder.
+BENCH := .venv-bench
+BENCH_STAMP := $(BENCH)/.tabembed-installed
+DATA_HOME ?= ../shared/datasets
+$(BENCH_STAMP): pyproject.toml Makefile
+	test -x $(BENCH)/bin/python || $(PYTHON) -m venv $(BENCH)
+	$(BENCH)/bin/python -m pip install -q --disable-pip-version-check '$(TORCH_SPEC)'
+	$(BENCH)/bin/python -m pip install -q --disable-pip-version-check -e '.[bench]'
+	$(BENCH)/bin/python -m pip install -q --disable-pip-version-check --no-deps 'fastai==2.8.12'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=1 $(BENCH)/bin/python bench/run_all.py $(DATA_HOME) $(if $(QUICK),--quick,)
+
 lint: $(STAMP)
 	$(BIN)/python -m ruff check .
 
 clean:
-	rm -rf $(VENV) .pytest_cache demo_output build *.egg-info
+	rm -rf $(VENV) $(BENCH) .pytest_cache demo_output build *.egg-info

@@ -6,7 +6,8 @@ moments merge exactly (Chan et al.'s parallel variance update). The median is
 also exact: a second pass histograms each column into ``MEDIAN_BINS`` bins
 between its minimum and maximum, and a third pass keeps only the values that
 fall into the bins holding the middle rank(s). Memory stays bounded by the
-number of bins plus the occupancy of those bins.
+number of bins plus the occupancy of those bins. Quantiles for quantile
+scaling are read off the same histograms, within one bin width.
 """
 
 from __future__ import annotations
@@ -57,33 +58,41 @@ class Moments:
         return mean, float(np.sqrt(max(squares, 0.0) / total))
 
 
-def exact_medians(
+def column_histograms(
     batches: Callable[[], Iterator[dict[str, np.ndarray]]],
     moments: dict[str, Moments],
-) -> dict[str, float]:
-    """Exact medians (NaN skipped) of float columns, from two more passes over ``batches``.
-
-    ``batches()`` must start a fresh pass each call and yield ``{column: values}``.
-    """
+) -> dict[str, np.ndarray]:
+    """``MEDIAN_BINS``-bin histograms of each column between its minimum and maximum (one pass)."""
     columns = [c for c, m in moments.items() if m.count > 0]
-    medians = {c: float("nan") for c in moments if c not in columns}
-    if not columns:
-        return medians
-    edges = {c: (moments[c].minimum, moments[c].maximum) for c in columns}
-
-    def bin_of(column: str, values: np.ndarray) -> np.ndarray:
-        low, high = edges[column]
-        if high == low:
-            return np.zeros(len(values), dtype=np.int64)
-        scaled = (values - low) / (high - low) * MEDIAN_BINS
-        return np.clip(scaled.astype(np.int64), 0, MEDIAN_BINS - 1)
-
     histograms = {c: np.zeros(MEDIAN_BINS, dtype=np.int64) for c in columns}
     for batch in batches():
         for c in columns:
             values = batch[c][~np.isnan(batch[c])]
-            histograms[c] += np.bincount(bin_of(c, values), minlength=MEDIAN_BINS)
+            histograms[c] += np.bincount(_bin_of(moments[c], values), minlength=MEDIAN_BINS)
+    return histograms
 
+
+def _bin_of(moment: Moments, values: np.ndarray) -> np.ndarray:
+    low, high = moment.minimum, moment.maximum
+    if high == low:
+        return np.zeros(len(values), dtype=np.int64)
+    scaled = (values - low) / (high - low) * MEDIAN_BINS
+    return np.clip(scaled.astype(np.int64), 0, MEDIAN_BINS - 1)
+
+
+def exact_medians(
+    batches: Callable[[], Iterator[dict[str, np.ndarray]]],
+    moments: dict[str, Moments],
+    histograms: dict[str, np.ndarray],
+) -> dict[str, float]:
+    """Exact medians (NaN skipped) of float columns, from one more pass over ``batches``.
+
+    ``batches()`` must start a fresh pass each call and yield ``{column: values}``.
+    """
+    columns = list(histograms)
+    medians = {c: float("nan") for c in moments if c not in columns}
+    if not columns:
+        return medians
     # The median averages the values of ranks (n-1)//2 and n//2 (0-based).
     wanted = {}
     for c in columns:
@@ -97,7 +106,7 @@ def exact_medians(
     for batch in batches():
         for c in columns:
             values = batch[c][~np.isnan(batch[c])]
-            where = bin_of(c, values)
+            where = _bin_of(moments[c], values)
             for slot, b in enumerate(wanted[c][0]):
                 kept[c][slot].append(values[where == b])
     for c in columns:
@@ -109,8 +118,30 @@ def exact_medians(
     return medians
 
 
+def histogram_quantiles(histogram: np.ndarray, moment: Moments, levels: np.ndarray) -> np.ndarray:
+    """Quantiles at ``levels`` read off a histogram, interpolating inside bins.
+
+    Approximate: each value is within one bin width, ``(max - min) / MEDIAN_BINS``,
+    of the exact quantile. Used for quantile scaling, where that is far finer
+    than the ~1/1000 resolution of the mapping itself.
+    """
+    low, high = moment.minimum, moment.maximum
+    if high == low:
+        return np.full(len(levels), low)
+    cumulative = np.cumsum(histogram).astype(np.float64)
+    ranks = levels * (cumulative[-1] - 1)
+    bins = np.searchsorted(cumulative, ranks, side="right")
+    bins = np.clip(bins, 0, MEDIAN_BINS - 1)
+    before = cumulative[bins] - histogram[bins]
+    within = np.where(histogram[bins] > 0, (ranks - before + 0.5) / np.maximum(histogram[bins], 1),
+                      0.5)
+    width = (high - low) / MEDIAN_BINS
+    values = low + (bins + np.clip(within, 0, 1)) * width
+    values[0], values[-1] = low, high
+    return np.maximum.accumulate(values)
+
+
 def merge_counts(total: dict, counts: pd.Series) -> None:
     """Add one batch's value counts into ``total`` (a dict value -> count)."""
     for value, count in zip(counts.index.tolist(), counts.to_numpy().tolist()):
         total[value] = total.get(value, 0) + count
-

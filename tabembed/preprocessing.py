@@ -23,10 +23,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from scipy.special import ndtri
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from tabembed.column_statistics import Moments, exact_medians, merge_counts
+from tabembed.column_statistics import (
+    Moments,
+    column_histograms,
+    exact_medians,
+    histogram_quantiles,
+    merge_counts,
+)
 
 __all__ = ["DATE_PARTS", "TabularPreprocessor", "embedding_size"]
 
@@ -99,6 +106,15 @@ def _numeric(series: pd.Series, column) -> np.ndarray:
     return values
 
 
+def _to_normal(values: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
+    """Map values through the training CDF to a standard normal (ties get their mean rank)."""
+    levels = np.linspace(0, 1, len(quantiles))
+    # Interpolating both ways and averaging gives tied reference values their mid rank.
+    rank = 0.5 * (np.interp(values, quantiles, levels)
+                  - np.interp(-values, -quantiles[::-1], -levels[::-1]))
+    return ndtri(np.clip(rank, 1e-7, 1 - 1e-7))
+
+
 def _sorted_vocabulary(values: list) -> list:
     try:
         return sorted(values)
@@ -153,8 +169,14 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         ``rule(cardinality) -> width`` replacing :func:`embedding_size`.
     add_missing_indicators : bool, default True
         Add ``<col>_na`` categories for continuous columns with missing values.
-    standardize : bool, default True
-        Scale continuous columns to zero mean and unit variance.
+    continuous_scaling : {"standard", "quantile", None}, default "standard"
+        ``"standard"``: zero mean and unit variance. ``"quantile"``: map each
+        value through the training distribution to a standard normal (robust
+        to skew and outliers, as scikit-learn's ``QuantileTransformer`` with
+        ``output_distribution="normal"``; quantiles within one histogram bin,
+        ``range / 65536``, of exact). ``None``: leave values as they are.
+    n_quantiles : int, default 1000
+        Reference points of the quantile mapping.
 
     Attributes
     ----------
@@ -183,7 +205,8 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         embedding_sizes=None,
         embedding_rule: Callable[[int], int] | None = None,
         add_missing_indicators: bool = True,
-        standardize: bool = True,
+        continuous_scaling: str | None = "standard",
+        n_quantiles: int = 1000,
     ):
         self.cat_names = cat_names
         self.cont_names = cont_names
@@ -193,7 +216,8 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         self.embedding_sizes = embedding_sizes
         self.embedding_rule = embedding_rule
         self.add_missing_indicators = add_missing_indicators
-        self.standardize = standardize
+        self.continuous_scaling = continuous_scaling
+        self.n_quantiles = n_quantiles
 
     # ------------------------------------------------------------ fitting
 
@@ -306,6 +330,9 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
             self.categories_[column] = _sorted_vocabulary(kept)
 
     def _fit_continuous(self, passes, moments) -> None:
+        if self.continuous_scaling not in ("standard", "quantile", None):
+            raise ValueError("continuous_scaling must be 'standard', 'quantile' or None, got "
+                             f"{self.continuous_scaling!r}")
         for column, moment in moments.items():
             if moment.count == 0:
                 raise ValueError(
@@ -319,14 +346,20 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
                 arrays.update({f"{d}_elapsed": _elapsed(frame[d]) for d in self.date_names_})
                 yield arrays
 
-        self.medians_ = exact_medians(numeric_passes, moments)
-        self.means_, self.stds_ = {}, {}
+        histograms = column_histograms(numeric_passes, moments)
+        self.medians_ = exact_medians(numeric_passes, moments, histograms)
+        self.means_, self.stds_, self.quantiles_ = {}, {}, {}
         self.na_names_ = []
+        standard = self.continuous_scaling == "standard"
+        levels = np.linspace(0, 1, self.n_quantiles)
         for column, moment in moments.items():
             mean, std = moment.filled(self.medians_[column])
             # A constant column would divide by zero: leave it unscaled.
-            self.means_[column] = mean if self.standardize else 0.0
-            self.stds_[column] = std if self.standardize and std > 1e-12 else 1.0
+            self.means_[column] = mean if standard else 0.0
+            self.stds_[column] = std if standard and std > 1e-12 else 1.0
+            # Kept for every column: quantile scaling and bin edges (bin_edges) read them.
+            self.quantiles_[column] = histogram_quantiles(histograms[column], moment,
+                                                          levels).tolist()
             if moment.missing and self.add_missing_indicators:
                 self.na_names_.append(column)
 
@@ -391,6 +424,8 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
             if column in self.na_names_:
                 codes[:, position[f"{column}_na"]] = missing_rows + 1
             values = np.where(missing_rows, self.medians_[column], values)   # never in place
+            if self.continuous_scaling == "quantile":
+                values = _to_normal(values, np.asarray(self.quantiles_[column]))
             conts[:, j] = (values - self.means_[column]) / self.stds_[column]
         return codes, conts
 
@@ -424,6 +459,30 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         codes, conts = self.transform_arrays(X)
         return np.hstack([codes.astype(np.float64), conts.astype(np.float64)])
 
+    def bin_edges(self, n_bins: int) -> list[list[float]]:
+        """Quantile bin edges of each continuous output column, in the *transformed* scale.
+
+        At most ``n_bins + 1`` increasing edges per column (tied quantiles merge), for
+        piecewise-linear encoding of the values ``transform_arrays`` returns.
+        """
+        check_is_fitted(self, "categories_")
+        if self.continuous_scaling == "quantile":
+            raise ValueError("bin_edges needs continuous_scaling='standard' or None")
+        edges = []
+        for column in self.cont_columns_:
+            quantiles = np.asarray(self.quantiles_[column])
+            levels = np.linspace(0, 1, len(quantiles))
+            raw = np.interp(np.linspace(0, 1, n_bins + 1), levels, quantiles)
+            scaled = (raw - self.means_[column]) / self.stds_[column]
+            # Narrow bins inside tied values are kept on purpose: they act as "exactly
+            # this value" indicators (capital_gain == 0), which measured better on
+            # Adult than merging them. Only edges equal in float32 are merged.
+            scaled = np.unique(scaled.astype(np.float32))
+            if len(scaled) < 2:
+                scaled = np.array([scaled[0], scaled[0] + 1.0], dtype=np.float32)
+            edges.append(scaled.astype(np.float64).tolist())
+        return edges
+
     def get_feature_names_out(self, input_features=None):
         check_is_fitted(self, "categories_")
         return np.asarray([str(c) for c in self.cat_columns_ + self.cont_columns_], dtype=object)
@@ -450,6 +509,7 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
             "categories": {k: v for k, v in self.categories_.items() if k not in indicators},
             "embedding_sizes": {k: list(v) for k, v in self.embedding_sizes_.items()},
             "medians": self.medians_, "means": self.means_, "stds": self.stds_,
+            "quantiles": self.quantiles_,
         }
         for column, values in state["categories"].items():
             for value in values:
@@ -480,6 +540,7 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         self.medians_ = dict(state["medians"])
         self.means_ = dict(state["means"])
         self.stds_ = dict(state["stds"])
+        self.quantiles_ = dict(state.get("quantiles", {}))
         self._finish()
         self.embedding_sizes_ = {k: tuple(v) for k, v in state["embedding_sizes"].items()}
         return self

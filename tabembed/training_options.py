@@ -29,7 +29,8 @@ def check_training_parameters(estimator) -> None:
                          f"got {estimator.schedule!r}")
     if not (isinstance(estimator.epochs, int | np.integer) and estimator.epochs >= 1):
         raise ValueError(f"epochs must be a positive integer, got {estimator.epochs!r}")
-    if not (isinstance(estimator.batch_size, int | np.integer) and estimator.batch_size >= 1):
+    batch_size = resolve(estimator, "batch_size")
+    if not (isinstance(batch_size, int | np.integer) and batch_size >= 1):
         raise ValueError(f"batch_size must be a positive integer, got {estimator.batch_size!r}")
     lr = estimator.lr
     if not (lr == "auto" or lr in LR_SUGGESTIONS or isinstance(lr, float | int | list | slice)):
@@ -40,6 +41,14 @@ def check_training_parameters(estimator) -> None:
     if estimator.early_stopping and not 0 < estimator.validation_fraction < 1:
         raise ValueError("early_stopping needs 0 < validation_fraction < 1, got "
                          f"{estimator.validation_fraction!r}")
+
+
+def resolve(estimator, name: str):
+    """A parameter's value, where ``"auto"`` asks the estimator for its measured default."""
+    value = getattr(estimator, name)
+    if isinstance(value, str) and value == "auto":
+        return estimator.auto_defaults()[name]
+    return value
 
 
 def make_schedule(estimator):
@@ -89,7 +98,8 @@ def train(estimator, model, loss, train_tensors, valid_tensors, *, output_activa
     if learner is None:
         learner = Learner(
             model, loss, train_tensors, valid_tensors,
-            weight_decay=estimator.weight_decay, batch_size=estimator.batch_size,
+            weight_decay=resolve(estimator, "weight_decay"),
+            batch_size=resolve(estimator, "batch_size"),
             device=estimator.device, random_state=seed, verbose=estimator.verbose,
             output_activation=output_activation, metrics=metrics,
             callbacks=make_callbacks(estimator),

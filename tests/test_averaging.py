@@ -221,3 +221,18 @@ def test_fge_collects_at_each_cyclical_linear_low_point():
     assert rates[start + per_epoch - 1] == pytest.approx(0.1 * 0.5 * 1e-2)
     assert max(rates[start:]) <= 0.5 * 1e-2 + 1e-12
     assert len(fge.snapshots) == 2 and learner.predictor is fge
+
+
+def test_ema_keeps_constant_buffers_finite():
+    from tabembed.models import EntityEmbeddingMLP
+
+    torch.manual_seed(0)
+    model = EntityEmbeddingMLP(embedding_sizes=[(5, 3)], n_continuous=2,
+                               continuous_bins=[[-1.0, 0.0, 1.0], [-2.0, 2.0]])
+    codes, continuous, target = _data()
+    learner = Learner(model, nn.MSELoss(), (codes, continuous[:, :2], target),
+                      batch_size=50, callbacks=[EMA(decay=0.9)], random_state=0)
+    learner.fit(2, 1e-2)
+    for name, buffer in learner.model.named_buffers():
+        assert torch.isfinite(buffer.float()).all(), name
+    assert torch.isfinite(learner.predict((codes, continuous[:, :2]))).all()

@@ -289,3 +289,46 @@ def test_models_run_on_cuda(index):
     reference = model(*inputs)
     gpu = model.to("cuda")(*(t.to("cuda") for t in inputs))
     torch.testing.assert_close(gpu.cpu(), reference, atol=1e-4, rtol=1e-4)
+
+
+def test_piecewise_linear_encoding_formula():
+    from tabembed.models.layers import PiecewiseLinearEncoding
+
+    encoding = PiecewiseLinearEncoding([[0.0, 1.0, 3.0], [-1.0, 1.0]])
+    x = torch.tensor([[0.5, 0.0], [2.0, 3.0], [-1.0, -3.0], [5.0, 0.5]])
+    # Feature 0 has 2 bins; feature 1 one bin (then a zero pad slot).
+    expected = torch.tensor([
+        [0.5, 0.0, 0.5, 0.0],
+        [1.0, 0.5, 1.0, 0.0],      # above feature 1's range: saturated at 1
+        [0.0, 0.0, 0.0, 0.0],      # below the range: all zero
+        [1.0, 1.0, 0.75, 0.0],
+    ])
+    torch.testing.assert_close(encoding(x), expected)
+    assert encoding.d_out == 4
+    with pytest.raises(ValueError, match="increasing"):
+        PiecewiseLinearEncoding([[1.0, 1.0]])
+
+
+def test_mlp_with_piecewise_linear_inputs_learns_and_has_gradients():
+    X, y = make_synthetic(4000, cardinalities=(5,), n_continuous=2, noise=0.1,
+                          missing_fraction=0.0, random_state=4)
+    y = y + 2 * np.sign(X["num_0"].to_numpy())      # a step a plain linear term cannot fit
+    pre = TabularPreprocessor().fit(X)
+    edges = pre.bin_edges(16)
+    assert len(edges) == 2 and all(np.all(np.diff(e) > 0) for e in edges)
+    codes, continuous = pre.to_tensors(X)
+    target = torch.tensor(y.to_numpy(), dtype=torch.float32)
+    torch.manual_seed(0)
+    model = EntityEmbeddingMLP(embedding_sizes=list(pre.embedding_sizes_.values()),
+                               n_continuous=2, hidden=(32,), dropout=0.0, continuous_bins=edges)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(300):
+        rows = torch.randint(0, 3000, (256,))
+        optimizer.zero_grad()
+        loss_for_task("regression")(model(codes[rows], continuous[rows]), target[rows]).backward()
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        predicted = model(codes[3000:], continuous[3000:]).squeeze(1)
+    r2 = 1 - ((predicted - target[3000:]) ** 2).mean() / target[3000:].var()
+    assert r2 > 0.9, r2

@@ -138,3 +138,12 @@ def test_gpu_trained_model_loads_on_cpu(classification, tmp_path):
     loaded = tabembed.load(path, device="cpu")
     assert loaded.learner_.device.type == "cpu"
     np.testing.assert_allclose(loaded.predict_proba(X), model.predict_proba(X), atol=1e-5)
+
+
+def test_piecewise_linear_model_round_trip(classification, tmp_path):
+    X, y = classification
+    model = EmbeddingMLPClassifier(epochs=2, lr=1e-2, continuous_encoding="piecewise_linear",
+                                   n_bins=8, random_state=0).fit(X, y)
+    assert model.model_kwargs_["continuous_bins"] is not None
+    loaded = tabembed.load(model.save(tmp_path / "ple.tabembed"))
+    np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))

@@ -116,3 +116,41 @@ class Offset(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.bias
+
+
+class PiecewiseLinearEncoding(nn.Module):
+    """Piecewise-linear encoding of numbers (Gorishniy et al., 2022, "On Embeddings for
+    Numerical Features in Tabular Deep Learning").
+
+    Feature ``j`` with bin edges ``e_0 < ... < e_T`` becomes ``T`` values: 1 for
+    bins entirely below ``x``, 0 for bins above, and the fraction of the bin
+    below ``x`` for the bin holding it. Unlike the paper, the first and last
+    bins do not extend linearly beyond the training range: with narrow bins
+    (tied values) that extension made outputs explode on unseen extremes, so
+    values outside the range saturate at all-0 or all-1. Features may have
+    different numbers of bins; unused slots are zero.
+    """
+
+    def __init__(self, bin_edges: Sequence[Sequence[float]]):
+        super().__init__()
+        n_bins = max(len(edges) - 1 for edges in bin_edges)
+        left = torch.zeros(len(bin_edges), n_bins)
+        width = torch.ones(len(bin_edges), n_bins)
+        used = torch.zeros(len(bin_edges), n_bins)
+        for j, edges in enumerate(bin_edges):
+            edges = torch.as_tensor(edges, dtype=torch.float32)
+            if len(edges) < 2 or not bool((edges[1:] > edges[:-1]).all()):
+                raise ValueError(f"bin edges must be increasing, at least 2; feature {j}: "
+                                 f"{edges.tolist()}")
+            count = len(edges) - 1
+            left[j, :count] = edges[:-1]
+            width[j, :count] = edges[1:] - edges[:-1]
+            used[j, :count] = 1.0
+        self.register_buffer("left", left)
+        self.register_buffer("width", width)
+        self.register_buffer("used", used)
+        self.d_out = len(bin_edges) * n_bins
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fraction = ((x.unsqueeze(-1) - self.left) / self.width).clamp(0.0, 1.0)
+        return (fraction * self.used).flatten(1)

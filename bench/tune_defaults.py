@@ -1,0 +1,176 @@
+"""Choose defaults on validation splits (never the test split).
+
+Adult: 20% of the training file, stratified, seed 0, held out for validation.
+MovieLens 100K: 10% of fold u1's training ratings, seed 0, held out.
+One factor at a time around a base configuration, 2 seeds each.
+Run: ``python bench/tune_defaults.py adult|movielens DATA_HOME [round2]``; prints a
+markdown table (DATA_HOME holds ml-100k/; any value for adult).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
+from sklearn.model_selection import train_test_split
+
+from tabembed.datasets import load_adult, load_movielens
+from tabembed.estimators import EmbeddingMLPClassifier
+from tabembed.recommender import EmbeddingRecommender
+
+SEEDS = (0, 1)
+
+
+def adult_split():
+    train, _ = load_adult()
+    fit, valid = train_test_split(train, test_size=0.2, random_state=0,
+                                  stratify=train["income"])
+    return (fit.drop(columns="income"), fit["income"], valid.drop(columns="income"),
+            valid["income"])
+
+
+def evaluate_adult(options, split):
+    X, y, Xv, yv = split
+    rows = []
+    for seed in SEEDS:
+        start = time.perf_counter()
+        model = EmbeddingMLPClassifier(random_state=seed, **options).fit(X, y)
+        seconds = time.perf_counter() - start
+        p = model.predict_proba(Xv)[:, 1]
+        positive = np.asarray(yv == ">50K")
+        rows.append((accuracy_score(positive, p > 0.5), roc_auc_score(positive, p),
+                     log_loss(positive, p), seconds))
+    return np.mean(rows, axis=0)
+
+
+ADULT_GRID = [
+    {},
+    {"dropout": 0.0}, {"dropout": 0.3}, {"dropout": 0.5},
+    {"embedding_dropout": 0.1},
+    {"weight_decay": 0.1}, {"weight_decay": 0.0},
+    {"epochs": 5}, {"epochs": 12},
+    {"batch_size": 128}, {"batch_size": 512},
+    {"lr": "steepest"}, {"lr": "minimum"}, {"lr": 1e-2},
+    {"hidden": (400, 200)},
+    {"averaging": "ema"}, {"averaging": "swa"},
+]
+
+
+ADULT_ROUND_2 = [
+    {"continuous_scaling": "quantile"},
+    {"batch_size": 512, "lr": "minimum"},
+    {"batch_size": 512, "lr": "minimum", "dropout": 0.3},
+    {"batch_size": 512, "lr": "minimum", "dropout": 0.3, "embedding_dropout": 0.1},
+    {"batch_size": 512, "lr": "minimum", "dropout": 0.3, "epochs": 12},
+    {"batch_size": 512, "lr": "minimum", "dropout": 0.3, "averaging": "ema"},
+    {"batch_size": 512, "lr": "minimum", "dropout": 0.3, "averaging": "ema", "epochs": 12},
+    {"batch_size": 1024, "lr": "minimum", "dropout": 0.3, "epochs": 12},
+]
+
+
+PLE = {"continuous_encoding": "piecewise_linear"}
+ADULT_ROUND_3 = [
+    PLE,
+    {**PLE, "n_bins": 16}, {**PLE, "n_bins": 96},
+    {**PLE, "batch_size": 512, "lr": "minimum"},
+    {**PLE, "dropout": 0.3},
+    {**PLE, "weight_decay": 0.1},
+    {**PLE, "embedding_dropout": 0.1},
+    {**PLE, "epochs": 5},
+    {**PLE, "epochs": 12},
+    {**PLE, "averaging": "ema"},
+    {**PLE, "averaging": "ema", "epochs": 12},
+    {**PLE, "averaging": "swa", "epochs": 12},
+]
+
+
+def movielens_split(data_home):
+    train, _ = load_movielens("100k", data_home=data_home, fold="u1")
+    held = np.random.default_rng(0).random(len(train)) < 0.1
+    return train[~held], train[held]
+
+
+MOVIELENS_ROUND_2 = [
+    {"weight_decay": 0.5, "batch_size": 1024},
+    {"weight_decay": 0.5, "lr": 2e-3},
+    {"weight_decay": 1.0},
+    {"weight_decay": 1.0, "batch_size": 1024},
+    {"weight_decay": 0.5, "batch_size": 1024, "lr": 1e-2},
+    {"weight_decay": 0.5, "batch_size": 1024, "epochs": 10},
+    {"weight_decay": 0.3, "batch_size": 1024, "n_factors": 20},
+    {"lr": 2e-3, "batch_size": 1024},
+    {"weight_decay": 0.5, "batch_size": 1024, "averaging": "ema"},
+    {"weight_decay": 0.5, "batch_size": 1024, "averaging": "swa"},
+    {"weight_decay": 0.5, "batch_size": 1024, "model": "neural", "dropout": 0.3},
+]
+
+
+BIG = {"weight_decay": 0.5, "batch_size": 1024}
+MOVIELENS_ROUND_3 = [
+    {**BIG, "weight_decay": 0.7},
+    {**BIG, "lr": 3e-3},
+    {**BIG, "epochs": 8, "weight_decay": 0.7},
+    {**BIG, "n_factors": 100},
+    {**BIG, "batch_size": 2048, "lr": 1e-2},
+    {**BIG, "schedule": "sgdr", "cycle_len": 1, "cycle_mult": 2, "epochs": 7,
+     "averaging": "snapshot"},
+    {**BIG, "averaging": "fge", "epochs": 8},
+    {**BIG, "model": "neural", "dropout": 0.5},
+]
+
+
+def evaluate_movielens(options, split):
+    fit, valid = split
+    rows = []
+    for seed in SEEDS:
+        start = time.perf_counter()
+        model = EmbeddingRecommender(random_state=seed, **options)
+        model.fit(fit[["user", "item"]], fit["rating"])
+        seconds = time.perf_counter() - start
+        error = model.predict(valid[["user", "item"]]) - valid["rating"].to_numpy()
+        rows.append((np.sqrt(np.mean(error ** 2)), seconds))
+    return np.mean(rows, axis=0)
+
+
+MOVIELENS_GRID = [
+    {},
+    {"weight_decay": 0.05}, {"weight_decay": 0.2}, {"weight_decay": 0.5},
+    {"epochs": 10}, {"epochs": 15},
+    {"lr": 1e-2}, {"lr": 2e-3},
+    {"batch_size": 64}, {"batch_size": 1024},
+    {"n_factors": 20}, {"n_factors": 100},
+    {"y_range": None},
+    {"averaging": "ema"}, {"averaging": "swa"},
+    {"model": "neural", "dropout": 0.0}, {"model": "neural", "dropout": 0.1},
+    {"model": "neural", "dropout": 0.3}, {"model": "neural", "dropout": 0.5},
+]
+
+
+def main() -> None:
+    which = sys.argv[1]
+    round_name = sys.argv[3] if len(sys.argv) > 3 else "round1"
+    extra = {}
+    if which == "adult":
+        split = adult_split()
+        print("| change from base | valid accuracy | valid AUC | valid log loss | fit s |")
+        print("| --- | --- | --- | --- | --- |")
+        grid = {"round1": ADULT_GRID, "round2": ADULT_ROUND_2, "round3": ADULT_ROUND_3}
+        for change in grid[round_name]:
+            accuracy, auc, loss, seconds = evaluate_adult({**extra, **change}, split)
+            print(f"| {change or 'base'} | {accuracy:.4f} | {auc:.4f} | {loss:.4f} | "
+                  f"{seconds:.1f} |", flush=True)
+    else:
+        split = movielens_split(sys.argv[2])
+        print("| change from base | valid RMSE | fit s |")
+        print("| --- | --- | --- |")
+        grid = {"round1": MOVIELENS_GRID, "round2": MOVIELENS_ROUND_2,
+                "round3": MOVIELENS_ROUND_3}
+        for change in grid[round_name]:
+            rmse, seconds = evaluate_movielens({**extra, **change}, split)
+            print(f"| {change or 'base'} | {rmse:.4f} | {seconds:.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
