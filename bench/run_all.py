@@ -32,6 +32,8 @@ SECTIONS = [
      ["tune_defaults.py", "movielens", "{data}", "round2"], None),
     ("Defaults: validation evidence, MovieLens 100K, third round",
      ["tune_defaults.py", "movielens", "{data}", "round3"], None),
+    ("Defaults: validation evidence, MovieLens 100K, fourth round (batch-only L2)",
+     ["tune_defaults.py", "movielens", "{data}", "round4"], None),
     ("Preprocessing (issue 3)", ["preprocess.py"], None),
     ("Training loop overhead (issue 5)", ["loop_overhead.py", "--threads", "1"], None),
     ("Threads (issue 5)", ["threads.py"], None),

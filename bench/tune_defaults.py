@@ -121,6 +121,19 @@ MOVIELENS_ROUND_3 = [
 ]
 
 
+# Batch-only L2 on the embeddings (embedding_l2) instead of decoupled decay.
+MOVIELENS_ROUND_4 = [
+    {"embedding_l2": 0.0, "weight_decay": 0.5, "batch_size": 1024},
+    {"embedding_l2": 0.05, "weight_decay": 0.0, "batch_size": 1024},
+    {"embedding_l2": 0.03, "weight_decay": 0.0, "batch_size": 1024},
+    {"embedding_l2": 0.02, "weight_decay": 0.1, "batch_size": 1024},
+    {"embedding_l2": 0.1, "weight_decay": 0.0, "batch_size": 1024, "epochs": 10},
+    {"embedding_l2": 0.05, "weight_decay": 0.0, "batch_size": 512},
+    {"embedding_l2": 0.1, "weight_decay": 0.0, "batch_size": 512},
+    {"embedding_l2": 0.05, "weight_decay": 0.0, "batch_size": 256},
+]
+
+
 def evaluate_movielens(options, split):
     fit, valid = split
     rows = []
@@ -167,7 +180,7 @@ def main() -> None:
         print("| change from base | valid RMSE | fit s |")
         print("| --- | --- | --- |")
         grid = {"round1": MOVIELENS_GRID, "round2": MOVIELENS_ROUND_2,
-                "round3": MOVIELENS_ROUND_3}
+                "round3": MOVIELENS_ROUND_3, "round4": MOVIELENS_ROUND_4}
         for change in grid[round_name]:
             rmse, seconds = evaluate_movielens(change, split)
             print(f"| {change or 'base'} | {rmse:.4f} | {seconds:.1f} |", flush=True)

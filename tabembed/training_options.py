@@ -88,7 +88,7 @@ def seed_everything(random_state) -> int | None:
 
 
 def train(estimator, model, loss, train_tensors, valid_tensors, *, output_activation,
-          metrics=None, learner=None) -> Learner:
+          metrics=None, learner=None, penalty=None) -> Learner:
     """Fit ``model`` as the estimator's parameters say; returns the Learner.
 
     With an existing ``learner`` (``warm_start``/``partial_fit``) training
@@ -102,7 +102,7 @@ def train(estimator, model, loss, train_tensors, valid_tensors, *, output_activa
             batch_size=resolve(estimator, "batch_size"),
             device=estimator.device, random_state=seed, verbose=estimator.verbose,
             output_activation=output_activation, metrics=metrics,
-            callbacks=make_callbacks(estimator),
+            callbacks=make_callbacks(estimator), penalty=penalty,
         )
     else:
         learner.train_data.tensors = tuple(t.to(learner.device) for t in train_tensors)
@@ -110,7 +110,7 @@ def train(estimator, model, loss, train_tensors, valid_tensors, *, output_activa
     if lr == "auto" or lr in LR_SUGGESTIONS:
         found = learner.lr_find()
         learner.lr_finder_result = found
-        name = "valley" if lr == "auto" else lr
+        name = "minimum" if lr == "auto" else lr
         lr = found.suggestions.get(name, 1e-3)
     learner.fit(estimator.epochs, lr, schedule=make_schedule(estimator))
     learner.fitted_lr = lr

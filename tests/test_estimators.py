@@ -160,6 +160,14 @@ def test_warm_start_and_partial_fit():
         rows = slice(chunk * 500, (chunk + 1) * 500)
         incremental.partial_fit(X.iloc[rows], y.iloc[rows])
     assert len(incremental.history_) == 4 and incremental.score(X, y) > 0.6
+    # A first batch without class 2: classes= names it up front.
+    X3, y3 = make_synthetic(1200, task="classification", n_classes=3, random_state=4)
+    first = y3 != 2
+    stream = EmbeddingMLPClassifier(lr=1e-2, random_state=0)
+    stream.partial_fit(X3[first], y3[first], classes=[0, 1, 2])
+    stream.partial_fit(X3, y3)
+    assert list(stream.classes_) == [0, 1, 2]
+    assert stream.predict_proba(X3).shape == (1200, 3)
 
 
 def test_bad_input_is_a_clear_error(fitted_classifier, adult_small):

@@ -315,3 +315,15 @@ def test_training_on_cuda(synthetic, precision):
     losses = learner.history["valid_loss"]
     assert losses[-1] < losses[0] and np.isfinite(losses).all()
     assert learner.predict(synthetic[3][:2]).device.type == "cpu"
+
+
+def test_penalty_is_added_to_the_training_loss_only(synthetic):
+    plain = _learner(synthetic)
+    plain.fit(1, 1e-3)
+    penalised = _learner(synthetic, penalty=lambda model, inputs: torch.tensor(5.0))
+    penalised.fit(1, 1e-3)
+    assert penalised.history[-1]["train_loss"] == pytest.approx(
+        plain.history[-1]["train_loss"] + 5.0, rel=1e-6)
+    # A constant penalty has no gradient: the same weights, and validation ignores it.
+    assert penalised.history[-1]["valid_loss"] == pytest.approx(
+        plain.history[-1]["valid_loss"], rel=1e-6)

@@ -332,3 +332,17 @@ def test_mlp_with_piecewise_linear_inputs_learns_and_has_gradients():
         predicted = model(codes[3000:], continuous[3000:]).squeeze(1)
     r2 = 1 - ((predicted - target[3000:]) ** 2).mean() / target[3000:].var()
     assert r2 > 0.9, r2
+
+
+def test_embedding_penalty_formula_and_unknown_rows():
+    model = DotBias(n_users=6, n_items=7, n_factors=3)
+    with torch.no_grad():
+        for table in (model.user_factors, model.item_factors, model.user_bias, model.item_bias):
+            table.weight.normal_()
+            table.weight[0] = 0
+    codes = torch.tensor([[1, 2], [0, 3], [4, 0]])
+    expected = torch.stack([
+        model.user_factors.weight[u].pow(2).sum() + model.item_factors.weight[i].pow(2).sum()
+        + model.user_bias.weight[u, 0] ** 2 + model.item_bias.weight[i, 0] ** 2
+        for u, i in codes.tolist()]).mean()
+    torch.testing.assert_close(model.embedding_penalty(codes), expected)

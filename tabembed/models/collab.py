@@ -73,6 +73,18 @@ class _Collaborative(nn.Module):
             output = output + self.side_linear(continuous)
         return self.output_range(self.offset(output))
 
+    def embedding_penalty(self, codes: torch.Tensor, continuous=None) -> torch.Tensor:
+        """Mean over the rows of ``codes`` of the squared user and item factors and biases.
+
+        The classic matrix-factorisation regulariser: only the embeddings a batch
+        uses are penalised, so rare users and items are not shrunk at every step
+        the way a decoupled weight decay on whole tables shrinks them.
+        """
+        users, items = codes[:, 0], codes[:, 1]
+        squares = (self.user_factors(users).pow(2).sum(1) + self.item_factors(items).pow(2).sum(1)
+                   + self.user_bias(users).pow(2).sum(1) + self.item_bias(items).pow(2).sum(1))
+        return squares.mean()
+
     def _bias_modules(self) -> list[nn.Module]:
         return [self.user_factors, self.item_factors, self.user_bias, self.item_bias,
                 self.side_bias]

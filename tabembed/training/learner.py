@@ -131,6 +131,10 @@ class Learner:
     output_activation : callable, optional
         Applied to outputs by :meth:`predict` (probabilities for classifiers);
         ensembles average after it.
+    penalty : callable, optional
+        ``penalty(model, inputs) -> scalar tensor`` added to the training loss
+        of each batch (not to validation), e.g. an L2 penalty on the embedding
+        rows the batch used.
     """
 
     def __init__(
@@ -152,6 +156,7 @@ class Learner:
         random_state: int | None = None,
         verbose: int = 0,
         output_activation: Callable | None = None,
+        penalty: Callable | None = None,
     ):
         if precision not in _PRECISIONS:
             raise ValueError(f"precision must be one of {_PRECISIONS}, got {precision=}")
@@ -178,6 +183,7 @@ class Learner:
         self.random_state = random_state
         self.verbose = verbose
         self.output_activation = output_activation
+        self.penalty = penalty
         self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
         self.history = History()
         self.optimizer = None
@@ -359,6 +365,8 @@ class Learner:
         *inputs, target = batch
         with self._autocast():
             loss = self.loss(self.model(*inputs), target)
+            if self.penalty is not None:
+                loss = loss + self.penalty(self.model, inputs)
         value = loss.item()
         if not np.isfinite(value):
             raise TrainingDivergedError(
