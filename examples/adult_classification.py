@@ -22,7 +22,7 @@ if FAST:
 X_train, y_train = train.drop(columns="income"), train["income"]
 X_test, y_test = test.drop(columns="income"), test["income"]
 
-# %% 1. The defaults: LR finder ("valley") and one-cycle.
+# %% 1. The defaults: LR finder (loss minimum / 10) and one-cycle.
 default = EmbeddingMLPClassifier(random_state=0, epochs=2 if FAST else 8)
 start = time.perf_counter()
 default.fit(X_train, y_train)

@@ -51,7 +51,7 @@ def demo(output_dir: Path, epochs: int | None, random_state: int, verbose: int) 
     plot_embeddings(table, labels, output_dir / "education_embeddings.png",
                     title="Adult: learned 'education' embeddings (PCA)")
     written.append("education_embeddings.png")
-    print(f"\nlearning rate (LR finder, valley): {scores['lr']:.2e}")
+    print(f"\nlearning rate (LR finder, minimum / 10): {scores['lr']:.2e}")
     print(f"test accuracy: {scores['accuracy']:.4f}")
     print(f"test AUC:      {scores['auc']:.4f}")
     print(f"test log loss: {scores['log_loss']:.4f}")
