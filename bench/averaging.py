@@ -26,7 +26,7 @@ from tabembed.recommender import EmbeddingRecommender
 SEEDS = (0, 1, 2)
 EPOCHS = 8
 METHODS = {
-    "plain (one-cycle)": {},
+    "plain (one-cycle)": {"averaging": None},
     "EMA": {"averaging": "ema"},
     "SWA (constant rate, last 25%)": {"averaging": "swa"},
     "snapshot (SGDR 4 x 2 epochs)": {"averaging": "snapshot", "schedule": "sgdr",

@@ -175,9 +175,12 @@ def main() -> None:
     round_name = sys.argv[3] if len(sys.argv) > 3 else "round1"
     # Each round keeps the base it was measured on, so its table reproduces exactly.
     bases = {
-        ("adult", "round1"): {"continuous_encoding": None, "batch_size": 256, "lr": "valley"},
-        ("adult", "round2"): {"continuous_encoding": None, "batch_size": 256, "lr": "valley"},
-        ("adult", "round3"): {"batch_size": 256, "lr": "valley"},
+        ("adult", "round1"): {"continuous_encoding": None, "batch_size": 256, "lr": "valley",
+                              "averaging": None},
+        ("adult", "round2"): {"continuous_encoding": None, "batch_size": 256, "lr": "valley",
+                              "averaging": None},
+        ("adult", "round3"): {"batch_size": 256, "lr": "valley", "averaging": None},
+        ("adult", "round4"): {"averaging": None},
         ("movielens", "round1"): {"embedding_l2": 0.0, "weight_decay": 0.1, "batch_size": 256},
         ("movielens", "round2"): {"embedding_l2": 0.0, "weight_decay": 0.1, "batch_size": 256},
         ("movielens", "round3"): {"embedding_l2": 0.0, "weight_decay": 0.1, "batch_size": 256},

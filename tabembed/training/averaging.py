@@ -92,23 +92,21 @@ class EMA(Callback):
             return min(self.decay, (1 + n_updates) / (10 + n_updates))
         return self.decay
 
-    def _multi_avg_fn(self):
-        # Our own version of get_ema_multi_avg_fn: it adds the decay warm-up and
-        # copies integer buffers (batch norm's num_batches_tracked), which lerp cannot average.
-        def update(averaged, current, n_averaged):
-            weight = 1 - self.current_decay(int(n_averaged))
-            floats = [(a, c) for a, c in zip(averaged, current) if a.is_floating_point()]
-            if floats:
-                torch._foreach_lerp_([a for a, _ in floats], [c for _, c in floats], weight)
-            for a, c in zip(averaged, current):
-                if not a.is_floating_point():
-                    a.copy_(c)
-
-        return update
+    def _update(self, averaged, current, n_averaged) -> None:
+        # Our own version of get_ema_multi_avg_fn, a method so that fitted models
+        # pickle: it adds the decay warm-up and copies integer buffers (batch
+        # norm's num_batches_tracked), which lerp cannot average.
+        weight = 1 - self.current_decay(int(n_averaged))
+        floats = [(a, c) for a, c in zip(averaged, current) if a.is_floating_point()]
+        if floats:
+            torch._foreach_lerp_([a for a, _ in floats], [c for _, c in floats], weight)
+        for a, c in zip(averaged, current):
+            if not a.is_floating_point():
+                a.copy_(c)
 
     def on_fit_begin(self, learner) -> None:
         if self.averaged is None or not learner.resuming:
-            self.averaged = AveragedModel(learner.model, multi_avg_fn=self._multi_avg_fn(),
+            self.averaged = AveragedModel(learner.model, multi_avg_fn=self._update,
                                           use_buffers=True)
 
     def on_batch_end(self, learner) -> None:
