@@ -85,6 +85,13 @@ class _Collaborative(nn.Module):
                    + self.user_bias(users).pow(2).sum(1) + self.item_bias(items).pow(2).sum(1))
         return squares.mean()
 
+    def _head_modules(self) -> list[nn.Module]:
+        """The output-side modules every variant shares (offset, range, side linear term)."""
+        modules = [self.offset, self.output_range]
+        if self.side_linear is not None:
+            modules.append(self.side_linear)
+        return modules
+
     def _bias_modules(self) -> list[nn.Module]:
         return [self.user_factors, self.item_factors, self.user_bias, self.item_bias,
                 self.side_bias]
@@ -121,10 +128,7 @@ class DotBias(_Collaborative):
         return (self.user_factors(users) * self.item_factors(items)).sum(dim=1, keepdim=True)
 
     def layer_groups(self) -> list[nn.Module]:
-        head = [self.offset, self.output_range]
-        if self.side_linear is not None:
-            head.append(self.side_linear)
-        return [nn.ModuleList(self._bias_modules()), nn.ModuleList(head)]
+        return [nn.ModuleList(self._bias_modules()), nn.ModuleList(self._head_modules())]
 
 
 class NeuralCF(_Collaborative):
@@ -159,8 +163,5 @@ class NeuralCF(_Collaborative):
         return self.head(self.body(torch.cat(parts, dim=1))) * known
 
     def layer_groups(self) -> list[nn.Module]:
-        head = [self.head, self.offset, self.output_range]
-        if self.side_linear is not None:
-            head.append(self.side_linear)
         return [nn.ModuleList([*self._bias_modules(), self.side_embeddings]), self.body,
-                nn.ModuleList(head)]
+                nn.ModuleList([self.head, *self._head_modules()])]
