@@ -5,19 +5,22 @@ return predictions; ``EntityEmbeddingTransformer`` turns categorical columns
 into their learned embedding vectors for any other model. They are thin: a
 :class:`~tabembed.preprocessing.TabularPreprocessor`, a
 :class:`~tabembed.targets.TargetTransformer`, an
-:class:`~tabembed.models.EntityEmbeddingMLP`, and one Learner run
-(:mod:`tabembed.training_options`).
+:class:`~tabembed.models.EntityEmbeddingMLP`, and one training run
+(:func:`tabembed.config.train` with a :class:`~tabembed.config.TrainingConfig`).
 
 Defaults were chosen on a validation split of Adult's training file (never
-the test file): see bench/RESULTS.md, "Defaults", and bench/NOTES.md. The one
-default that moved accuracy is the piecewise-linear encoding of continuous
-columns (+0.4 points of validation accuracy); dropout, weight decay, batch
-size, epochs and averaging all landed within +-0.1 point of each other.
+the test file): see tabembed/config.py, bench/RESULTS.md ("Defaults") and
+bench/NOTES.md. The one default that moved accuracy is the piecewise-linear
+encoding of continuous columns (+0.4 points of validation accuracy); dropout,
+weight decay, batch size, epochs and averaging all landed within +-0.1 point
+of each other.
 """
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -25,79 +28,73 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, TransformerMixin
 from sklearn.exceptions import DataConversionWarning
 from sklearn.model_selection import train_test_split
-from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted
 
-from tabembed import training_options
+from tabembed._validation import (
+    as_frame,
+    check_finite_predictions,
+    check_rows,
+    frame_for_prediction,
+    require_target,
+)
+from tabembed.config import (
+    MLP_DEFAULTS,
+    Seeds,
+    TrainingConfig,
+    auto_batch_size,
+    draw_seed,
+    isolated_random_state,
+    train,
+)
 from tabembed.models import EntityEmbeddingMLP, loss_for_task, predictions_from_output
 from tabembed.models.tabular import DEFAULT_DROPOUT, DEFAULT_EMBEDDING_DROPOUT, DEFAULT_HIDDEN
 from tabembed.preprocessing import TabularPreprocessor
 from tabembed.targets import TargetTransformer, is_label_sets
+from tabembed.training import checkpoint
+from tabembed.training.schedules import Constant
 
 __all__ = ["EmbeddingMLPClassifier", "EmbeddingMLPRegressor", "EntityEmbeddingTransformer"]
 
 # "auto" uses piecewise-linear inputs from this many training rows (~200 rows per
 # bin at 48 bins); measured in bench/NOTES.md ("Piecewise-linear inputs").
 PIECEWISE_LINEAR_MIN_ROWS = 10_000
+_D = MLP_DEFAULTS
 
 
-def as_frame(X, feature_names=None) -> pd.DataFrame:
-    """A DataFrame from X (arrays get ``x0, x1, ...`` or the fitted names); never a copy we own."""
-    if isinstance(X, pd.DataFrame):
-        return X
-    if isinstance(X, pd.Series):
-        return X.to_frame()
-    if hasattr(X, "tocsr") or hasattr(X, "sparse"):
-        raise TypeError("sparse input is not supported: tabembed needs dense data; convert "
-                        "with X.toarray() or pass a DataFrame")
-    if X is None:
-        raise ValueError("Expected a 2D array or a DataFrame, got None")
-    array = np.asarray(X)
-    if array.ndim != 2:
-        raise ValueError(
-            f"Expected a 2D array or a DataFrame, got an array of shape {array.shape}. "
-            "Reshape your data with X.reshape(-1, 1) for a single feature or "
-            "X.reshape(1, -1) for a single sample"
-        )
-    if np.iscomplexobj(array):
-        raise ValueError("Complex data not supported")
-    names = (list(feature_names) if feature_names is not None
-             and len(feature_names) == array.shape[1]
-             else [f"x{i}" for i in range(array.shape[1])])
-    return pd.DataFrame(array, columns=names)
+@dataclass(frozen=True)
+class Predictions:
+    """The network's output as predictions of ``task`` (the Learner's output activation).
+
+    Probabilities are clamped to [1e-12, 1 - 1e-12]: a saturated sigmoid or
+    softmax would otherwise give exactly 0 or 1 and infinite log losses.
+    """
+
+    task: str
+
+    def __call__(self, output: torch.Tensor) -> torch.Tensor:
+        predictions = predictions_from_output(output.double(), self.task)
+        if self.task == "regression":
+            return predictions
+        return predictions.clamp(1e-12, 1 - 1e-12)
 
 
-def frame_for_prediction(estimator, X) -> pd.DataFrame:
-    """X as the frame the fitted estimator expects; arrays must have the fitted width."""
-    frame = as_frame(X, getattr(estimator, "feature_names_in_", None))
-    if not isinstance(X, pd.DataFrame) and frame.shape[1] != estimator.n_features_in_:
-        raise ValueError(f"X has {frame.shape[1]} features, but {type(estimator).__name__} is "
-                         f"expecting {estimator.n_features_in_} features as input")
-    check_rows(frame)
-    return frame
-
-
-def require_target(estimator, y) -> None:
-    if y is None:
-        raise ValueError(f"{type(estimator).__name__} requires y to be passed, but the target "
-                         "y is None")
-
-
-def check_rows(frame: pd.DataFrame, minimum: int = 1) -> None:
-    if len(frame) < minimum:
-        raise ValueError(
-            f"Found array with {len(frame)} sample(s) (shape={frame.shape}) while a minimum "
-            f"of {minimum} is required."
-        )
-    if frame.shape[1] == 0:
-        raise ValueError(f"Found array with 0 feature(s) (shape={frame.shape}) while a "
-                         "minimum of 1 is required.")
+@contextlib.contextmanager
+def rollback_on_failure(learner):
+    """Continue training ``learner``; if anything raises, put its fitted state back."""
+    saved = checkpoint.capture(learner, callbacks=False)
+    predictor, train_data = learner.predictor, learner.train_data
+    try:
+        yield
+    except BaseException:
+        checkpoint.restore(learner, saved)
+        learner.predictor, learner.train_data = predictor, train_data
+        learner.steps_per_epoch = len(train_data)
+        raise
 
 
 class _EmbeddingMLP(BaseEstimator):
     """Parameters and the fit/predict plumbing shared by the classifier and the regressor."""
-
-    _task = "auto"
 
     def __init__(
         self,
@@ -108,20 +105,20 @@ class _EmbeddingMLP(BaseEstimator):
         hidden=DEFAULT_HIDDEN,
         dropout=DEFAULT_DROPOUT,
         embedding_dropout=DEFAULT_EMBEDDING_DROPOUT,
-        epochs=8,
-        batch_size="auto",
-        lr="auto",
-        schedule="one_cycle",
-        cycle_len=1,
-        cycle_mult=2,
-        averaging="ema",
-        ema_decay=0.999,
-        swa_start=0.75,
-        swa_lr=0.5,
-        weight_decay=0.01,
+        epochs=_D.epochs,
+        batch_size=_D.batch_size,
+        lr=_D.lr,
+        schedule=_D.schedule,
+        cycle_len=_D.cycle_len,
+        cycle_mult=_D.cycle_mult,
+        averaging=_D.averaging,
+        ema_decay=_D.ema_decay,
+        swa_start=_D.swa_start,
+        swa_lr=_D.swa_lr,
+        weight_decay=_D.weight_decay,
         early_stopping=False,
-        validation_fraction=0.1,
-        patience=3,
+        validation_fraction=_D.validation_fraction,
+        patience=_D.patience,
         min_frequency=None,
         continuous_scaling="standard",
         continuous_encoding="auto",
@@ -169,151 +166,147 @@ class _EmbeddingMLP(BaseEstimator):
         """Fit the preprocessor, the target encoding and the network on ``(X, y)``."""
         return self._fit(X, y)
 
-    def _fit(self, X, y, classes=None):
-        training_options.check_training_parameters(self)
-        if self.warm_start and hasattr(self, "learner_"):
-            return self._continue(X, y)
+    def _fit(self, X, y, *, classes=None, incremental=False):
+        """Build everything, train, and only then replace the fitted state.
+
+        ``incremental`` (``partial_fit``): one epoch; later calls continue at a
+        tenth of the first call's rate. A fit that raises leaves the previous
+        fitted state as it was.
+        """
+        if (incremental or self.warm_start) and hasattr(self, "learner_"):
+            return self._continue(X, y, incremental=incremental)
+        self._check_encoding()
+        seed = draw_seed(self.random_state)
+        seeds = Seeds.from_seed(seed)
         frame = as_frame(X)
         check_rows(frame, minimum=2)
         y_values = self._check_target(y, len(frame))
-        self.preprocessor_ = TabularPreprocessor(
+        preprocessor = TabularPreprocessor(
             self.cat_names, self.cont_names, self.date_names, min_frequency=self.min_frequency,
             continuous_scaling=self.continuous_scaling,
-        )
+        ).fit(frame)
         # partial_fit may name every class up front, before a batch shows them all.
-        self.target_transformer_ = self._target_transformer().fit(
+        target = self._target_transformer().fit(
             y_values if classes is None else np.asarray(classes))
-        self.preprocessor_.fit(frame)
-        self.feature_names_in_ = self.preprocessor_.feature_names_in_
-        if not isinstance(X, pd.DataFrame):
-            del self.feature_names_in_
-        self.n_features_in_ = frame.shape[1]
-        train_rows, valid_rows = self._split(len(frame), y_values)
-        tensors = self._tensors(frame, y_values)
-        train = tuple(t[train_rows] for t in tensors)
-        self.n_train_rows_ = len(train_rows)
+        train_rows, valid_rows = self._split(len(frame), y_values, target.task_, seeds.split)
+        config = TrainingConfig.from_params(
+            self.get_params(), seed=seed, auto={"batch_size": auto_batch_size(len(train_rows))})
+        if incremental:
+            config = config.replace(epochs=1)
+        tensors = _tensors(preprocessor, target, frame, y_values)
+        train_tensors = tuple(t[train_rows] for t in tensors)
         valid = tuple(t[valid_rows] for t in tensors) if valid_rows is not None else None
-        training_options.seed_everything(self.random_state)
-        self.model_ = self._build_model()
-        self.learner_ = training_options.train(
-            self, self.model_, loss_for_task(self.task_), train, valid,
-            output_activation=self._activation,
-        )
-        self._after_fit()
+        model_kwargs = self._model_kwargs(preprocessor, target, len(train_rows), y_values)
+        with isolated_random_state():
+            torch.manual_seed(seeds.init)
+            model = EntityEmbeddingMLP(**model_kwargs)
+            result = train(config, model, loss_for_task(target.task_), train_tensors, valid,
+                           output_activation=Predictions(target.task_))
+        self.preprocessor_, self.target_transformer_ = preprocessor, target
+        self.model_, self.model_kwargs_ = model, model_kwargs
+        self.n_features_in_ = frame.shape[1]
+        if isinstance(X, pd.DataFrame):
+            self.feature_names_in_ = preprocessor.feature_names_in_
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+        self.n_train_rows_ = len(train_rows)
+        self._set_result(config, result)
         return self
 
-    def _continue(self, X, y):
-        """warm_start: train ``epochs`` more epochs on new data with the fitted encoders."""
+    def _continue(self, X, y, *, incremental: bool):
+        """Train the fitted network on more data with the fitted encoders.
+
+        ``warm_start``: ``epochs`` more epochs as the parameters say.
+        ``incremental``: one epoch at a tenth of the last fit's rate, constant.
+        """
         frame = frame_for_prediction(self, X)
         y_values = self._check_target(y, len(frame))
-        tensors = self._tensors(frame, y_values)
+        tensors = _tensors(self.preprocessor_, self.target_transformer_, frame, y_values)
+        if incremental:
+            lr = self.lr_
+            lr = tuple(r / 10 for r in lr) if isinstance(lr, tuple | list) else lr / 10
+            config = self.training_config_.replace(epochs=1, lr=lr, lr_finder=None,
+                                                   schedule=Constant())
+        else:
+            config = TrainingConfig.from_params(
+                self.get_params(), seed=draw_seed(self.random_state),
+                auto={"batch_size": self.training_config_.batch_size})
+        with rollback_on_failure(self.learner_), isolated_random_state():
+            result = train(config, self.model_, loss_for_task(self.task_), tensors,
+                           learner=self.learner_)
         self.n_train_rows_ = len(frame)
-        training_options.train(self, self.model_, loss_for_task(self.task_), tensors, None,
-                               output_activation=self._activation, learner=self.learner_)
-        self._after_fit()
+        self._set_result(config, result)
         return self
+
+    def _set_result(self, config: TrainingConfig, result) -> None:
+        self.training_config_ = config
+        self.learner_ = result.learner
+        self.history_ = result.history
+        self.lr_ = result.lr
+        self.lr_finder_ = result.lr_finder
 
     def _check_target(self, y, n_rows: int) -> np.ndarray:
         require_target(self, y)
         if not isinstance(y, pd.DataFrame | pd.Series | list | np.ndarray):
             y = np.asarray(y)
-        if isinstance(y, pd.DataFrame) and y.shape[1] == 1 and self._task != "multilabel":
+        if isinstance(y, pd.DataFrame) and y.shape[1] == 1:
             y = y.iloc[:, 0]
         values = y if isinstance(y, pd.DataFrame) else np.asarray(y)
         if len(values) != n_rows:
             raise ValueError(f"X has {n_rows} rows but y has {len(values)}; they must match")
         if not isinstance(values, pd.DataFrame) and values.ndim == 2 and values.shape[1] == 1:
             warnings.warn("A column-vector y was passed when a 1d array was expected; it is "
-                          "flattened to (n_samples,)", DataConversionWarning, stacklevel=3)
+                          "flattened to (n_samples,)", DataConversionWarning, stacklevel=4)
             values = values.ravel()
         return values
 
-    def _split(self, n_rows: int, y_values):
+    def _split(self, n_rows: int, y_values, task: str, seed: int):
         rows = np.arange(n_rows)
         if not self.early_stopping:
             return rows, None
-        stratify = y_values if self.task_ in ("binary", "multiclass") else None
+        stratify = y_values if task in ("binary", "multiclass") else None
         try:
-            train, valid = train_test_split(rows, test_size=self.validation_fraction,
-                                            random_state=self.random_state, stratify=stratify)
+            train_rows, valid_rows = train_test_split(
+                rows, test_size=self.validation_fraction, random_state=seed, stratify=stratify)
         except ValueError:   # a class too rare to stratify
-            train, valid = train_test_split(rows, test_size=self.validation_fraction,
-                                            random_state=self.random_state)
-        return np.sort(train), np.sort(valid)
+            train_rows, valid_rows = train_test_split(
+                rows, test_size=self.validation_fraction, random_state=seed)
+        return np.sort(train_rows), np.sort(valid_rows)
 
     @property
     def task_(self) -> str:
         return self.target_transformer_.task_
 
-    def _tensors(self, frame, y_values) -> tuple[torch.Tensor, ...]:
-        codes, continuous = self.preprocessor_.to_tensors(frame)
-        encoded = self.target_transformer_.transform(y_values)
-        dtype = torch.int64 if self.task_ == "multiclass" else torch.float32
-        return codes, continuous, torch.as_tensor(encoded, dtype=dtype)
-
-    def _build_model(self) -> EntityEmbeddingMLP:
+    def _check_encoding(self) -> None:
         if self.continuous_encoding not in ("auto", None, "piecewise_linear"):
             raise ValueError("continuous_encoding must be 'auto', None or 'piecewise_linear', "
                              f"got {self.continuous_encoding!r}")
+
+    def _model_kwargs(self, preprocessor, target, n_train_rows: int, y_values) -> dict:
         encoding = self.continuous_encoding
         if encoding == "auto":
-            enough = self.n_train_rows_ >= PIECEWISE_LINEAR_MIN_ROWS
+            enough = n_train_rows >= PIECEWISE_LINEAR_MIN_ROWS
             encoding = "piecewise_linear" if enough else None
         bins = None
-        if encoding == "piecewise_linear" and self.preprocessor_.cont_columns_:
-            bins = self.preprocessor_.bin_edges(self.n_bins)
-        self.model_kwargs_ = dict(
+        if encoding == "piecewise_linear" and preprocessor.cont_columns_:
+            bins = preprocessor.bin_edges(self.n_bins)
+        return dict(
             continuous_bins=bins,
-            embedding_sizes=list(self.preprocessor_.embedding_sizes_.values()),
-            n_continuous=len(self.preprocessor_.cont_columns_),
-            d_out=self.target_transformer_.n_outputs_, task=self.task_,
+            embedding_sizes=list(preprocessor.embedding_sizes_.values()),
+            n_continuous=len(preprocessor.cont_columns_),
+            d_out=target.n_outputs_, task=target.task_,
             hidden=tuple(self.hidden), dropout=self.dropout,
-            embedding_dropout=self.embedding_dropout, y_range=self._y_range(),
+            embedding_dropout=self.embedding_dropout, y_range=self._y_range(target, y_values),
         )
-        return EntityEmbeddingMLP(**self.model_kwargs_)
 
-    def _y_range(self):
+    def _y_range(self, target, y_values):
         return None
-
-    def _activation(self, output: torch.Tensor) -> torch.Tensor:
-        predictions = predictions_from_output(output.double(), self.task_)
-        if self.task_ == "regression":
-            return predictions
-        # A saturated sigmoid or softmax gives exactly 0 or 1; keep log losses finite.
-        return predictions.clamp(1e-12, 1 - 1e-12)
 
     def _partial_fit(self, X, y, classes=None):
         """One epoch on ``(X, y)``: the first call fits the encoders (on ``classes`` if
         given, else on this batch's labels); later calls continue at a tenth of the
         first call's learning rate."""
-        if not hasattr(self, "learner_"):
-            epochs = self.epochs
-            self.set_params(epochs=1)
-            try:
-                self._fit(X, y, classes=classes)
-            finally:
-                self.set_params(epochs=epochs)
-            return self
-        epochs, lr = self.epochs, self.lr
-        schedule = self.schedule
-        self.set_params(epochs=1, lr=self.lr_ / 10, schedule="constant")
-        try:
-            self._continue(X, y)
-        finally:
-            self.set_params(epochs=epochs, lr=lr, schedule=schedule)
-        return self
-
-    def auto_defaults(self) -> dict:
-        """``batch_size="auto"``: the largest power of two giving at least 32 batches an
-        epoch, between 16 and 1024 (512 on Adult; bench/RESULTS.md, "Defaults")."""
-        rows = max(getattr(self, "n_train_rows_", 0), 1)
-        size = 2 ** int(np.floor(np.log2(max(rows / 32, 1))))
-        return {"batch_size": int(min(1024, max(16, size)))}
-
-    def _after_fit(self) -> None:
-        self.history_ = self.learner_.history.to_frame()
-        self.lr_ = self.learner_.fitted_lr
-        self.lr_finder_ = getattr(self.learner_, "lr_finder_result", None)
+        return self._fit(X, y, classes=classes, incremental=True)
 
     def save(self, path):
         """Write the fitted estimator to ``path`` (JSON + safetensors; see tabembed.load)."""
@@ -327,7 +320,7 @@ class _EmbeddingMLP(BaseEstimator):
         check_is_fitted(self, "learner_")
         frame = frame_for_prediction(self, X)
         codes, continuous = self.preprocessor_.to_tensors(frame)
-        return self.learner_.predict((codes, continuous)).numpy()
+        return check_finite_predictions(self.learner_.predict((codes, continuous)).numpy())
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -336,6 +329,13 @@ class _EmbeddingMLP(BaseEstimator):
         tags.input_tags.categorical = True
         tags.non_deterministic = False
         return tags
+
+
+def _tensors(preprocessor, target, frame, y_values) -> tuple[torch.Tensor, ...]:
+    codes, continuous = preprocessor.to_tensors(frame)
+    encoded = target.transform(y_values)
+    dtype = torch.int64 if target.task_ == "multiclass" else torch.float32
+    return codes, continuous, torch.as_tensor(encoded, dtype=dtype)
 
 
 class EmbeddingMLPClassifier(ClassifierMixin, _EmbeddingMLP):
@@ -393,8 +393,13 @@ class EmbeddingMLPClassifier(ClassifierMixin, _EmbeddingMLP):
     model_ : EntityEmbeddingMLP
     learner_ : Learner
     history_ : DataFrame
-    lr_ : float
-        The peak learning rate used.
+        One row per epoch: losses, metrics, learning rate, time.
+    lr_ : float, tuple or slice
+        The peak learning rate used (the LR finder's choice with ``lr="auto"``).
+    lr_finder_ : LRFinderResult or None
+        The LR finder's sweep (``plot()`` it), when it ran.
+    training_config_ : TrainingConfig
+        The validated training configuration of the last fit.
     """
 
     def _target_transformer(self) -> TargetTransformer:
@@ -456,20 +461,20 @@ class EmbeddingMLPRegressor(RegressorMixin, _EmbeddingMLP):
         hidden=DEFAULT_HIDDEN,
         dropout=DEFAULT_DROPOUT,
         embedding_dropout=DEFAULT_EMBEDDING_DROPOUT,
-        epochs=8,
-        batch_size="auto",
-        lr="auto",
-        schedule="one_cycle",
-        cycle_len=1,
-        cycle_mult=2,
-        averaging="ema",
-        ema_decay=0.999,
-        swa_start=0.75,
-        swa_lr=0.5,
-        weight_decay=0.01,
+        epochs=_D.epochs,
+        batch_size=_D.batch_size,
+        lr=_D.lr,
+        schedule=_D.schedule,
+        cycle_len=_D.cycle_len,
+        cycle_mult=_D.cycle_mult,
+        averaging=_D.averaging,
+        ema_decay=_D.ema_decay,
+        swa_start=_D.swa_start,
+        swa_lr=_D.swa_lr,
+        weight_decay=_D.weight_decay,
         early_stopping=False,
-        validation_fraction=0.1,
-        patience=3,
+        validation_fraction=_D.validation_fraction,
+        patience=_D.patience,
         min_frequency=None,
         continuous_scaling="standard",
         continuous_encoding="auto",
@@ -500,27 +505,21 @@ class EmbeddingMLPRegressor(RegressorMixin, _EmbeddingMLP):
     def _target_transformer(self) -> TargetTransformer:
         return TargetTransformer(task="regression", scale=self.target_scale)
 
-    def _y_range(self):
+    def _y_range(self, target, y_values):
         if self.y_range is None:
             return None
-        transformer = self.target_transformer_
         if isinstance(self.y_range, str):
             if self.y_range != "auto":
                 raise ValueError(f"y_range must be (low, high), 'auto' or None, got "
                                  f"{self.y_range!r}")
-            low, high = self._target_bounds
+            values = np.asarray(y_values, dtype=np.float64)
+            low, high = float(values.min()), float(values.max())
             margin = 0.1 * (high - low)
             low, high = low - margin, high + margin
         else:
             low, high = self.y_range
-        encoded = transformer.transform(np.array([low, high], dtype=float))
+        encoded = target.transform(np.array([low, high], dtype=float))
         return float(encoded[0]), float(encoded[1])
-
-    def fit(self, X, y):
-        values = np.asarray(y, dtype=float) if not isinstance(y, pd.DataFrame) else None
-        if values is not None and values.size:
-            self._target_bounds = (float(np.nanmin(values)), float(np.nanmax(values)))
-        return super().fit(X, y)
 
     def partial_fit(self, X, y):
         """One more epoch on ``(X, y)``; the first call fits the encoders on this batch."""
@@ -529,7 +528,7 @@ class EmbeddingMLPRegressor(RegressorMixin, _EmbeddingMLP):
     def predict(self, X) -> np.ndarray:
         values = self._predict_raw(X)
         decoded = self.target_transformer_.inverse_transform(values.reshape(len(values), -1))
-        return decoded.ravel() if decoded.shape[1] == 1 else decoded
+        return check_finite_predictions(decoded.ravel() if decoded.shape[1] == 1 else decoded)
 
 
 class EntityEmbeddingTransformer(TransformerMixin, BaseEstimator):
@@ -544,22 +543,78 @@ class EntityEmbeddingTransformer(TransformerMixin, BaseEstimator):
     Parameters
     ----------
     task : {"auto", "classification", "regression"}
-    **options
-        Any parameter of the MLP estimators (``epochs``, ``random_state``, ...).
+        ``"auto"``: classification for binary or multiclass targets
+        (scikit-learn's ``type_of_target``), regression otherwise.
+    cat_names, cont_names, date_names, hidden, dropout, embedding_dropout, epochs, \
+batch_size, lr, schedule, cycle_len, cycle_mult, averaging, ema_decay, swa_start, swa_lr, \
+weight_decay, early_stopping, validation_fraction, patience, min_frequency, \
+continuous_scaling, continuous_encoding, n_bins, device, random_state, verbose :
+        Those of :class:`EmbeddingMLPClassifier`, passed to the network it trains.
+
+    Attributes
+    ----------
+    estimator_ : EmbeddingMLPClassifier or EmbeddingMLPRegressor
+        The fitted network whose embeddings ``transform`` returns.
     """
 
-    def __init__(self, *, task="auto", epochs=8, batch_size="auto", lr="auto",
-                 hidden=DEFAULT_HIDDEN, dropout=DEFAULT_DROPOUT, weight_decay=0.01,
-                 cat_names=None, cont_names=None, random_state=None, verbose=0):
+    def __init__(
+        self,
+        *,
+        task="auto",
+        cat_names=None,
+        cont_names=None,
+        date_names=None,
+        hidden=DEFAULT_HIDDEN,
+        dropout=DEFAULT_DROPOUT,
+        embedding_dropout=DEFAULT_EMBEDDING_DROPOUT,
+        epochs=_D.epochs,
+        batch_size=_D.batch_size,
+        lr=_D.lr,
+        schedule=_D.schedule,
+        cycle_len=_D.cycle_len,
+        cycle_mult=_D.cycle_mult,
+        averaging=_D.averaging,
+        ema_decay=_D.ema_decay,
+        swa_start=_D.swa_start,
+        swa_lr=_D.swa_lr,
+        weight_decay=_D.weight_decay,
+        early_stopping=False,
+        validation_fraction=_D.validation_fraction,
+        patience=_D.patience,
+        min_frequency=None,
+        continuous_scaling="standard",
+        continuous_encoding="auto",
+        n_bins=48,
+        device="auto",
+        random_state=None,
+        verbose=0,
+    ):
         self.task = task
+        self.cat_names = cat_names
+        self.cont_names = cont_names
+        self.date_names = date_names
+        self.hidden = hidden
+        self.dropout = dropout
+        self.embedding_dropout = embedding_dropout
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
-        self.hidden = hidden
-        self.dropout = dropout
+        self.schedule = schedule
+        self.cycle_len = cycle_len
+        self.cycle_mult = cycle_mult
+        self.averaging = averaging
+        self.ema_decay = ema_decay
+        self.swa_start = swa_start
+        self.swa_lr = swa_lr
         self.weight_decay = weight_decay
-        self.cat_names = cat_names
-        self.cont_names = cont_names
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.patience = patience
+        self.min_frequency = min_frequency
+        self.continuous_scaling = continuous_scaling
+        self.continuous_encoding = continuous_encoding
+        self.n_bins = n_bins
+        self.device = device
         self.random_state = random_state
         self.verbose = verbose
 
@@ -570,7 +625,6 @@ class EntityEmbeddingTransformer(TransformerMixin, BaseEstimator):
                              f"got {self.task!r}")
         task = self.task
         if task == "auto":
-            from sklearn.utils.multiclass import type_of_target
             kind = type_of_target(np.asarray(y))
             task = "classification" if kind in ("binary", "multiclass") else "regression"
         options = {k: v for k, v in self.get_params().items() if k != "task"}
@@ -579,6 +633,8 @@ class EntityEmbeddingTransformer(TransformerMixin, BaseEstimator):
         self.n_features_in_ = self.estimator_.n_features_in_
         if hasattr(self.estimator_, "feature_names_in_"):
             self.feature_names_in_ = self.estimator_.feature_names_in_
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
         return self
 
     def transform(self, X) -> np.ndarray:

@@ -28,6 +28,7 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
 from tabembed._version import __version__
+from tabembed.estimators import Predictions
 from tabembed.models import DotBias, EntityEmbeddingMLP, NeuralCF, loss_for_task
 from tabembed.preprocessing import TabularPreprocessor
 from tabembed.recommender import flatten
@@ -196,7 +197,7 @@ def _restore_network(estimator, meta: dict, tensors: dict, device) -> None:
     empty = (torch.zeros((0, n_cat), dtype=torch.int64), torch.zeros((0, n_cont)),
              torch.zeros(0))
     task = getattr(model, "task", "regression")
-    activation = estimator._activation if hasattr(estimator, "_activation") else flatten
+    activation = Predictions(task) if hasattr(model, "task") else flatten
     estimator.learner_ = Learner(model, loss_for_task(task), empty, device=device,
                                  output_activation=activation)
     if meta["snapshots"]:
@@ -208,7 +209,6 @@ def _restore_network(estimator, meta: dict, tensors: dict, device) -> None:
     estimator.history_ = pd.DataFrame(meta["history"])
     fitted = meta["fitted"]
     estimator.lr_ = fitted["lr"]
-    estimator.learner_.fitted_lr = fitted["lr"]
     estimator.n_features_in_ = fitted["n_features_in"]
     if fitted["feature_names_in"] is not None:
         estimator.feature_names_in_ = np.asarray(fitted["feature_names_in"], dtype=object)

@@ -18,11 +18,27 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.exceptions import DataConversionWarning
 from sklearn.utils.validation import check_is_fitted
 
-from tabembed import training_options
-from tabembed.estimators import as_frame, check_rows, frame_for_prediction, require_target
+from tabembed._validation import (
+    as_frame,
+    check_finite_predictions,
+    check_rows,
+    frame_for_prediction,
+    require_target,
+)
+from tabembed.config import (
+    RECOMMENDER_AUTO,
+    RECOMMENDER_DEFAULTS,
+    Seeds,
+    TrainingConfig,
+    draw_seed,
+    isolated_random_state,
+    train,
+)
 from tabembed.models import DotBias, NeuralCF, loss_for_task
 from tabembed.models.collab import DEFAULT_FACTORS, DEFAULT_NEURAL_DROPOUT
 from tabembed.preprocessing import TabularPreprocessor
+
+_D = RECOMMENDER_DEFAULTS
 
 __all__ = ["EmbeddingRecommender"]
 
@@ -40,6 +56,26 @@ class EmbeddingPenalty:
 def flatten(output: torch.Tensor) -> torch.Tensor:
     """Ratings ``[n]`` from the model's ``[n, 1]`` output."""
     return output.reshape(-1)
+
+
+def _check_k(k) -> int:
+    if not (isinstance(k, int | np.integer) and not isinstance(k, bool) and k >= 1):
+        raise ValueError(f"k must be a positive integer (how many items to return), got {k!r}")
+    return int(k)
+
+
+def _ratings(y, n_rows: int) -> np.ndarray:
+    ratings = np.asarray(y, dtype=np.float64)
+    if ratings.ndim == 2 and ratings.shape[1] == 1:
+        warnings.warn("A column-vector y was passed when a 1d array was expected; it is "
+                      "flattened to (n_samples,)", DataConversionWarning, stacklevel=3)
+    ratings = ratings.reshape(-1)
+    if len(ratings) != n_rows:
+        raise ValueError(f"X has {n_rows} rows but y has {len(ratings)}")
+    if not np.isfinite(ratings).all():
+        raise ValueError(f"y has {int((~np.isfinite(ratings)).sum())} missing or infinite "
+                         "rating(s); drop them")
+    return ratings
 
 
 class EmbeddingRecommender(RegressorMixin, BaseEstimator):
@@ -61,8 +97,9 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
         biases a batch uses (the classic matrix-factorisation regulariser);
         ``weight_decay`` is AdamW's decoupled decay of every weight. ``"auto"``
         uses the values measured best on a validation split of MovieLens 100K
-        (bench/RESULTS.md): dot-bias 512, 0 and 0.05 (validation RMSE 0.9129,
-        against 0.9168 for the best decoupled decay alone), neural CF 256, 0.1 and 0.
+        (bench/RESULTS.md; ``tabembed.config.RECOMMENDER_AUTO``): dot-bias 512,
+        0 and 0.05 (validation RMSE 0.9129, against 0.9168 for the best
+        decoupled decay alone), neural CF 256, 0.1 and 0.
     epochs, lr, schedule, cycle_len, cycle_mult, averaging, ema_decay,
     swa_start, swa_lr, early_stopping, validation_fraction, patience, device,
     random_state, verbose :
@@ -84,21 +121,21 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
         hidden=(100, 50),
         dropout=DEFAULT_NEURAL_DROPOUT,
         y_range="auto",
-        epochs=5,
-        batch_size="auto",
-        lr=5e-3,
-        schedule="one_cycle",
-        cycle_len=1,
-        cycle_mult=2,
-        averaging=None,
-        ema_decay=0.999,
-        swa_start=0.75,
-        swa_lr=0.5,
-        weight_decay="auto",
+        epochs=_D.epochs,
+        batch_size=_D.batch_size,
+        lr=_D.lr,
+        schedule=_D.schedule,
+        cycle_len=_D.cycle_len,
+        cycle_mult=_D.cycle_mult,
+        averaging=_D.averaging,
+        ema_decay=_D.ema_decay,
+        swa_start=_D.swa_start,
+        swa_lr=_D.swa_lr,
+        weight_decay=_D.weight_decay,
         embedding_l2="auto",
         early_stopping=False,
-        validation_fraction=0.1,
-        patience=3,
+        validation_fraction=_D.validation_fraction,
+        patience=_D.patience,
         device="auto",
         random_state=None,
         verbose=0,
@@ -131,12 +168,6 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
 
     # ------------------------------------------------------------ fitting
 
-    def auto_defaults(self) -> dict:
-        """What ``"auto"`` means for ``batch_size``, ``weight_decay`` and ``embedding_l2``."""
-        if self.model == "neural":
-            return {"batch_size": 256, "weight_decay": 0.1, "embedding_l2": 0.0}
-        return {"batch_size": 512, "weight_decay": 0.0, "embedding_l2": 0.05}
-
     def _roles(self, frame: pd.DataFrame) -> tuple[list, list]:
         side = [c for c in frame.columns if c not in (self.user_column, self.item_column)]
         cats = [c for c in side if not pd.api.types.is_numeric_dtype(frame[c])
@@ -146,103 +177,107 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
 
     def fit(self, X, y):
         """Learn user, item and side-feature embeddings from ratings ``y``."""
-        training_options.check_training_parameters(self)
         require_target(self, y)
-        if self.model not in ("dot", "neural"):
+        if self.model not in RECOMMENDER_AUTO:
             raise ValueError(f"model must be 'dot' or 'neural', got {self.model!r}")
+        seed = draw_seed(self.random_state)
+        seeds = Seeds.from_seed(seed)
         frame = as_frame(X)
         check_rows(frame, minimum=2)
         missing = [c for c in (self.user_column, self.item_column) if c not in frame.columns]
         if missing:
             raise ValueError(f"X has {frame.shape[1]} feature(s) and no column {missing}; set "
                              f"user_column/item_column (X has {list(frame.columns)})")
-        ratings = np.asarray(y, dtype=np.float64)
-        if ratings.ndim == 2 and ratings.shape[1] == 1:
-            warnings.warn("A column-vector y was passed when a 1d array was expected; it is "
-                          "flattened to (n_samples,)", DataConversionWarning, stacklevel=2)
-        ratings = ratings.reshape(-1)
-        if len(ratings) != len(frame):
-            raise ValueError(f"X has {len(frame)} rows but y has {len(ratings)}")
-        if not np.isfinite(ratings).all():
-            raise ValueError(f"y has {int((~np.isfinite(ratings)).sum())} missing or infinite "
-                             "rating(s); drop them")
+        ratings = _ratings(y, len(frame))
+        auto = RECOMMENDER_AUTO[self.model]
+        config = TrainingConfig.from_params(self.get_params(), seed=seed, auto=auto)
+        strength = auto["embedding_l2"] if self.embedding_l2 == "auto" else self.embedding_l2
+        if not (isinstance(strength, int | float) and strength >= 0):
+            raise ValueError(f"embedding_l2 must be a number >= 0 or 'auto', "
+                             f"got {self.embedding_l2!r}")
         cats, conts = self._roles(frame)
-        self.preprocessor_ = TabularPreprocessor(
+        preprocessor = TabularPreprocessor(
             cat_names=[self.user_column, self.item_column, *cats], cont_names=conts,
             date_names=[], add_missing_indicators=False,
         ).fit(frame)
-        self.feature_names_in_ = np.asarray(frame.columns, dtype=object)
-        self.n_features_in_ = frame.shape[1]
-        codes, continuous = self.preprocessor_.to_tensors(frame)
-        self._store_features(frame, codes)
+        codes, continuous = preprocessor.to_tensors(frame)
+        features = self._features(frame, codes)
         target = torch.tensor(ratings, dtype=torch.float32)
         rows = np.arange(len(frame))
         valid = None
-        if self.early_stopping:
-            generator = np.random.default_rng(self.random_state)
-            chosen = generator.random(len(frame)) < self.validation_fraction
+        if config.early_stopping:
+            chosen = np.random.default_rng(seeds.split).random(len(frame)) < \
+                config.validation_fraction
             rows, valid_rows = rows[~chosen], rows[chosen]
             valid = (codes[valid_rows], continuous[valid_rows], target[valid_rows])
-        train = (codes[rows], continuous[rows], target[rows])
-        self.rating_range_ = (float(ratings.min()), float(ratings.max()))
-        training_options.seed_everything(self.random_state)
-        self.model_ = self._build_model(float(ratings[rows].mean()))
-        strength = training_options.resolve(self, "embedding_l2")
-        self.learner_ = training_options.train(
-            self, self.model_, loss_for_task("regression"), train, valid,
-            output_activation=flatten,
-            penalty=EmbeddingPenalty(strength) if strength else None,
-        )
-        self.history_ = self.learner_.history.to_frame()
+        train_tensors = (codes[rows], continuous[rows], target[rows])
+        rating_range = (float(ratings.min()), float(ratings.max()))
+        model_kwargs = self._model_kwargs(preprocessor, float(ratings[rows].mean()), rating_range)
+        with isolated_random_state():
+            torch.manual_seed(seeds.init)
+            model = (NeuralCF if self.model == "neural" else DotBias)(**model_kwargs)
+            result = train(config, model, loss_for_task("regression"), train_tensors, valid,
+                           output_activation=flatten,
+                           penalty=EmbeddingPenalty(strength) if strength else None)
+        self.preprocessor_ = preprocessor
+        self.feature_names_in_ = np.asarray(frame.columns, dtype=object)
+        self.n_features_in_ = frame.shape[1]
+        (self.seen_users_, self.seen_items_, self.user_features_, self.item_features_,
+         self.context_features_, self._user_table, self._item_table) = features
+        self.rating_range_ = rating_range
+        self.model_, self.model_kwargs_ = model, model_kwargs
+        self.training_config_ = config
+        self.learner_ = result.learner
+        self.history_ = result.history
+        self.lr_ = result.lr
         return self
 
-    def _build_model(self, mean: float):
-        sizes = self.preprocessor_.embedding_sizes_
-        n_users = sizes[self.user_column][0]
-        n_items = sizes[self.item_column][0]
-        side = [sizes[c] for c in self.preprocessor_.cat_columns_[2:]]
-        options = dict(n_users=n_users, n_items=n_items, n_factors=self.n_factors,
-                       y_range=self._y_range(), side_embedding_sizes=side,
-                       n_continuous=len(self.preprocessor_.cont_columns_), global_bias=mean)
+    def _model_kwargs(self, preprocessor, mean: float, rating_range) -> dict:
+        sizes = preprocessor.embedding_sizes_
+        side = [sizes[c] for c in preprocessor.cat_columns_[2:]]
+        options = dict(n_users=sizes[self.user_column][0], n_items=sizes[self.item_column][0],
+                       n_factors=self.n_factors, y_range=self._y_range(rating_range),
+                       side_embedding_sizes=side,
+                       n_continuous=len(preprocessor.cont_columns_), global_bias=mean)
         if self.model == "neural":
             options.update(hidden=tuple(self.hidden), dropout=self.dropout)
-        self.model_kwargs_ = options
-        return (NeuralCF if self.model == "neural" else DotBias)(**options)
+        return options
 
-    def _y_range(self):
+    def _y_range(self, rating_range):
         if self.y_range is None:
             return None
         if isinstance(self.y_range, str):
             if self.y_range != "auto":
                 raise ValueError(f"y_range must be (low, high), 'auto' or None, "
                                  f"got {self.y_range!r}")
-            low, high = self.rating_range_
+            low, high = rating_range
             span = (high - low) or 1.0
             return low - span / 4, high + span / 8
         return tuple(self.y_range)
 
-    def _store_features(self, frame: pd.DataFrame, codes: torch.Tensor) -> None:
+    def _features(self, frame: pd.DataFrame, codes: torch.Tensor) -> tuple:
         """Seen items per user, and the side features attached to users and to items."""
         users, items = codes[:, 0].numpy(), codes[:, 1].numpy()
         order = np.lexsort((items, users))
-        self.seen_users_, self.seen_items_ = users[order], items[order]
         side = [c for c in frame.columns if c not in (self.user_column, self.item_column)]
-        self.user_features_, self.item_features_, self.context_features_ = [], [], []
+        user_features, item_features, context_features = [], [], []
         for column in side:
             per_user = frame.groupby(self.user_column, observed=True)[column].nunique(
                 dropna=False).max()
             per_item = frame.groupby(self.item_column, observed=True)[column].nunique(
                 dropna=False).max()
             if per_item <= 1:
-                self.item_features_.append(column)
+                item_features.append(column)
             elif per_user <= 1:
-                self.user_features_.append(column)
+                user_features.append(column)
             else:
-                self.context_features_.append(column)
-        self._user_table = frame.drop_duplicates(self.user_column)[
-            [self.user_column, *self.user_features_]].set_index(self.user_column)
-        self._item_table = frame.drop_duplicates(self.item_column)[
-            [self.item_column, *self.item_features_]].set_index(self.item_column)
+                context_features.append(column)
+        user_table = frame.drop_duplicates(self.user_column)[
+            [self.user_column, *user_features]].set_index(self.user_column)
+        item_table = frame.drop_duplicates(self.item_column)[
+            [self.item_column, *item_features]].set_index(self.item_column)
+        return (users[order], items[order], user_features, item_features, context_features,
+                user_table, item_table)
 
     def save(self, path):
         """Write the fitted recommender to ``path`` (JSON + safetensors; see tabembed.load)."""
@@ -258,7 +293,8 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
         frame = frame_for_prediction(self, X)
         self._check_id_types(frame)
         codes, continuous = self.preprocessor_.to_tensors(frame)
-        return self.learner_.predict((codes, continuous)).numpy().astype(np.float64)
+        ratings = self.learner_.predict((codes, continuous)).numpy().astype(np.float64)
+        return check_finite_predictions(ratings)
 
     def _check_id_types(self, frame: pd.DataFrame) -> None:
         for column in (self.user_column, self.item_column):
@@ -296,6 +332,7 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
     def recommend(self, user, k: int = 10, *, exclude_seen: bool = True) -> pd.DataFrame:
         """The ``k`` best-scored items for ``user`` (an unknown user gets the most liked items)."""
         check_is_fitted(self, "learner_")
+        k = _check_k(k)
         frame = self._item_rows(user)
         scores = self.predict(frame[list(self.feature_names_in_)])
         if exclude_seen:
@@ -312,6 +349,7 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
     def similar_items(self, item, k: int = 10) -> pd.DataFrame:
         """The ``k`` items whose embeddings have the highest cosine similarity to ``item``'s."""
         check_is_fitted(self, "learner_")
+        k = _check_k(k)
         vectors = self.item_embeddings_
         if item not in vectors.index:
             raise KeyError(f"item {item!r} was not seen in training; similar_items needs a "

@@ -54,7 +54,7 @@ def test_movielens_predictions_recommendations_and_similar_items(movielens, shar
     predictions = recommender.predict(test[["user", "item"]])
     rmse = np.sqrt(np.mean((predictions - test["rating"]) ** 2))
     assert rmse < 1.0     # the global mean scores 1.15 on u1
-    low, high = recommender._y_range()
+    low, high = recommender.model_kwargs_["y_range"]
     assert predictions.min() >= low and predictions.max() <= high
     top = recommender.recommend(1, k=10)
     assert list(top.columns) == ["item", "score"] and len(top) == 10

@@ -8,25 +8,28 @@
 - :class:`FastGeometricEnsemble`: short cyclical-linear cycles at the end of
   training, one model collected at each cycle's low point.
 
-EMA and SWA build on ``torch.optim.swa_utils`` (``AveragedModel``, ``SWALR``,
-``update_bn``; EMA's update follows ``get_ema_multi_avg_fn``). After ``fit`` the averaged weights
-are loaded into the learner's model, so prediction uses one averaged model;
+SWA's constant-rate phase and FGE's cycles are part of the fit's schedule
+(:meth:`~tabembed.training.callbacks.Callback.compose_schedule`): these
+callbacks never set a learning rate themselves.
+
+EMA and SWA build on ``torch.optim.swa_utils`` (``AveragedModel``, ``update_bn``;
+EMA's update follows ``get_ema_multi_avg_fn``). After ``fit`` the averaged
+weights are loaded into the learner's model, so prediction uses one averaged model;
 the ensembles install themselves as the learner's ``predictor``, so the same
 ``Learner.predict`` call returns the averaged prediction.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
 from torch import nn
-from torch.optim.swa_utils import SWALR, AveragedModel, update_bn
+from torch.optim.swa_utils import AveragedModel, update_bn
 
+from tabembed._io import atomic_write
 from tabembed.training.callbacks import Callback, copy_state
-from tabembed.training.learner import _atomic_torch_save
-from tabembed.training.schedules import CyclicalLinear
+from tabembed.training.schedules import AnnealTo, CyclicalLinear, FinalCycles, start_step
 
 __all__ = ["EMA", "SWA", "FastGeometricEnsemble", "SnapshotEnsemble", "recompute_batch_norm"]
 
@@ -105,9 +108,9 @@ class EMA(Callback):
                 a.copy_(c)
 
     def on_fit_begin(self, learner) -> None:
-        if self.averaged is None or not learner.resuming:
-            self.averaged = AveragedModel(learner.model, multi_avg_fn=self._update,
-                                          use_buffers=True)
+        # A resumed fit loads the saved average into this fresh copy afterwards.
+        self.averaged = AveragedModel(learner.model, multi_avg_fn=self._update,
+                                      use_buffers=True)
 
     def on_batch_end(self, learner) -> None:
         self.averaged.update_parameters(learner.model)
@@ -139,13 +142,15 @@ class SWA(Callback):
         When averaging begins: a fraction of training (0.75 = the last
         quarter) or an epoch index.
     swa_lr : float, optional
-        Constant mode: from ``start`` the rate anneals (``SWALR``, cosine over
-        ``anneal_epochs``) to ``swa_lr`` times each group's base rate, and one
-        model is averaged at the end of every epoch. ``None``: cyclical mode,
-        averaging at each low point of the fit's schedule (SGDR, CyclicalLR,
-        CyclicalLinear) after ``start``, leaving the rates to the schedule.
+        Constant mode: from ``start`` the rate anneals (cosine over
+        ``anneal_epochs``, as ``torch.optim.swa_utils.SWALR``) to ``swa_lr``
+        times each group's peak rate, and one model is averaged at the end of
+        every epoch. This phase is part of the fit's schedule
+        (:class:`~tabembed.training.schedules.AnnealTo`). ``None``: cyclical
+        mode, averaging at each low point of the fit's schedule (SGDR,
+        CyclicalLR, CyclicalLinear) after ``start``, leaving the rates alone.
     anneal_epochs : int
-        Epochs over which ``SWALR`` moves to the SWA rate.
+        Epochs over which the rate moves to the SWA rate.
 
     Only two copies of the weights exist: the model and the running average.
     After ``fit`` the average replaces the model's weights and batch-norm
@@ -162,16 +167,16 @@ class SWA(Callback):
         self.averaged: AveragedModel | None = None
         self.collected_at: list[int] = []
 
-    def _start_step(self, learner) -> int:
-        if isinstance(self.start, float):
-            return math.floor(self.start * learner.epochs) * learner.steps_per_epoch
-        return self.start * learner.steps_per_epoch
+    def compose_schedule(self, schedule):
+        if self.swa_lr is None:
+            return schedule
+        return AnnealTo(schedule, start=self.start, target=self.swa_lr,
+                        anneal_epochs=self.anneal_epochs)
 
     def on_fit_begin(self, learner) -> None:
-        if not learner.resuming or self.averaged is None:
-            self.averaged = AveragedModel(learner.model)
-            self.collected_at = []
-        self.start_step = self._start_step(learner)
+        self.averaged = AveragedModel(learner.model)
+        self.collected_at = []
+        self.start_step = start_step(self.start, learner.steps_per_epoch, learner.total_steps)
         low = learner.schedule.low_points(learner.steps_per_epoch, learner.total_steps)
         self.low_points = {p for p in low if p > self.start_step}
         if self.swa_lr is None and not self.low_points:
@@ -180,38 +185,14 @@ class SWA(Callback):
                 f"{learner.schedule!r} has none after the start; use SGDR or CyclicalLR, or "
                 "give a constant swa_lr"
             )
-        self.scheduler, self._rates = None, None
-        if not learner.resuming:
-            self._saved_scheduler = None
-
-    def _in_swa_phase(self, learner) -> bool:
-        return learner.step >= self.start_step
-
-    def on_epoch_begin(self, learner) -> None:
-        if self.swa_lr is None or not self._in_swa_phase(learner):
-            return
-        if self.scheduler is None:
-            targets = [g["base_lr"] * self.swa_lr for g in learner.optimizer.param_groups]
-            self.scheduler = SWALR(learner.optimizer, swa_lr=targets,
-                                   anneal_epochs=self.anneal_epochs, anneal_strategy="cos")
-            if getattr(self, "_saved_scheduler", None):
-                self.scheduler.load_state_dict(self._saved_scheduler)
-        self._rates = [g["lr"] for g in learner.optimizer.param_groups]
-
-    def on_batch_begin(self, learner) -> None:
-        # Runs after the schedule's callback: during SWA, SWALR owns the rate.
-        if self._rates is not None:
-            for group, rate in zip(learner.optimizer.param_groups, self._rates):
-                group["lr"] = rate
 
     def on_batch_end(self, learner) -> None:
         if self.swa_lr is None and learner.step in self.low_points:
             self._collect(learner)
 
     def on_epoch_end(self, learner) -> None:
-        if self.swa_lr is not None and self._in_swa_phase(learner) and self.scheduler:
+        if self.swa_lr is not None and learner.step > self.start_step:
             self._collect(learner)
-            self.scheduler.step()
 
     def _collect(self, learner) -> None:
         self.averaged.update_parameters(learner.model)
@@ -226,13 +207,11 @@ class SWA(Callback):
                 recompute_batch_norm(learner.model, learner.train_data)
 
     def state_dict(self) -> dict:
-        return {"averaged": self.averaged.state_dict(), "collected_at": self.collected_at,
-                "scheduler": self.scheduler.state_dict() if self.scheduler else None}
+        return {"averaged": self.averaged.state_dict(), "collected_at": self.collected_at}
 
     def load_state_dict(self, state: dict) -> None:
         self.averaged.load_state_dict(state["averaged"])
         self.collected_at = list(state["collected_at"])
-        self._saved_scheduler = state["scheduler"]
 
 
 class _Ensemble(Callback):
@@ -248,15 +227,15 @@ class _Ensemble(Callback):
         self.collected_at: list[int] = []
 
     def on_fit_begin(self, learner) -> None:
-        if not learner.resuming:
-            self.snapshots, self.collected_at = [], []
+        # A resumed fit gets its snapshots back from the checkpoint afterwards.
+        self.snapshots, self.collected_at = [], []
         learner.predictor = None
 
     def _collect(self, learner) -> None:
         state = copy_state(learner.model)
         if self.directory is not None:
             path = Path(self.directory) / f"snapshot-step{learner.step}.pt"
-            _atomic_torch_save(state, path)
+            atomic_write(path, lambda stream, state=state: torch.save(state, stream))
             state = path
         self.snapshots.append(state)
         self.collected_at.append(learner.step)
@@ -328,7 +307,8 @@ class FastGeometricEnsemble(_Ensemble):
     The last ``n_cycles * cycle_epochs`` epochs of the fit follow
     :class:`~tabembed.training.schedules.CyclicalLinear` between
     ``peak_fraction`` and ``peak_fraction * low_fraction`` of each group's
-    base rate; a model is collected at each cycle's low point.
+    peak rate (:class:`~tabembed.training.schedules.FinalCycles`, composed
+    into the fit's schedule); a model is collected at each cycle's low point.
     """
 
     def __init__(self, cycle_epochs: float = 2, n_cycles: int = 4, *,
@@ -338,27 +318,15 @@ class FastGeometricEnsemble(_Ensemble):
         self.cycle = CyclicalLinear(cycle_epochs=cycle_epochs, low_fraction=low_fraction)
         self.cycle_epochs, self.n_cycles, self.peak_fraction = cycle_epochs, n_cycles, peak_fraction
 
+    def compose_schedule(self, schedule):
+        self._schedule = FinalCycles(schedule, cycle=self.cycle, n_cycles=self.n_cycles,
+                                     peak=self.peak_fraction)
+        return self._schedule
+
     def on_fit_begin(self, learner) -> None:
         super().on_fit_begin(learner)
-        per_epoch = learner.steps_per_epoch
-        length = round(self.cycle_epochs * per_epoch)
-        self.start_step = learner.total_steps - self.n_cycles * length
-        if self.start_step < 0:
-            raise ValueError(
-                f"FGE needs {self.n_cycles} cycles of {self.cycle_epochs} epochs, more than the "
-                f"{learner.epochs} epochs of this fit"
-            )
-        span = learner.total_steps - self.start_step
-        self.points = {self.start_step + p for p in self.cycle.low_points(per_epoch, span)}
-
-    def on_batch_begin(self, learner) -> None:
-        if learner.step < self.start_step:
-            return
-        factor = self.peak_fraction * self.cycle.factor(
-            learner.step - self.start_step, learner.steps_per_epoch,
-            learner.total_steps - self.start_step)
-        for group in learner.optimizer.param_groups:
-            group["lr"] = group["base_lr"] * factor
+        self.points = set(self._schedule.low_points(learner.steps_per_epoch,
+                                                    learner.total_steps))
 
     def on_batch_end(self, learner) -> None:
         if learner.step in self.points:

@@ -11,7 +11,13 @@ Events, in the order the loop fires them::
 
 Every hook receives the :class:`~tabembed.training.learner.Learner`. A
 callback that must survive a checkpoint implements ``state_dict`` and
-``load_state_dict``. Callbacks run in ascending ``order``.
+``load_state_dict`` (restored after ``on_fit_begin``, so the hook can build
+what the state fills). Callbacks run in ascending ``order``.
+
+The schedule alone sets the learning rate of every step. A callback that
+needs its own rates (SWA's constant phase, FGE's final cycles) contributes
+them through :meth:`Callback.compose_schedule` before the fit starts, so the
+whole run can be previewed with ``simulate``/``plot`` like any schedule.
 """
 
 from __future__ import annotations
@@ -33,11 +39,23 @@ class Callback:
 
     order = 0
 
+    def compose_schedule(self, schedule):
+        """The fit's schedule with this callback's part added (default: unchanged)."""
+        return schedule
+
     def state_dict(self) -> dict:
         return {}
 
     def load_state_dict(self, state: dict) -> None:
         pass
+
+
+def compose_schedule(schedule, callbacks):
+    """``schedule`` after every callback (in ``order``) has added its part: the rates a fit
+    with these callbacks will use, ready for ``simulate``/``plot``."""
+    for callback in sorted(callbacks, key=lambda c: c.order):
+        schedule = callback.compose_schedule(schedule)
+    return schedule
 
 
 def overrides(callback: Callback, event: str) -> bool:

@@ -8,33 +8,34 @@ rate, forward, loss, backward, step. Everything else hangs off events.
 from __future__ import annotations
 
 import contextlib
-import os
-import random
-import tempfile
+import math
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
 from tabembed.batches import BatchSource, TensorBatches, as_batches
+from tabembed.training import checkpoint
 from tabembed.training.callbacks import (
     EVENTS,
     Callback,
     LearningRateScheduler,
     ProgressBar,
+    compose_schedule,
     overrides,
 )
 from tabembed.training.history import History
+from tabembed.training.lr_finder import LRFinder, LRFinderResult
 from tabembed.training.parameter_groups import layer_groups, parameter_groups
 from tabembed.training.schedules import get_schedule
 
-CHECKPOINT_VERSION = 1
 _NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _PRECISIONS = ("32", "bf16", "fp16")
-
+# Rows per forward pass when validating and predicting: large enough to amortise the
+# per-call overhead, small enough to bound memory on any table.
+EVALUATION_BATCH_SIZE = 8192
 
 
 def pick_device(device="auto") -> torch.device:
@@ -53,41 +54,38 @@ def split_learning_rates(lr, n_groups: int) -> list[float]:
 
     A slice spreads rates geometrically from ``low`` (first group) to
     ``high`` (last); ``slice(None, high)`` gives ``high / 10`` to all but the
-    last group (fastai's convention).
+    last group (fastai's convention). This is the one place a learning rate
+    is checked: every rate must be a positive finite number.
     """
     if isinstance(lr, slice):
+        _check_rate(lr.stop, lr)
         if lr.start is None:
-            return [lr.stop / 10] * (n_groups - 1) + [lr.stop]
-        if n_groups == 1:
-            return [lr.stop]
-        return list(np.geomspace(lr.start, lr.stop, n_groups))
-    if isinstance(lr, Sequence):
+            rates = [lr.stop / 10] * (n_groups - 1) + [lr.stop]
+        elif n_groups == 1:
+            rates = [lr.stop]
+        else:
+            _check_rate(lr.start, lr)
+            rates = list(np.geomspace(lr.start, lr.stop, n_groups))
+    elif isinstance(lr, Sequence) and not isinstance(lr, str):
         if len(lr) != n_groups:
             raise ValueError(f"lr lists {len(lr)} rates but the model has {n_groups} layer groups")
-        return [float(r) for r in lr]
-    if not lr > 0:
-        raise ValueError(f"the learning rate must be positive, got {lr=}")
-    return [float(lr)] * n_groups
+        rates = list(lr)
+    else:
+        rates = [lr] * n_groups
+    for rate in rates:
+        _check_rate(rate, lr)
+    return [float(rate) for rate in rates]
 
 
-def _atomic_torch_save(state, path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(state, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
+def _check_rate(rate, lr) -> None:
+    number = isinstance(rate, int | float | np.integer | np.floating) and not isinstance(
+        rate, bool)
+    if not (number and math.isfinite(rate) and rate > 0):
+        raise ValueError(f"learning rates must be positive finite numbers, got {lr=}")
 
 
 class TrainingDivergedError(FloatingPointError):
-    """The loss became NaN or infinite."""
+    """The loss, or the weights at the end of training, became NaN or infinite."""
 
 
 class Learner:
@@ -168,7 +166,7 @@ class Learner:
         self.train_data = as_batches(train_data, batch_size=batch_size, shuffle=True)
         self.train_data = self.train_data.to(self.device)
         self.valid_data = (None if valid_data is None else
-                           as_batches(valid_data, batch_size=max(batch_size, 4096)).to(self.device))
+                           as_batches(valid_data, batch_size=EVALUATION_BATCH_SIZE).to(self.device))
         self.optimizer_spec = optimizer
         self.weight_decay = weight_decay
         self.decay_embeddings = decay_embeddings
@@ -196,8 +194,13 @@ class Learner:
         self.steps_per_epoch = len(self.train_data)
         self.total_steps = 0
         self.stop_training = False
+        self.stop_now = False
         self.stop_reason = None
         self.resuming = False
+        self.fitting = False
+        self.active_callbacks: list[Callback] = []
+        self.schedule = None
+        self.last_loss = math.nan
 
     # ------------------------------------------------------------ setup
 
@@ -219,12 +222,16 @@ class Learner:
         return optimizer
 
     def set_learning_rates(self, lr) -> None:
-        """Set each parameter group's base rate from ``lr`` (float, list or slice)."""
+        """Set each parameter group's peak rate ``base_lr`` from ``lr`` (float, list or slice).
+
+        The rate of each step is ``base_lr`` times the schedule's factor, set by
+        the schedule alone (:class:`~tabembed.training.callbacks.LearningRateScheduler`).
+        """
         rates = split_learning_rates(lr, len(self.layer_groups))
         if self.optimizer is None:
             self.optimizer = self._make_optimizer(rates)
         for group in self.optimizer.param_groups:
-            group["base_lr"] = group["lr"] = rates[group.get("layer_group", -1)]
+            group["base_lr"] = rates[group.get("layer_group", -1)]
 
     def freeze_to(self, n: int) -> None:
         """Freeze the first ``n`` layer groups (their weights and batch-norm statistics)."""
@@ -275,14 +282,24 @@ class Learner:
         for callback in self._handlers[event]:
             getattr(callback, event)(self)
 
-    def stop(self, reason: str) -> None:
-        """Ask the loop to stop after the current epoch."""
+    def stop(self, reason: str, *, immediately: bool = False) -> None:
+        """Ask the loop to stop after the current epoch (``immediately``: the current batch)."""
         self.stop_training, self.stop_reason = True, reason
+        self.stop_now = self.stop_now or immediately
+
+    def set_train_data(self, data) -> None:
+        """Train on other data from now on (``warm_start``, ``partial_fit``), same batch size."""
+        batches = as_batches(data, batch_size=getattr(self.train_data, "batch_size", 256),
+                             shuffle=True)
+        if isinstance(batches, TensorBatches) and isinstance(self.train_data, TensorBatches):
+            batches.generator = self.train_data.generator   # one random stream per learner
+        self.train_data = batches.to(self.device)
+        self.steps_per_epoch = len(self.train_data)
 
     # ------------------------------------------------------------ training
 
-    def fit(self, epochs: int, lr=1e-3, *, schedule=None, callbacks: Sequence[Callback] = (),
-            resume_from=None) -> Learner:
+    def fit(self, epochs: int, lr, *, schedule=None, callbacks: Sequence[Callback] = (),
+            resume_from=None, learner_callbacks: bool = True, validate: bool = True) -> Learner:
         """Train for ``epochs`` epochs.
 
         Parameters
@@ -291,53 +308,78 @@ class Learner:
         lr : float, list of float, or slice
             Peak rate(s), one per layer group for a list; a slice spreads them.
         schedule : Schedule or str, optional
-            A :mod:`~tabembed.training.schedules` schedule (default constant).
+            A :mod:`~tabembed.training.schedules` schedule (default constant);
+            callbacks may add their part (:func:`~tabembed.training.callbacks.compose_schedule`).
         callbacks : sequence of Callback
             Extra callbacks for this fit only.
         resume_from : path, optional
             A checkpoint written by :class:`~tabembed.training.callbacks.Checkpoint`;
             training continues exactly where it stopped.
+        learner_callbacks : bool
+            Run the learner's own callbacks (those given to the constructor).
+        validate : bool
+            Evaluate the validation data after each epoch, when there is some.
         """
-        if epochs < 1:
-            raise ValueError(f"epochs must be at least 1, got {epochs=}")
+        if not (isinstance(epochs, int | np.integer) and epochs >= 1):
+            raise ValueError(f"epochs must be a positive integer, got {epochs=}")
         self.set_learning_rates(lr)
-        self.schedule = get_schedule(schedule)
-        self.epochs = epochs
+        self.epochs = int(epochs)
         self.steps_per_epoch = len(self.train_data)
-        self.total_steps = epochs * self.steps_per_epoch
-        self.stop_training, self.stop_reason = False, None
-        active = [LearningRateScheduler(self.schedule), *self.callbacks, *callbacks]
-        if self.verbose:
-            active.append(ProgressBar())
-        self.active_callbacks = sorted(active, key=lambda c: c.order)
+        self.total_steps = self.epochs * self.steps_per_epoch
+        self.stop_training, self.stop_now, self.stop_reason = False, False, None
+        self.validating = validate
+        chosen = [*(self.callbacks if learner_callbacks else ()), *callbacks]
+        if self.verbose and learner_callbacks:
+            chosen.append(ProgressBar())
+        self.schedule = compose_schedule(get_schedule(schedule), chosen)
+        self.active_callbacks = sorted([LearningRateScheduler(self.schedule), *chosen],
+                                       key=lambda c: c.order)
         self._handlers = {e: [c for c in self.active_callbacks if overrides(c, e)]
                           for e in EVENTS}
-        start = 0
+        start, saved = 0, None
         self.resuming = resume_from is not None
         if self.resuming:
-            start = self._load_checkpoint(resume_from)
+            saved = checkpoint.read_checkpoint(resume_from, self.device)
+            checkpoint.restore(self, saved)
+            start = saved["resume_epoch"]
         else:
             self.step = 0
             self._seed()
-        with self._threads():
-            self._emit("on_fit_begin")
-            try:
-                for epoch in range(start, epochs):
+        self.fitting = True
+        try:
+            with self._threads():
+                self._emit("on_fit_begin")
+                if saved is not None:
+                    checkpoint.restore_callbacks(self, saved)
+                self.resuming = False
+                for epoch in range(start, self.epochs):
                     self.epoch = epoch
                     self._train_epoch()
                     if self.stop_training:
                         break
-            finally:
-                self.resuming = False
-            self._emit("on_fit_end")
+                self._emit("on_fit_end")
+        finally:
+            self.fitting, self.resuming = False, False
+        self._check_weights()
         return self
 
     def _seed(self) -> None:
         if self.random_state is None:
             return
-        torch.manual_seed(self.random_state)
+        model_seed, order_seed = np.random.SeedSequence(self.random_state).generate_state(2)
+        torch.manual_seed(int(model_seed))
         if isinstance(self.train_data, TensorBatches):
-            self.train_data.generator.manual_seed(self.random_state)
+            self.train_data.generator.manual_seed(int(order_seed))
+
+    def _check_weights(self) -> None:
+        """A diverged last step leaves NaN weights and no NaN loss to show it: check them."""
+        for name, tensor in self.model.state_dict().items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise TrainingDivergedError(
+                    f"training ended with non-finite weights in {name!r} (the last steps "
+                    "diverged); lower the learning rate (try lr_find), add gradient clipping, "
+                    "or check the inputs for extreme values"
+                )
 
     def _train_epoch(self) -> None:
         started = time.perf_counter()
@@ -350,8 +392,10 @@ class Learner:
             size = batch[0].shape[0]
             total += loss * size
             rows += size
+            if self.stop_now:
+                return
         record = {"epoch": self.epoch + 1, "train_loss": total / max(rows, 1)}
-        if self.valid_data is not None:
+        if self.valid_data is not None and self.validating:
             record.update(self.validate())
         record["lr"] = max(group["lr"] for group in self.optimizer.param_groups)
         record["time"] = time.perf_counter() - started
@@ -368,7 +412,8 @@ class Learner:
             if self.penalty is not None:
                 loss = loss + self.penalty(self.model, inputs)
         value = loss.item()
-        if not np.isfinite(value):
+        self.last_loss = value
+        if not math.isfinite(value):
             raise TrainingDivergedError(
                 f"the training loss became {value} at epoch {self.epoch + 1}, batch "
                 f"{self.batch_index + 1}; lower the learning rate (try lr_find), add gradient "
@@ -411,8 +456,8 @@ class Learner:
 
     def validate(self, data=None) -> dict[str, float]:
         """Loss and metrics on ``data`` (default: the validation data)."""
-        batches = self.valid_data if data is None else as_batches(data, batch_size=4096).to(
-            self.device)
+        batches = self.valid_data if data is None else as_batches(
+            data, batch_size=EVALUATION_BATCH_SIZE).to(self.device)
         if batches is None:
             raise ValueError("no validation data: pass valid_data to Learner or data here")
         self._emit_if_fitting("on_validation_begin")
@@ -425,10 +470,10 @@ class Learner:
         return result
 
     def _emit_if_fitting(self, event: str) -> None:
-        if hasattr(self, "_handlers"):
+        if self.fitting:
             self._emit(event)
 
-    def predict(self, data, *, batch_size: int = 8192) -> torch.Tensor:
+    def predict(self, data, *, batch_size: int = EVALUATION_BATCH_SIZE) -> torch.Tensor:
         """Outputs for ``data`` (inputs only, or a batch source), after ``output_activation``.
 
         An ensemble callback may have installed a ``predictor``; then this
@@ -448,62 +493,44 @@ class Learner:
     # ------------------------------------------------------------ checkpoints
 
     def save_checkpoint(self, path) -> None:
-        """Everything to resume exactly: weights, optimizer, step, RNG, history, callbacks."""
-        state = {
-            "version": CHECKPOINT_VERSION,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "epoch": self.epoch + 1,
-            "step": self.step,
-            "frozen_groups": self.frozen_groups,
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "numpy_rng": [np.random.get_state()[1].tolist(), *np.random.get_state()[2:]],
-            "python_rng": list(random.getstate()),
-            "train_data": (self.train_data.state_dict()
-                           if hasattr(self.train_data, "state_dict") else None),
-            "history": self.history.state_dict(),
-            "callbacks": {f"{i}:{type(c).__name__}": c.state_dict()
-                          for i, c in enumerate(self.active_callbacks)},
-        }
-        _atomic_torch_save(state, path)
+        """Everything to resume exactly: weights, optimizer, step, RNG, history, callbacks.
 
-    def _load_checkpoint(self, path) -> int:
-        # weights_only: a checkpoint is data, never code (torch refuses pickled objects).
-        state = torch.load(path, map_location=self.device, weights_only=True)
-        if state.get("version", 0) > CHECKPOINT_VERSION:
-            raise ValueError(f"{path} was written by a newer tabembed; upgrade to resume from it")
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scaler is not None and state["scaler"] is not None:
-            self.scaler.load_state_dict(state["scaler"])
-        self.freeze_to(state["frozen_groups"])
-        self.step = state["step"]
-        torch.set_rng_state(state["torch_rng"].cpu())
-        if state["cuda_rng"]:
-            torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
-        keys, *rest = state["numpy_rng"]
-        np.random.set_state(("MT19937", np.array(keys, dtype=np.uint32), *rest))
-        version, internal, gauss = state["python_rng"]
-        random.setstate((version, tuple(internal), gauss))
-        if state["train_data"] is not None:
-            generator = state["train_data"]["generator"]
-            self.train_data.load_state_dict({"generator": generator.cpu()})
-        self.history.load_state_dict(state["history"])
-        for i, callback in enumerate(self.active_callbacks):
-            saved = state["callbacks"].get(f"{i}:{type(callback).__name__}")
-            if saved:
-                callback.load_state_dict(saved)
-        return state["epoch"]
+        See :mod:`tabembed.training.checkpoint`; the file is written atomically.
+        """
+        checkpoint.write_checkpoint(self, path)
 
     # ------------------------------------------------------------ LR finder
 
-    def lr_find(self, **options):
-        """Run the LR range test; see :func:`tabembed.training.lr_finder.lr_find`."""
-        from tabembed.training.lr_finder import lr_find
+    def lr_find(self, *, start_lr: float = 1e-7, end_lr: float = 10.0, num_steps: int = 100,
+                beta: float = 0.98, divergence: float = 4.0) -> LRFinderResult:
+        """The LR range test, run through :meth:`fit` with an
+        :class:`~tabembed.training.lr_finder.LRFinder` callback.
 
-        return lr_find(self, **options)
+        The rate grows from ``start_lr`` to ``end_lr`` over at most ``num_steps``
+        batches (keeping the ratios of discriminative rates) while the smoothed
+        loss is recorded; the sweep stops when it passes ``divergence`` times its
+        best. Weights, optimizer, random state, batch order and history are then
+        restored bit for bit. None of the learner's callbacks run, nor validation.
+        """
+        finder = LRFinder(start_lr=start_lr, end_lr=end_lr, num_steps=num_steps, beta=beta,
+                          divergence=divergence)
+        if self.optimizer is None:
+            self.set_learning_rates(start_lr)
+        peaks = {g.get("layer_group", 0): g["base_lr"] for g in self.optimizer.param_groups}
+        top = max(peaks.values())
+        rates = [end_lr * peaks.get(i, top) / top for i in range(len(self.layer_groups))]
+        saved = checkpoint.capture(self, callbacks=False)
+        saved_active = self.active_callbacks
+        epochs = math.ceil(num_steps / max(len(self.train_data), 1))
+        try:
+            self.fit(epochs, rates, schedule=finder.schedule, callbacks=[finder],
+                     learner_callbacks=False, validate=False)
+        except TrainingDivergedError:
+            finder.diverged()     # a non-finite loss ends the sweep: the expected way out
+        finally:
+            checkpoint.restore(self, saved)     # the optimizer's peak rates included
+            self.active_callbacks = saved_active
+        return finder.result()
 
 
 def auto_threads(learner: Learner) -> int:

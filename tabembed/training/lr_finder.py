@@ -1,22 +1,25 @@
-"""The learning-rate range test (Smith 2015; fastai's lr_find).
+"""The learning-rate range test (Smith 2015; fastai's lr_find), as a callback.
 
-The rate grows exponentially each batch from ``start_lr`` to ``end_lr`` while
-the loss, smoothed with an exponential moving average (``beta``, debiased),
-is recorded. The sweep stops when the smoothed loss passes ``divergence``
-times its best; then the model, optimizer and random state are restored
-bit for bit, so the range test leaves no trace.
+:meth:`Learner.lr_find <tabembed.training.learner.Learner.lr_find>` runs an
+ordinary :meth:`~tabembed.training.learner.Learner.fit` whose schedule is a
+:class:`~tabembed.training.schedules.RangeTest` (the rate grows exponentially
+each batch from ``start_lr`` to ``end_lr``) and whose only callback is an
+:class:`LRFinder`. The finder records the loss, smoothed with an exponential
+moving average (``beta``, debiased), and stops the fit when the smoothed loss
+passes ``divergence`` times its best; the learner then restores its state.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
-from tabembed.training.callbacks import EVENTS, copy_state
+from tabembed.training.callbacks import Callback
+from tabembed.training.schedules import RangeTest
+
+__all__ = ["LRFinder", "LRFinderResult", "suggest"]
 
 
 @dataclass
@@ -64,67 +67,53 @@ def suggest(lrs: np.ndarray, losses: np.ndarray) -> dict[str, float]:
     }
 
 
-def lr_find(learner, *, start_lr: float = 1e-7, end_lr: float = 10.0, num_steps: int = 100,
-            beta: float = 0.98, divergence: float = 4.0) -> LRFinderResult:
-    """Sweep the learning rate on ``learner``'s training data and restore its state."""
-    if not 0 < start_lr < end_lr:
-        raise ValueError(f"need 0 < start_lr < end_lr, got {start_lr=}, {end_lr=}")
-    if learner.optimizer is None:
-        learner.set_learning_rates(start_lr)
-    saved_model = copy_state(learner.model)
-    saved_optimizer = copy.deepcopy(learner.optimizer.state_dict())
-    saved_rng = torch.get_rng_state()
-    saved_batches = (copy.deepcopy(learner.train_data.state_dict())
-                     if hasattr(learner.train_data, "state_dict") else None)
-    saved_step, saved_epoch = learner.step, learner.epoch
-    bases = [group.get("base_lr", group["lr"]) for group in learner.optimizer.param_groups]
-    saved_rates = [group["lr"] for group in learner.optimizer.param_groups]
-    top = max(bases)
-    saved_losses = len(learner.history.batch_losses)
-    saved_handlers = getattr(learner, "_handlers", None)
-    learner._handlers = {event: [] for event in EVENTS}   # the sweep runs no callbacks
-    lrs, losses = [], []
-    average, best = 0.0, math.inf
-    learner.batch_index = 0
-    try:
-        with learner._threads():
-            learner._train_mode()
-            step = 0
-            while step < num_steps:
-                for batch in learner.train_data:
-                    lr = start_lr * (end_lr / start_lr) ** (step / (num_steps - 1))
-                    for group, base in zip(learner.optimizer.param_groups, bases):
-                        group["lr"] = lr * base / top   # keep discriminative ratios
-                    try:
-                        loss = learner._train_step(batch)
-                    except FloatingPointError:
-                        loss = math.inf
-                    average = beta * average + (1 - beta) * loss
-                    smoothed = average / (1 - beta ** (step + 1))
-                    lrs.append(lr)
-                    losses.append(smoothed)
-                    best = min(best, smoothed)
-                    step += 1
-                    if not math.isfinite(smoothed) or smoothed > divergence * best \
-                            or step >= num_steps:
-                        step = num_steps
-                        break
-    finally:
-        learner.model.load_state_dict(saved_model)
-        learner.optimizer.load_state_dict(saved_optimizer)
-        for group, base, rate in zip(learner.optimizer.param_groups, bases, saved_rates):
-            group["base_lr"], group["lr"] = base, rate
-        torch.set_rng_state(saved_rng)
-        if saved_batches is not None:
-            learner.train_data.load_state_dict(saved_batches)
-        learner.step, learner.epoch = saved_step, saved_epoch
-        del learner.history.batch_losses[saved_losses:]
-        if saved_handlers is None:
-            del learner._handlers
-        else:
-            learner._handlers = saved_handlers
-    lrs_array, losses_array = np.array(lrs), np.array(losses)
-    finite = np.isfinite(losses_array)
-    result = LRFinderResult(lrs_array, losses_array)
-    result.suggestions = suggest(lrs_array[finite], losses_array[finite])
-    return result
+class LRFinder(Callback):
+    """Record the smoothed loss at each rate of a range test; stop when it explodes.
+
+    Parameters
+    ----------
+    start_lr, end_lr : float
+        The sweep's first and last rate (of the fastest layer group).
+    num_steps : int
+        Batches in the sweep, at most.
+    beta : float
+        Smoothing of the recorded loss (debiased exponential moving average).
+    divergence : float
+        Stop once the smoothed loss exceeds this multiple of its best.
+    """
+
+    order = 0
+
+    def __init__(self, *, start_lr: float = 1e-7, end_lr: float = 10.0, num_steps: int = 100,
+                 beta: float = 0.98, divergence: float = 4.0):
+        self.schedule = RangeTest(start_lr, end_lr, num_steps)
+        self.num_steps, self.beta, self.divergence = num_steps, beta, divergence
+        self.lrs: list[float] = []
+        self.losses: list[float] = []
+        self._average, self._best = 0.0, math.inf
+
+    def on_batch_end(self, learner) -> None:
+        step = len(self.lrs)
+        self._record(self.schedule.rate(step), learner.last_loss)
+        smoothed = self.losses[-1]
+        if (not math.isfinite(smoothed) or smoothed > self.divergence * self._best
+                or len(self.lrs) >= self.num_steps):
+            learner.stop("LR finder: sweep finished", immediately=True)
+
+    def _record(self, lr: float, loss: float) -> None:
+        self._average = self.beta * self._average + (1 - self.beta) * loss
+        smoothed = self._average / (1 - self.beta ** (len(self.lrs) + 1))
+        self.lrs.append(lr)
+        self.losses.append(smoothed)
+        self._best = min(self._best, smoothed)
+
+    def diverged(self) -> None:
+        """The loop stopped on a non-finite loss: record it as the sweep's last point."""
+        step = len(self.lrs)
+        if step < self.num_steps:
+            self._record(self.schedule.rate(step), math.inf)
+
+    def result(self) -> LRFinderResult:
+        lrs, losses = np.array(self.lrs), np.array(self.losses)
+        finite = np.isfinite(losses)
+        return LRFinderResult(lrs, losses, suggest(lrs[finite], losses[finite]))

@@ -22,13 +22,16 @@ import numpy as np
 
 __all__ = [
     "SGDR",
+    "AnnealTo",
     "Constant",
     "CyclicalLR",
     "CyclicalLinear",
     "ExponentialDecay",
+    "FinalCycles",
     "InverseTimeDecay",
     "OneCycle",
     "Phases",
+    "RangeTest",
     "Schedule",
     "SlantedTriangular",
     "StepDecay",
@@ -258,18 +261,19 @@ class CyclicalLinear(Schedule):
     def __init__(self, cycle_epochs: float = 2, low_fraction: float = 0.01):
         self.cycle_epochs, self.low_fraction = cycle_epochs, low_fraction
 
-    def _length(self, steps_per_epoch):
+    def length(self, steps_per_epoch: int) -> int:
+        """Steps in one cycle."""
         return max(2, round(self.cycle_epochs * steps_per_epoch))
 
     def factor(self, step, steps_per_epoch, total_steps):
-        length = self._length(steps_per_epoch)
+        length = self.length(steps_per_epoch)
         t = (step % length + 1) / length
         if t <= 0.5:
             return (1 - 2 * t) + 2 * t * self.low_fraction
         return (2 - 2 * t) * self.low_fraction + (2 * t - 1)
 
     def low_points(self, steps_per_epoch, total_steps):
-        length = self._length(steps_per_epoch)
+        length = self.length(steps_per_epoch)
         return [k * length + length // 2 for k in range(total_steps // length + 1)
                 if k * length + length // 2 <= total_steps]
 
@@ -315,6 +319,116 @@ class Phases(Schedule):
         return [start + point for start, length, schedule in self._spans(steps_per_epoch,
                                                                           total_steps)
                 for point in schedule.low_points(steps_per_epoch, length)]
+
+
+def start_step(start: float | int, steps_per_epoch: int, total_steps: int) -> int:
+    """The step where a phase starts: ``start`` is a fraction of the fit (a float in
+    [0, 1)) or an epoch index (an int), rounded down to a whole epoch."""
+    if isinstance(start, float):
+        return math.floor(start * total_steps / steps_per_epoch) * steps_per_epoch
+    return int(start) * steps_per_epoch
+
+
+class AnnealTo(Schedule):
+    """``base`` until ``start``, then a cosine anneal to ``target`` held to the end.
+
+    SWA's constant-rate phase (the schedule of ``torch.optim.swa_utils.SWALR``):
+    from the start step, the factor moves from the base schedule's value there
+    to ``target`` over ``anneal_epochs`` epochs, then stays at ``target``.
+
+    Parameters
+    ----------
+    base : Schedule
+    start : float or int
+        A fraction of the fit (0.75 = the last quarter) or an epoch index.
+    target : float
+        The final factor of the peak rate (SWA's ``swa_lr``).
+    anneal_epochs : float
+    """
+
+    def __init__(self, base: Schedule, *, start: float | int = 0.75, target: float = 0.5,
+                 anneal_epochs: float = 1):
+        if isinstance(start, float) and not 0 <= start < 1:
+            raise ValueError(f"a fractional start must be in [0, 1), got {start=}")
+        if not target > 0:
+            raise ValueError(f"target must be positive, got {target=}")
+        if anneal_epochs < 0:
+            raise ValueError(f"anneal_epochs must be >= 0, got {anneal_epochs=}")
+        self.base, self.start, self.target, self.anneal_epochs = base, start, target, anneal_epochs
+
+    def factor(self, step, steps_per_epoch, total_steps):
+        begin = start_step(self.start, steps_per_epoch, total_steps)
+        if step < begin:
+            return self.base.factor(step, steps_per_epoch, total_steps)
+        length = round(self.anneal_epochs * steps_per_epoch)
+        if step - begin >= length:
+            return self.target
+        initial = self.base.factor(begin, steps_per_epoch, total_steps)
+        return _cosine(initial, self.target, (step - begin) / length)
+
+    def momentum(self, step, steps_per_epoch, total_steps):
+        return self.base.momentum(step, steps_per_epoch, total_steps)
+
+    def low_points(self, steps_per_epoch, total_steps):
+        begin = start_step(self.start, steps_per_epoch, total_steps)
+        return [p for p in self.base.low_points(steps_per_epoch, total_steps) if p <= begin]
+
+
+class FinalCycles(Schedule):
+    """``base``, then ``n_cycles`` cycles of ``cycle`` times ``peak`` at the end of the fit.
+
+    Fast geometric ensembling's tail: the last ``n_cycles * cycle.cycle_epochs``
+    epochs follow :class:`CyclicalLinear` between ``peak`` and ``peak *
+    cycle.low_fraction`` of the peak rate; :meth:`low_points` are the tail's.
+    """
+
+    def __init__(self, base: Schedule, *, cycle: CyclicalLinear, n_cycles: int = 4,
+                 peak: float = 0.1):
+        if n_cycles < 1:
+            raise ValueError(f"n_cycles must be at least 1, got {n_cycles=}")
+        self.base, self.cycle, self.n_cycles, self.peak = base, cycle, n_cycles, peak
+
+    def tail_start(self, steps_per_epoch: int, total_steps: int) -> int:
+        start = total_steps - self.n_cycles * self.cycle.length(steps_per_epoch)
+        if start < 0:
+            raise ValueError(
+                f"{self.n_cycles} final cycles of {self.cycle.cycle_epochs} epochs need more "
+                f"than the {total_steps / steps_per_epoch:g} epochs of this fit"
+            )
+        return start
+
+    def factor(self, step, steps_per_epoch, total_steps):
+        start = self.tail_start(steps_per_epoch, total_steps)
+        if step < start:
+            return self.base.factor(step, steps_per_epoch, total_steps)
+        return self.peak * self.cycle.factor(step - start, steps_per_epoch, total_steps - start)
+
+    def momentum(self, step, steps_per_epoch, total_steps):
+        return self.base.momentum(step, steps_per_epoch, total_steps)
+
+    def low_points(self, steps_per_epoch, total_steps):
+        start = self.tail_start(steps_per_epoch, total_steps)
+        return [start + p for p in self.cycle.low_points(steps_per_epoch, total_steps - start)]
+
+
+class RangeTest(Schedule):
+    """The LR finder's sweep: the rate grows exponentially from ``start_lr`` to ``end_lr``
+    over ``num_steps`` steps; factors are relative to ``end_lr`` (the fit's peak)."""
+
+    def __init__(self, start_lr: float = 1e-7, end_lr: float = 10.0, num_steps: int = 100):
+        if not 0 < start_lr < end_lr:
+            raise ValueError(f"need 0 < start_lr < end_lr, got {start_lr=}, {end_lr=}")
+        if num_steps < 2:
+            raise ValueError(f"num_steps must be at least 2, got {num_steps=}")
+        self.start_lr, self.end_lr, self.num_steps = start_lr, end_lr, num_steps
+
+    def factor(self, step, steps_per_epoch, total_steps):
+        fraction = min(step, self.num_steps - 1) / (self.num_steps - 1)
+        return (self.start_lr / self.end_lr) ** (1 - fraction)
+
+    def rate(self, step: int) -> float:
+        """The sweep's learning rate at ``step``."""
+        return self.end_lr * self.factor(step, 1, self.num_steps)
 
 
 _NAMED = {

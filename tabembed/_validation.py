@@ -1,0 +1,110 @@
+"""Input validation at the estimators' boundary (as ``sklearn.utils.validation``).
+
+Every estimator turns its ``X`` into a DataFrame here, checks row counts and
+the target's presence here, and so gives the same messages for the same
+mistakes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "as_frame",
+    "check_finite_predictions",
+    "check_rows",
+    "frame_for_prediction",
+    "require_target",
+]
+
+
+def as_frame(X, feature_names=None) -> pd.DataFrame:
+    """A DataFrame from X (arrays get ``x0, x1, ...`` or the fitted names); never a copy we own.
+
+    A ``pyarrow.Table`` keeps its column names and types. A
+    ``pyarrow.dataset.Dataset`` is refused with a pointer to the streaming
+    entry point, since reading it whole is exactly what it exists to avoid.
+    """
+    if isinstance(X, pd.DataFrame):
+        return X
+    if isinstance(X, pd.Series):
+        return X.to_frame()
+    module = type(X).__module__
+    if module.startswith("pyarrow"):
+        return _arrow_frame(X)
+    if hasattr(X, "tocsr") or hasattr(X, "sparse"):
+        raise TypeError("sparse input is not supported: tabembed needs dense data; convert "
+                        "with X.toarray() or pass a DataFrame")
+    if X is None:
+        raise ValueError("Expected a 2D array or a DataFrame, got None")
+    array = np.asarray(X)
+    if array.ndim != 2:
+        raise ValueError(
+            f"Expected a 2D array or a DataFrame, got an array of shape {array.shape}. "
+            "Reshape your data with X.reshape(-1, 1) for a single feature or "
+            "X.reshape(1, -1) for a single sample"
+        )
+    if np.iscomplexobj(array):
+        raise ValueError("Complex data not supported")
+    names = (list(feature_names) if feature_names is not None
+             and len(feature_names) == array.shape[1]
+             else [f"x{i}" for i in range(array.shape[1])])
+    return pd.DataFrame(array, columns=names)
+
+
+def _arrow_frame(X) -> pd.DataFrame:
+    import pyarrow as pa
+
+    if isinstance(X, pa.RecordBatch):
+        X = pa.Table.from_batches([X])
+    if isinstance(X, pa.Table):
+        return X.to_pandas()
+    import pyarrow.dataset as ds
+
+    if isinstance(X, ds.Dataset):
+        raise TypeError(
+            "a pyarrow.dataset.Dataset is read in record batches, never whole: pass it to "
+            "TabularPreprocessor.fit (streaming statistics), or read the part you need with "
+            "dataset.to_table().to_pandas()"
+        )
+    raise TypeError(f"unsupported pyarrow input {type(X).__name__}; pass a pyarrow.Table or a "
+                    "pandas DataFrame")
+
+
+def frame_for_prediction(estimator, X) -> pd.DataFrame:
+    """X as the frame the fitted estimator expects; arrays must have the fitted width."""
+    frame = as_frame(X, getattr(estimator, "feature_names_in_", None))
+    if not isinstance(X, pd.DataFrame) and frame.shape[1] != estimator.n_features_in_:
+        raise ValueError(f"X has {frame.shape[1]} features, but {type(estimator).__name__} is "
+                         f"expecting {estimator.n_features_in_} features as input")
+    check_rows(frame)
+    return frame
+
+
+def require_target(estimator, y) -> None:
+    if y is None:
+        raise ValueError(f"{type(estimator).__name__} requires y to be passed, but the target "
+                         "y is None")
+
+
+def check_rows(frame: pd.DataFrame, minimum: int = 1) -> None:
+    if len(frame) < minimum:
+        raise ValueError(
+            f"Found array with {len(frame)} sample(s) (shape={frame.shape}) while a minimum "
+            f"of {minimum} is required."
+        )
+    if frame.shape[1] == 0:
+        raise ValueError(f"Found array with 0 feature(s) (shape={frame.shape}) while a "
+                         "minimum of 1 is required.")
+
+
+def check_finite_predictions(values: np.ndarray) -> np.ndarray:
+    """A fitted model never returns NaN or inf silently: name the rows instead."""
+    finite = np.isfinite(values)
+    if not finite.all():
+        rows = np.flatnonzero(~finite.reshape(len(values), -1).all(axis=1))
+        raise ValueError(
+            f"the network's output is not finite for {len(rows)} row(s) (first: row "
+            f"{rows[0]}); their inputs are far outside the training data's range: check them")
+    return values

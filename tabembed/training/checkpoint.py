@@ -1,0 +1,112 @@
+"""Checkpoints: everything a run needs to continue exactly where it stopped.
+
+:func:`capture` takes the learner's training state (weights, optimizer,
+gradient scaler, step counters, frozen groups, every random-number generator,
+the batch source's position, the history and the callbacks' states);
+:func:`restore` puts it back. Checkpoint files are that state written
+atomically with ``torch.save`` and read back with ``weights_only=True``, so a
+checkpoint is data, never code. The LR finder uses the same two functions in
+memory to leave no trace of its sweep.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+
+import numpy as np
+import torch
+
+from tabembed._io import atomic_write
+
+__all__ = ["CHECKPOINT_VERSION", "capture", "read_checkpoint", "restore",
+           "restore_callbacks", "write_checkpoint"]
+
+CHECKPOINT_VERSION = 2
+
+
+def random_state() -> dict:
+    """The state of torch's (CPU and CUDA), numpy's and Python's global generators."""
+    numpy_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [numpy_state[1].tolist(), *numpy_state[2:]],
+        "python": list(random.getstate()),
+    }
+
+
+def set_random_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    if state["cuda"]:
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+    keys, *rest = state["numpy"]
+    np.random.set_state(("MT19937", np.array(keys, dtype=np.uint32), *rest))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def capture(learner, *, callbacks: bool = True) -> dict:
+    """A deep copy of ``learner``'s training state (``callbacks``: their states too)."""
+    state = {
+        "version": CHECKPOINT_VERSION,
+        "model": {k: v.detach().clone() for k, v in learner.model.state_dict().items()},
+        "optimizer": copy.deepcopy(learner.optimizer.state_dict()),
+        "scaler": learner.scaler.state_dict() if learner.scaler is not None else None,
+        "epoch": learner.epoch,
+        "step": learner.step,
+        "frozen_groups": learner.frozen_groups,
+        "random": random_state(),
+        "train_data": (copy.deepcopy(learner.train_data.state_dict())
+                       if hasattr(learner.train_data, "state_dict") else None),
+        "history": copy.deepcopy(learner.history.state_dict()),
+    }
+    if callbacks:
+        state["callbacks"] = {_key(i, c): c.state_dict()
+                              for i, c in enumerate(learner.active_callbacks)}
+    return state
+
+
+def restore(learner, state: dict) -> None:
+    """Put back what :func:`capture` took, except the callbacks' states."""
+    learner.model.load_state_dict(state["model"])
+    learner.optimizer.load_state_dict(state["optimizer"])
+    if learner.scaler is not None and state["scaler"] is not None:
+        learner.scaler.load_state_dict(state["scaler"])
+    learner.freeze_to(state["frozen_groups"])
+    learner.epoch, learner.step = state["epoch"], state["step"]
+    set_random_state(state["random"])
+    if state["train_data"] is not None:
+        learner.train_data.load_state_dict(state["train_data"])
+    learner.history.load_state_dict(state["history"])
+
+
+def restore_callbacks(learner, state: dict) -> None:
+    """The callbacks' states, matched by position and class (after ``on_fit_begin``)."""
+    saved = state.get("callbacks", {})
+    for i, callback in enumerate(learner.active_callbacks):
+        if saved.get(_key(i, callback)):
+            callback.load_state_dict(saved[_key(i, callback)])
+
+
+def write_checkpoint(learner, path) -> None:
+    """Write a checkpoint taken at the end of the current epoch, atomically."""
+    state = capture(learner)
+    state["resume_epoch"] = learner.epoch + 1
+    atomic_write(path, lambda stream: torch.save(state, stream))
+
+
+def read_checkpoint(path, device) -> dict:
+    # weights_only: a checkpoint is data, never code (torch refuses pickled objects).
+    state = torch.load(path, map_location=device, weights_only=True)
+    version = state.get("version", 0) if isinstance(state, dict) else 0
+    if version > CHECKPOINT_VERSION:
+        raise ValueError(f"{path} was written by a newer tabembed; upgrade to resume from it")
+    if version < CHECKPOINT_VERSION:
+        raise ValueError(f"{path} was written by an older tabembed (checkpoint format "
+                         f"{version}); it cannot be resumed by this version: start the run again")
+    return state
+
+
+def _key(index: int, callback) -> str:
+    return f"{index}:{type(callback).__name__}"
