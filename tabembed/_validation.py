@@ -15,6 +15,7 @@ __all__ = [
     "check_finite_predictions",
     "check_rows",
     "frame_for_prediction",
+    "has_feature_names",
     "require_target",
 ]
 
@@ -72,10 +73,15 @@ def _arrow_frame(X) -> pd.DataFrame:
                     "pandas DataFrame")
 
 
+def has_feature_names(X) -> bool:
+    """Whether ``X`` names its columns (a DataFrame or an Arrow table), unlike an array."""
+    return isinstance(X, pd.DataFrame) or type(X).__module__.startswith("pyarrow")
+
+
 def frame_for_prediction(estimator, X) -> pd.DataFrame:
     """X as the frame the fitted estimator expects; arrays must have the fitted width."""
     frame = as_frame(X, getattr(estimator, "feature_names_in_", None))
-    if not isinstance(X, pd.DataFrame) and frame.shape[1] != estimator.n_features_in_:
+    if not has_feature_names(X) and frame.shape[1] != estimator.n_features_in_:
         raise ValueError(f"X has {frame.shape[1]} features, but {type(estimator).__name__} is "
                          f"expecting {estimator.n_features_in_} features as input")
     check_rows(frame)

@@ -36,6 +36,7 @@ from tabembed._validation import (
     check_finite_predictions,
     check_rows,
     frame_for_prediction,
+    has_feature_names,
     require_target,
 )
 from tabembed.config import (
@@ -82,12 +83,14 @@ class Predictions:
 @contextlib.contextmanager
 def rollback_on_failure(learner):
     """Continue training ``learner``; if anything raises, put its fitted state back."""
-    saved = checkpoint.capture(learner, callbacks=False)
-    predictor, train_data = learner.predictor, learner.train_data
+    saved = checkpoint.capture(learner)
+    predictor, train_data, active = learner.predictor, learner.train_data, learner.active_callbacks
     try:
         yield
     except BaseException:
         checkpoint.restore(learner, saved)
+        learner.active_callbacks = active
+        checkpoint.restore_callbacks(learner, saved)
         learner.predictor, learner.train_data = predictor, train_data
         learner.steps_per_epoch = len(train_data)
         raise
@@ -205,7 +208,7 @@ class _EmbeddingMLP(BaseEstimator):
         self.preprocessor_, self.target_transformer_ = preprocessor, target
         self.model_, self.model_kwargs_ = model, model_kwargs
         self.n_features_in_ = frame.shape[1]
-        if isinstance(X, pd.DataFrame):
+        if has_feature_names(X):
             self.feature_names_in_ = preprocessor.feature_names_in_
         elif hasattr(self, "feature_names_in_"):
             del self.feature_names_in_

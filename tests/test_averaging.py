@@ -236,3 +236,40 @@ def test_ema_keeps_constant_buffers_finite():
     for name, buffer in learner.model.named_buffers():
         assert torch.isfinite(buffer.float()).all(), name
     assert torch.isfinite(learner.predict((codes, continuous[:, :2]))).all()
+
+
+# ------------------------------------------------------------------ one owner of the rate
+
+@pytest.mark.parametrize("schedule", ["one_cycle", "sgdr", "constant", "cyclical",
+                                      "slanted_triangular"])
+@pytest.mark.parametrize("averaging", [None, "ema", "swa", "snapshot", "fge"])
+def test_the_optimizer_sees_exactly_the_composed_schedule(averaging, schedule):
+    from tabembed.config import MLP_DEFAULTS, TrainingConfig
+    from tabembed.training.callbacks import compose_schedule
+
+    params = {**vars(MLP_DEFAULTS), "lr": 3e-3, "averaging": averaging, "schedule": schedule,
+              "batch_size": 50, "early_stopping": False, "device": "cpu", "verbose": 0}
+    if averaging == "snapshot" and schedule not in ("sgdr", "cyclical"):
+        with pytest.raises(ValueError, match="cyclical schedule"):
+            TrainingConfig.from_params(params, seed=0)
+        return
+    config = TrainingConfig.from_params(params, seed=0)
+    callbacks = config.callbacks()
+    seen = []
+
+    class Rates(Callback):
+        order = 50
+
+        def on_batch_end(self, learner):
+            seen.append([group["lr"] for group in learner.optimizer.param_groups])
+
+    learner = _learner([*callbacks, Rates()], double=False)
+    learner.fit(config.epochs, config.lr, schedule=config.schedule)
+    preview = compose_schedule(config.schedule, callbacks).simulate(
+        config.epochs, learner.steps_per_epoch, lr=config.lr)
+    assert len(seen) == len(preview) == config.epochs * learner.steps_per_epoch
+    for rates, expected in zip(seen, preview):
+        assert rates == pytest.approx([expected] * len(rates), rel=1e-12)
+    if averaging in ("swa", "fge") and schedule == "one_cycle":
+        plain = config.schedule.simulate(config.epochs, learner.steps_per_epoch, lr=config.lr)
+        assert not (preview == plain).all()     # the averaging method's part is in the preview

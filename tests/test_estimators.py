@@ -3,6 +3,7 @@ import pickle
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from sklearn.base import clone
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import accuracy_score
@@ -107,17 +108,21 @@ def test_same_random_state_same_predictions_and_pickle_round_trip(fitted_classif
 
 
 def test_pipeline_grid_search_and_cross_validation(adult_small):
-    X, y, _, _ = adult_small
+    X, y, X_test, y_test = adult_small
     X, y = X.iloc[:1500], y.iloc[:1500]
-    base = EmbeddingMLPClassifier(epochs=2, lr=3e-3, random_state=0)
-    search = GridSearchCV(base, {"hidden": [(32,), (64, 32)]}, cv=2).fit(X, y)
-    assert search.best_params_["hidden"] in [(32,), (64, 32)]
-    scores = cross_val_score(base, X, y, cv=2)
-    assert scores.shape == (2,) and (scores > 0.7).all()
+    base = EmbeddingMLPClassifier(epochs=2, hidden=(32,), random_state=0)
+    # A rate far too small to learn in two epochs must lose to a sensible one.
+    search = GridSearchCV(base, {"lr": [1e-7, 3e-3]}, cv=2).fit(X, y)
+    assert search.best_params_["lr"] == 3e-3
+    scores = search.cv_results_["mean_test_score"]
+    assert scores[1] > scores[0] + 0.02, scores
+    assert search.score(X_test, y_test) > 0.78
+    scores = cross_val_score(base.set_params(lr=3e-3), X, y, cv=2)
+    assert scores.shape == (2,) and (scores > 0.75).all()
     pipeline = make_pipeline(EntityEmbeddingTransformer(epochs=2, lr=3e-3, random_state=0),
                              HistGradientBoostingClassifier(max_iter=20))
     pipeline.fit(X, y)
-    assert pipeline.score(X, y) > 0.75
+    assert pipeline.score(X_test, y_test) > 0.78     # held-out rows, not its training data
 
 
 def test_multiclass_and_multilabel():
@@ -160,13 +165,35 @@ def test_early_stopping_uses_a_validation_split():
 @pytest.mark.parametrize("averaging, schedule", [("ema", "one_cycle"), ("swa", "one_cycle"),
                                                  ("swa", "sgdr"), ("snapshot", "sgdr"),
                                                  ("fge", "one_cycle")])
-def test_averaging_options(averaging, schedule):
+def test_averaging_options_change_the_fitted_model_as_documented(averaging, schedule):
+    from tabembed.training.averaging import EMA, SWA
+
     X, y = make_synthetic(1500, task="classification", random_state=2)
-    classifier = EmbeddingMLPClassifier(epochs=7, lr=1e-2, averaging=averaging,
-                                        schedule=schedule, random_state=0).fit(X, y)
-    assert classifier.score(X, y) > 0.7
-    if averaging in ("snapshot", "fge"):
-        assert classifier.learner_.predictor is not None
+    options = {"epochs": 8, "lr": 1e-2, "schedule": schedule, "random_state": 0}
+    plain = EmbeddingMLPClassifier(averaging=None, **options).fit(X, y)
+    averaged = EmbeddingMLPClassifier(averaging=averaging, **options).fit(X, y)
+    assert averaged.score(X, y) > 0.7
+    assert not np.allclose(averaged.predict_proba(X), plain.predict_proba(X))
+    learner = averaged.learner_
+    callback = next(c for c in learner.callbacks if type(c).__name__ != "EarlyStopping")
+    if averaging in ("ema", "swa"):
+        assert isinstance(callback, EMA | SWA) and learner.predictor is None
+        # The model predicts with the averaged weights (batch norm recomputed for SWA).
+        for name, value in callback.averaged.module.state_dict().items():
+            if "running" not in name and "num_batches" not in name:
+                assert torch.equal(learner.model.state_dict()[name], value), name
+        if averaging == "swa":
+            assert len(callback.collected_at) >= (2 if schedule == "one_cycle" else 1)
+    else:
+        # An ensemble: the prediction is the mean of its members' predictions.
+        assert learner.predictor is callback and len(callback.snapshots) >= 2
+        frame = X.iloc[:200]
+        inputs = averaged.preprocessor_.to_tensors(frame)
+        from tabembed.batches import TensorBatches
+
+        members = callback.member_predictions(learner, TensorBatches(inputs, has_target=False))
+        expected = torch.stack(members).mean(0).numpy()
+        np.testing.assert_allclose(averaged.predict_proba(frame)[:, 1], expected, rtol=1e-6)
 
 
 def test_warm_start_and_partial_fit():
@@ -174,8 +201,12 @@ def test_warm_start_and_partial_fit():
     classifier = EmbeddingMLPClassifier(epochs=2, lr=1e-2, warm_start=True, random_state=0)
     classifier.fit(X, y)
     first = classifier.model_.head.weight.detach().clone()
+    first_losses = classifier.history_["train_loss"].tolist()
     classifier.fit(X, y)
-    assert classifier.model_ is not None and len(classifier.history_) == 4
+    assert len(classifier.history_) == 4
+    assert classifier.history_["train_loss"].tolist()[:2] == first_losses
+    # The second fit continued from trained weights: it starts below where the first began.
+    assert classifier.history_["train_loss"].iloc[2] < first_losses[0]
     assert not np.allclose(first.numpy(), classifier.model_.head.weight.detach().numpy())
     incremental = EmbeddingMLPClassifier(lr=1e-2, random_state=0)
     for chunk in range(4):
@@ -206,3 +237,135 @@ def test_bad_input_is_a_clear_error(fitted_classifier, adult_small):
         EmbeddingMLPClassifier(averaging="mean").fit(X.iloc[:10], y.iloc[:10])
     with pytest.raises(ValueError, match="continuous"):
         EmbeddingMLPClassifier().fit(X.iloc[:10], np.linspace(0, 1, 10))
+
+
+# ------------------------------------------------------------------ failures leave no trace
+
+def _small_fit(**options):
+    X, y = make_synthetic(800, task="classification", random_state=5)
+    settings = {"epochs": 2, "lr": 1e-2, "hidden": (16,), "random_state": 0, **options}
+    return X, y, EmbeddingMLPClassifier(**settings).fit(X, y)
+
+
+def test_a_failed_refit_leaves_the_fitted_estimator_untouched(monkeypatch):
+    import tabembed.estimators as module
+
+    X, y, classifier = _small_fit()
+    before = classifier.predict_proba(X)
+    fitted = {name: getattr(classifier, name) for name in (
+        "preprocessor_", "target_transformer_", "learner_", "model_", "history_", "lr_")}
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    # A refit on other labels and another column that fails late, after the encoders
+    # were fitted on the new data: the old network must not end up behind new encoders.
+    monkeypatch.setattr(module, "train", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        classifier.fit(X.assign(extra=1.0), np.where(y == 1, "yes", "no"))
+    monkeypatch.undo()
+    assert all(getattr(classifier, name) is value for name, value in fitted.items())
+    assert list(classifier.classes_) == [0, 1]
+    np.testing.assert_array_equal(classifier.predict_proba(X), before)
+    # A refit that diverges raises and leaves the old fit as well.
+    from tabembed.training.learner import TrainingDivergedError
+
+    with pytest.raises(TrainingDivergedError):
+        classifier.set_params(lr=1e30, schedule="constant", epochs=1).fit(X, y)
+    np.testing.assert_array_equal(classifier.predict_proba(X), before)
+
+
+@pytest.mark.parametrize("averaging, schedule", [(None, "one_cycle"), ("ema", "one_cycle"),
+                                                 ("snapshot", "sgdr")])
+def test_an_interrupted_warm_start_rolls_back(averaging, schedule, monkeypatch):
+    from tabembed.training.learner import Learner
+
+    X, y, classifier = _small_fit(warm_start=True, averaging=averaging, schedule=schedule)
+    before = classifier.predict_proba(X)
+    weights = {k: v.clone() for k, v in classifier.model_.state_dict().items()}
+    original = Learner._train_epoch
+
+    def second_epoch_fails(learner):
+        if learner.epoch == 1:
+            raise KeyboardInterrupt
+        original(learner)
+
+    monkeypatch.setattr(Learner, "_train_epoch", second_epoch_fails)
+    with pytest.raises(KeyboardInterrupt):
+        classifier.fit(X, y)
+    monkeypatch.undo()
+    for name, value in classifier.model_.state_dict().items():
+        assert torch.equal(value, weights[name]), name
+    np.testing.assert_array_equal(classifier.predict_proba(X), before)
+    assert len(classifier.history_) == 2
+    classifier.fit(X, y)
+    assert len(classifier.history_) == 4
+
+
+def test_divergence_is_an_error_never_a_silent_model():
+    from tabembed.training.learner import TrainingDivergedError
+
+    X, y = make_synthetic(400, task="classification", random_state=6)
+    # One batch: the single (and last) step is the one that diverges.
+    with pytest.raises(TrainingDivergedError):
+        EmbeddingMLPClassifier(epochs=1, lr=1e30, batch_size=512, schedule="constant",
+                               random_state=0).fit(X, y)
+    with pytest.raises(TrainingDivergedError):
+        EmbeddingMLPClassifier(epochs=3, lr=1e30, batch_size=64, schedule="constant",
+                               random_state=0).fit(X, y)
+
+
+# ------------------------------------------------------------------ inputs and parameters
+
+def test_pyarrow_tables_keep_their_names_and_types(adult_small):
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    X, y, X_test, _ = adult_small
+    X, y = X.iloc[:1500], y.iloc[:1500]
+    options = {"epochs": 1, "lr": 3e-3, "random_state": 0, "hidden": (16,)}
+    from_frame = EmbeddingMLPClassifier(**options).fit(X, y)
+    from_table = EmbeddingMLPClassifier(**options).fit(pa.Table.from_pandas(X), y)
+    assert list(from_table.feature_names_in_) == list(X.columns)
+    assert from_table.preprocessor_.cont_names_ == from_frame.preprocessor_.cont_names_
+    assert "age" in from_table.preprocessor_.cont_names_
+    test_table = pa.Table.from_pandas(X_test.iloc[:300])
+    np.testing.assert_allclose(from_table.predict_proba(test_table),
+                               from_frame.predict_proba(X_test.iloc[:300]), rtol=1e-5)
+    with pytest.raises(TypeError, match="record batches"):
+        EmbeddingMLPClassifier(**options).fit(ds.dataset(pa.Table.from_pandas(X)), y)
+
+
+def test_learning_rate_errors_list_every_accepted_form():
+    X, y = make_synthetic(100, task="classification", random_state=0)
+    with pytest.raises(ValueError, match=r"'auto'.*\('valley', 'steepest', 'minimum'\).*"
+                                         r"positive number.*list.*slice.*'bogus'"):
+        EmbeddingMLPClassifier(lr="bogus").fit(X, y)
+    for bad in (-1e-3, 0.0, float("nan"), [1e-3, -1.0, 1e-3]):
+        with pytest.raises(ValueError, match="positive finite"):
+            EmbeddingMLPClassifier(lr=bad, epochs=1).fit(X, y)
+
+
+def test_one_seed_per_fit_and_the_global_generator_is_left_alone():
+    X, y = make_synthetic(600, task="classification", random_state=7)
+    options = {"epochs": 2, "lr": 1e-2, "hidden": (16,)}
+    state = torch.get_rng_state()
+    first = EmbeddingMLPClassifier(random_state=np.random.RandomState(3), **options).fit(X, y)
+    assert torch.equal(torch.get_rng_state(), state)
+    second = EmbeddingMLPClassifier(random_state=np.random.RandomState(3), **options).fit(X, y)
+    np.testing.assert_array_equal(first.predict_proba(X), second.predict_proba(X))
+    assert first.training_config_.seed == second.training_config_.seed
+    seeds = first.training_config_.seeds
+    assert len({seeds.init, seeds.shuffle, seeds.split}) == 3
+
+
+def test_the_transformer_takes_every_parameter_of_the_network_it_trains(adult_small):
+    network = set(EmbeddingMLPClassifier().get_params()) - {"warm_start"}
+    assert set(EntityEmbeddingTransformer().get_params()) == network | {"task"}
+    X, y, _, _ = adult_small
+    transformer = EntityEmbeddingTransformer(epochs=3, averaging="swa", schedule="sgdr",
+                                             cycle_len=1, cycle_mult=1, lr=3e-3,
+                                             random_state=0).fit(X.iloc[:1000], y.iloc[:1000])
+    inner = transformer.estimator_
+    assert (inner.averaging, inner.schedule, inner.epochs) == ("swa", "sgdr", 3)
+    assert len(inner.history_) == 3

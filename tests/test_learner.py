@@ -327,3 +327,40 @@ def test_penalty_is_added_to_the_training_loss_only(synthetic):
     # A constant penalty has no gradient: the same weights, and validation ignores it.
     assert penalised.history[-1]["valid_loss"] == pytest.approx(
         plain.history[-1]["valid_loss"], rel=1e-6)
+
+
+def test_a_diverged_last_step_is_caught_from_the_weights():
+    # One batch per epoch, one epoch: the loss is computed before the only step, so
+    # only the weights can show that the step diverged.
+    x = 1e3 * torch.randn(64, 4, generator=torch.Generator().manual_seed(0))
+    y = x.sum(1, keepdim=True)
+    learner = Learner(nn.Linear(4, 1), nn.MSELoss(), (x, y), batch_size=64,
+                      optimizer=lambda groups: torch.optim.SGD(groups, lr=1.0))
+    with pytest.raises(TrainingDivergedError, match="non-finite weights in 'weight'"):
+        learner.fit(1, 1e36)
+
+
+def test_stop_immediately_ends_the_epoch_after_the_current_batch(synthetic):
+    class StopAtThree(Callback):
+        def on_batch_end(self, learner):
+            if learner.step == 3:
+                learner.stop("enough", immediately=True)
+
+    learner = _learner(synthetic)
+    learner.fit(2, 1e-3, callbacks=[StopAtThree()])
+    assert learner.step == 3 and learner.stop_reason == "enough"
+    assert len(learner.history) == 0 and not learner.fitting
+
+
+def test_lr_finder_runs_through_fit_and_none_of_the_learner_callbacks(synthetic):
+    events = []
+
+    class Spy(Callback):
+        def on_batch_end(self, learner):
+            events.append("batch")
+
+    learner = _learner(synthetic, callbacks=[Spy(), EarlyStopping(patience=1)])
+    result = learner.lr_find(num_steps=30)
+    assert events == [] and len(result.lrs) == 30
+    assert not learner.fitting and learner.history.batch_losses == []
+    np.testing.assert_allclose(result.lrs, np.geomspace(1e-7, 10, 30), rtol=1e-9)

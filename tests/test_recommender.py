@@ -124,3 +124,17 @@ def test_bad_input(movielens):
         EmbeddingRecommender(model="svd").fit(train[["user", "item"]].iloc[:10], [3.0] * 10)
     with pytest.raises(ValueError, match=r"missing from the frame: \['item'\]"):
         recommender.predict(train[["user"]].assign(other=1))
+    for k in (-1, 0, 2.5, "3", True):
+        with pytest.raises(ValueError, match="k must be a positive integer"):
+            recommender.recommend(1, k=k)
+        with pytest.raises(ValueError, match="k must be a positive integer"):
+            recommender.similar_items(50, k=k)
+
+
+@pytest.mark.parametrize("model", ["dot", "neural"])
+def test_a_diverged_fit_is_an_error_not_saturated_predictions(model):
+    from tabembed.training.learner import TrainingDivergedError
+
+    X, y = _planted(n_users=60, n_items=40)
+    with pytest.raises(TrainingDivergedError):
+        EmbeddingRecommender(model=model, lr=1e6, epochs=2, random_state=0).fit(X, y)

@@ -62,8 +62,8 @@ def capture(learner, *, callbacks: bool = True) -> dict:
         "history": copy.deepcopy(learner.history.state_dict()),
     }
     if callbacks:
-        state["callbacks"] = {_key(i, c): c.state_dict()
-                              for i, c in enumerate(learner.active_callbacks)}
+        state["callbacks"] = copy.deepcopy({_key(i, c): c.state_dict()
+                                            for i, c in enumerate(learner.active_callbacks)})
     return state
 
 
