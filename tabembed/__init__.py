@@ -24,10 +24,20 @@ _PUBLIC = {
     "Learner": "tabembed.training.learner",
     "TensorBatches": "tabembed.batches",
     "save": "tabembed.persistence",
-    "load": "tabembed.persistence",
 }
 
-__all__ = ["__version__", *_PUBLIC]
+__all__ = ["__version__", "load", *_PUBLIC]
+
+
+def load(path, *, device="auto"):
+    """Load a model written by ``save`` (or an estimator's ``save``): JSON and safetensors
+    only, nothing in the file is executed. See :func:`tabembed.persistence.load`."""
+    # Importing the estimator modules registers every persistable class.
+    import tabembed.estimators
+    import tabembed.recommender  # noqa: F401
+    from tabembed.persistence import load as load_registered
+
+    return load_registered(path, device=device)
 
 
 def __getattr__(name: str):

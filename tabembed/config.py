@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from tabembed.batches import TensorBatches
 from tabembed.training.averaging import EMA, SWA, FastGeometricEnsemble, SnapshotEnsemble
 from tabembed.training.callbacks import EarlyStopping
 from tabembed.training.learner import Learner, TrainingDivergedError, split_learning_rates
@@ -335,7 +336,7 @@ def train(config: TrainingConfig, model: torch.nn.Module, loss: Callable, train_
             callbacks=config.callbacks(), penalty=penalty,
         )
     else:
-        learner.set_train_data(train_data)
+        learner.set_train_data(train_data, batch_size=config.batch_size)
     sample = _loss_sample(learner)
     before = learner.validate(sample)["valid_loss"] if sample is not None else None
     finder, lr = None, config.lr
@@ -357,6 +358,33 @@ def train(config: TrainingConfig, model: torch.nn.Module, loss: Callable, train_
                 "the learning rate (lr='auto' runs the LR finder) or check the inputs")
     return TrainingResult(learner=learner, lr=lr, lr_finder=finder,
                           history=learner.history.to_frame(), stop_reason=learner.stop_reason)
+
+
+def inference_learner(model: torch.nn.Module, loss: Callable, *, output_activation=None,
+                      device="auto", snapshots=()) -> Learner:
+    """A Learner that only predicts (a loaded model): no training data; the mean of the
+    ``snapshots``' predictions when there are some (a snapshot or FGE ensemble)."""
+    empty = tuple(torch.zeros(0) for _ in range(2))
+    learner = Learner(model, loss, TensorBatches(empty), device=device,
+                      output_activation=output_activation)
+    if snapshots:
+        ensemble = SnapshotEnsemble()
+        ensemble.snapshots = list(snapshots)
+        learner.predictor = ensemble
+    return learner
+
+
+def encode_lr(lr):
+    """A learning rate (float, list or slice) as JSON."""
+    if isinstance(lr, slice):
+        return {"slice": [lr.start, lr.stop]}
+    return list(lr) if isinstance(lr, tuple | list) else lr
+
+
+def decode_lr(value):
+    if isinstance(value, dict):
+        return slice(*value["slice"])
+    return tuple(value) if isinstance(value, list) else value
 
 
 def _loss_sample(learner: Learner):

@@ -31,6 +31,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted
 
+from tabembed import persistence
 from tabembed._validation import (
     as_frame,
     check_finite_predictions,
@@ -44,7 +45,10 @@ from tabembed.config import (
     Seeds,
     TrainingConfig,
     auto_batch_size,
+    decode_lr,
     draw_seed,
+    encode_lr,
+    inference_learner,
     isolated_random_state,
     train,
 )
@@ -313,9 +317,58 @@ class _EmbeddingMLP(BaseEstimator):
 
     def save(self, path):
         """Write the fitted estimator to ``path`` (JSON + safetensors; see tabembed.load)."""
-        from tabembed.persistence import save
+        return persistence.save(self, path)
 
-        return save(self, path)
+    def _to_state(self) -> tuple[dict, dict]:
+        if not hasattr(self, "learner_"):
+            raise ValueError(f"this {type(self).__name__} is not fitted yet; call fit before "
+                             "save")
+        predictor = self.learner_.predictor
+        snapshots = [predictor._state(s) for s in predictor.snapshots] if predictor else []
+        meta, tensors = persistence.network_state(self.learner_.model, self.model_kwargs_,
+                                                  snapshots)
+        meta.update({
+            "params": persistence.json_safe(self.get_params()),
+            "preprocessor": self.preprocessor_.to_dict(),
+            "target": persistence.json_safe(self.target_transformer_.to_dict()),
+            "history": self.history_.to_dict(orient="list"),
+            "fitted": {
+                "lr": encode_lr(self.lr_), "n_features_in": int(self.n_features_in_),
+                "n_train_rows": int(self.n_train_rows_),
+                "feature_names_in": (persistence.json_safe(list(self.feature_names_in_))
+                                     if hasattr(self, "feature_names_in_") else None),
+                "seed": self.training_config_.seed,
+                "batch_size": self.training_config_.batch_size,
+            },
+        })
+        return meta, tensors
+
+    @classmethod
+    def _from_state(cls, meta: dict, tensors: dict, *, device="auto"):
+        estimator = cls(**persistence.restore_tuples(cls, meta["params"]))
+        model, kwargs, snapshots = persistence.load_network(meta, tensors, [EntityEmbeddingMLP])
+        estimator.model_, estimator.model_kwargs_ = model, kwargs
+        estimator.preprocessor_ = TabularPreprocessor.from_dict(meta["preprocessor"])
+        estimator.target_transformer_ = TargetTransformer.from_dict(meta["target"])
+        task = estimator.target_transformer_.task_
+        estimator.learner_ = inference_learner(model, loss_for_task(task),
+                                               output_activation=Predictions(task),
+                                               device=device, snapshots=snapshots)
+        fitted = meta["fitted"]
+        estimator.history_ = pd.DataFrame(meta["history"])
+        estimator.lr_ = decode_lr(fitted["lr"])
+        estimator.lr_finder_ = None
+        estimator.n_features_in_ = fitted["n_features_in"]
+        # Files of the first release lack the row count, seed and batch size.
+        estimator.n_train_rows_ = fitted.get("n_train_rows")
+        if fitted["feature_names_in"] is not None:
+            estimator.feature_names_in_ = np.asarray(fitted["feature_names_in"], dtype=object)
+        batch_size = fitted.get("batch_size") or auto_batch_size(fitted.get("n_train_rows") or 0)
+        estimator.training_config_ = TrainingConfig.from_params(
+            estimator.get_params(), seed=fitted.get("seed", 0), auto={"batch_size": batch_size})
+        if task != "regression" and hasattr(estimator, "predict_proba"):
+            estimator.classes_ = estimator.target_transformer_.classes_
+        return estimator
 
     # ------------------------------------------------------------ predicting
 
@@ -341,6 +394,7 @@ def _tensors(preprocessor, target, frame, y_values) -> tuple[torch.Tensor, ...]:
     return codes, continuous, torch.as_tensor(encoded, dtype=dtype)
 
 
+@persistence.persistable
 class EmbeddingMLPClassifier(ClassifierMixin, _EmbeddingMLP):
     """Entity-embedding MLP classifier: binary, multiclass or multi-label.
 
@@ -443,6 +497,7 @@ class EmbeddingMLPClassifier(ClassifierMixin, _EmbeddingMLP):
         return tags
 
 
+@persistence.persistable
 class EmbeddingMLPRegressor(RegressorMixin, _EmbeddingMLP):
     """Entity-embedding MLP regressor.
 
@@ -534,6 +589,7 @@ class EmbeddingMLPRegressor(RegressorMixin, _EmbeddingMLP):
         return check_finite_predictions(decoded.ravel() if decoded.shape[1] == 1 else decoded)
 
 
+@persistence.persistable
 class EntityEmbeddingTransformer(TransformerMixin, BaseEstimator):
     """Replace categorical columns by the embedding vectors an MLP learned for them.
 
@@ -654,9 +710,30 @@ continuous_scaling, continuous_encoding, n_bins, device, random_state, verbose :
 
     def save(self, path):
         """Write the fitted estimator to ``path`` (JSON + safetensors; see tabembed.load)."""
-        from tabembed.persistence import save
+        return persistence.save(self, path)
 
-        return save(self, path)
+    def _to_state(self) -> tuple[dict, dict]:
+        if not hasattr(self, "estimator_"):
+            raise ValueError("this EntityEmbeddingTransformer is not fitted yet; call fit "
+                             "before save")
+        meta, tensors = self.estimator_._to_state()
+        return {"params": persistence.json_safe(self.get_params()),
+                "inner_class": type(self.estimator_).__name__, "inner": meta}, tensors
+
+    @classmethod
+    def _from_state(cls, meta: dict, tensors: dict, *, device="auto"):
+        inner = {"EmbeddingMLPClassifier": EmbeddingMLPClassifier,
+                 "EmbeddingMLPRegressor": EmbeddingMLPRegressor}.get(meta["inner_class"])
+        if inner is None:
+            raise ValueError(f"unknown inner estimator {meta['inner_class']!r} in the file")
+        transformer = cls(**persistence.restore_tuples(cls, meta["params"]))
+        # The first release kept the inner estimator's state beside the transformer's.
+        inner_meta = meta.get("inner") or {**meta, "params": meta["inner_params"]}
+        transformer.estimator_ = inner._from_state(inner_meta, tensors, device=device)
+        transformer.n_features_in_ = transformer.estimator_.n_features_in_
+        if hasattr(transformer.estimator_, "feature_names_in_"):
+            transformer.feature_names_in_ = transformer.estimator_.feature_names_in_
+        return transformer
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         check_is_fitted(self, "estimator_")

@@ -9,6 +9,7 @@ it scores every item for one user from the stored user and item features.
 
 from __future__ import annotations
 
+import io
 import warnings
 
 import numpy as np
@@ -18,6 +19,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.exceptions import DataConversionWarning
 from sklearn.utils.validation import check_is_fitted
 
+from tabembed import persistence
 from tabembed._validation import (
     as_frame,
     check_finite_predictions,
@@ -30,7 +32,10 @@ from tabembed.config import (
     RECOMMENDER_DEFAULTS,
     Seeds,
     TrainingConfig,
+    decode_lr,
     draw_seed,
+    encode_lr,
+    inference_learner,
     isolated_random_state,
     train,
 )
@@ -58,6 +63,22 @@ def flatten(output: torch.Tensor) -> torch.Tensor:
     return output.reshape(-1)
 
 
+def _table_to_json(table: pd.DataFrame) -> dict:
+    """A feature table (indexed by id) as JSON lists: column names of any type survive."""
+    return {"index": persistence.json_safe(table.index.tolist()),
+            "columns": [[persistence.json_safe(c), persistence.json_safe(
+                table[c].astype(object).where(table[c].notna(), None).tolist())]
+                for c in table.columns]}
+
+
+def _table_from_json(state, index_name) -> pd.DataFrame:
+    if isinstance(state, str):      # the first release's pandas "table" JSON
+        return pd.read_json(io.StringIO(state), orient="table").set_index(index_name)
+    table = pd.DataFrame({name: values for name, values in state["columns"]},
+                         index=pd.Index(state["index"], name=index_name))
+    return table.infer_objects()
+
+
 def _check_k(k) -> int:
     if not (isinstance(k, int | np.integer) and not isinstance(k, bool) and k >= 1):
         raise ValueError(f"k must be a positive integer (how many items to return), got {k!r}")
@@ -78,6 +99,7 @@ def _ratings(y, n_rows: int) -> np.ndarray:
     return ratings
 
 
+@persistence.persistable
 class EmbeddingRecommender(RegressorMixin, BaseEstimator):
     """Collaborative filtering with entity embeddings (dot-bias or neural CF).
 
@@ -281,9 +303,59 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
 
     def save(self, path):
         """Write the fitted recommender to ``path`` (JSON + safetensors; see tabembed.load)."""
-        from tabembed.persistence import save
+        return persistence.save(self, path)
 
-        return save(self, path)
+    def _to_state(self) -> tuple[dict, dict]:
+        if not hasattr(self, "learner_"):
+            raise ValueError("this EmbeddingRecommender is not fitted yet; call fit before save")
+        meta, tensors = persistence.network_state(self.learner_.model, self.model_kwargs_)
+        tensors["seen_users"] = torch.from_numpy(np.ascontiguousarray(self.seen_users_))
+        tensors["seen_items"] = torch.from_numpy(np.ascontiguousarray(self.seen_items_))
+        meta.update({
+            "params": persistence.json_safe(self.get_params()),
+            "preprocessor": self.preprocessor_.to_dict(),
+            "history": self.history_.to_dict(orient="list"),
+            "fitted": {"lr": encode_lr(self.lr_), "n_features_in": int(self.n_features_in_),
+                       "feature_names_in": persistence.json_safe(list(self.feature_names_in_)),
+                       "seed": self.training_config_.seed,
+                       "batch_size": self.training_config_.batch_size},
+            "recommender": {
+                "rating_range": list(self.rating_range_),
+                "user_features": self.user_features_, "item_features": self.item_features_,
+                "context_features": self.context_features_,
+                "user_table": _table_to_json(self._user_table),
+                "item_table": _table_to_json(self._item_table),
+            },
+        })
+        return meta, tensors
+
+    @classmethod
+    def _from_state(cls, meta: dict, tensors: dict, *, device="auto"):
+        recommender = cls(**persistence.restore_tuples(cls, meta["params"]))
+        model, kwargs, _ = persistence.load_network(meta, tensors, [DotBias, NeuralCF])
+        recommender.model_, recommender.model_kwargs_ = model, kwargs
+        recommender.preprocessor_ = TabularPreprocessor.from_dict(meta["preprocessor"])
+        recommender.learner_ = inference_learner(model, loss_for_task("regression"),
+                                                 output_activation=flatten, device=device)
+        fitted, extra = meta["fitted"], meta["recommender"]
+        recommender.history_ = pd.DataFrame(meta["history"])
+        recommender.lr_ = decode_lr(fitted["lr"])
+        recommender.n_features_in_ = fitted["n_features_in"]
+        recommender.feature_names_in_ = np.asarray(fitted["feature_names_in"], dtype=object)
+        auto = {**RECOMMENDER_AUTO[recommender.model]}
+        if fitted.get("batch_size"):
+            auto["batch_size"] = fitted["batch_size"]
+        recommender.training_config_ = TrainingConfig.from_params(
+            recommender.get_params(), seed=fitted.get("seed", 0), auto=auto)
+        recommender.rating_range_ = tuple(extra["rating_range"])
+        recommender.user_features_ = list(extra["user_features"])
+        recommender.item_features_ = list(extra["item_features"])
+        recommender.context_features_ = list(extra["context_features"])
+        recommender._user_table = _table_from_json(extra["user_table"], recommender.user_column)
+        recommender._item_table = _table_from_json(extra["item_table"], recommender.item_column)
+        recommender.seen_users_ = tensors["seen_users"].numpy()
+        recommender.seen_items_ = tensors["seen_items"].numpy()
+        return recommender
 
     # ------------------------------------------------------------ predicting
 

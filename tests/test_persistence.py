@@ -147,3 +147,25 @@ def test_piecewise_linear_model_round_trip(classification, tmp_path):
     assert model.model_kwargs_["continuous_bins"] is not None
     loaded = tabembed.load(model.save(tmp_path / "ple.tabembed"))
     np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
+
+
+def test_files_of_the_first_release_still_load():
+    """Model files written by tabembed's first release (tests/data/release1, made by it)."""
+    folder = Path(__file__).resolve().parent / "data" / "release1"
+    X = pd.read_csv(folder / "X.csv")
+    for column in ("cat_0", "cat_1"):
+        X[column] = X[column].astype("category")
+    classifier = tabembed.load(folder / "classifier.tabembed")
+    assert classifier.learner_.predictor is not None      # a snapshot ensemble
+    np.testing.assert_allclose(classifier.predict_proba(X),
+                               np.load(folder / "classifier_proba.npy"), rtol=1e-5)
+    transformer = tabembed.load(folder / "transformer.tabembed")
+    np.testing.assert_allclose(transformer.transform(X), np.load(folder / "transformer.npy"),
+                               rtol=1e-5)
+    ratings = pd.read_csv(folder / "ratings.csv")
+    recommender = tabembed.load(folder / "recommender.tabembed")
+    np.testing.assert_allclose(recommender.predict(ratings), np.load(folder / "recommender.npy"),
+                               rtol=1e-5)
+    expected = pd.read_csv(folder / "recommend_3.csv")
+    top = recommender.recommend(3, k=3)
+    assert top["item"].tolist() == expected["item"].tolist()

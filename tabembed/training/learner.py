@@ -287,10 +287,12 @@ class Learner:
         self.stop_training, self.stop_reason = True, reason
         self.stop_now = self.stop_now or immediately
 
-    def set_train_data(self, data) -> None:
-        """Train on other data from now on (``warm_start``, ``partial_fit``), same batch size."""
-        batches = as_batches(data, batch_size=getattr(self.train_data, "batch_size", 256),
-                             shuffle=True)
+    def set_train_data(self, data, *, batch_size: int | None = None) -> None:
+        """Train on other data from now on (``warm_start``, ``partial_fit``); tensors are
+        batched by ``batch_size`` (default: the current source's)."""
+        if batch_size is None:
+            batch_size = getattr(self.train_data, "batch_size", 256)
+        batches = as_batches(data, batch_size=batch_size, shuffle=True)
         if isinstance(batches, TensorBatches) and isinstance(self.train_data, TensorBatches):
             batches.generator = self.train_data.generator   # one random stream per learner
         self.train_data = batches.to(self.device)
