@@ -19,7 +19,7 @@ def layer_groups(model: nn.Module) -> list[nn.Module]:
 def parameter_groups(
     model: nn.Module,
     *,
-    lr=1e-3,
+    lr,
     weight_decay: float = 0.0,
     decay_embeddings: bool = True,
 ) -> list[dict]:
