@@ -14,6 +14,7 @@ __all__ = [
     "as_frame",
     "check_finite_predictions",
     "check_rows",
+    "check_sample_weight",
     "frame_for_prediction",
     "has_feature_names",
     "require_target",
@@ -114,3 +115,23 @@ def check_finite_predictions(values: np.ndarray) -> np.ndarray:
             f"the network's output is not finite for {len(rows)} row(s) (first: row "
             f"{rows[0]}); their inputs are far outside the training data's range: check them")
     return values
+
+
+def check_sample_weight(sample_weight, n_rows: int) -> np.ndarray:
+    """Sample weights as float64 ``[n_rows]``: finite, non-negative, not all zero."""
+    if isinstance(sample_weight, int | float | np.number) and not isinstance(sample_weight, bool):
+        sample_weight = np.full(n_rows, float(sample_weight))
+    weights = np.asarray(sample_weight)
+    if weights.ndim != 1 or len(weights) != n_rows:
+        raise ValueError(f"sample_weight.shape == {weights.shape}, expected ({n_rows},): one "
+                         "weight per row")
+    try:
+        weights = weights.astype(np.float64)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"sample_weight must be numbers: {error}") from error
+    if not np.isfinite(weights).all() or (weights < 0).any():
+        raise ValueError("sample_weight must be finite and non-negative; "
+                         f"got {weights[~np.isfinite(weights) | (weights < 0)][:3].tolist()}")
+    if not weights.sum() > 0:
+        raise ValueError("sample_weight sums to zero: at least one row must have weight")
+    return weights

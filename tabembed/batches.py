@@ -1,7 +1,8 @@
 """Batch sources: what the training loop iterates over.
 
 A batch source is any object with ``__iter__`` (one pass, yielding tuples of
-tensors: the model's inputs, then the target when ``has_target``), ``__len__``
+tensors: the model's inputs, then the target when ``has_target``, then per-row
+sample weights when ``has_weight``), ``__len__``
 (batches per pass), ``has_target``, ``to(device)``, and ``state_dict()`` /
 ``load_state_dict()`` for exact resumption. :class:`TensorBatches` serves data
 already in memory; a Parquet stream or a process shard implements the same
@@ -15,7 +16,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["BatchSource", "TensorBatches", "as_batches"]
+__all__ = ["BatchSource", "TensorBatches", "as_batches", "split_batch"]
 
 
 @runtime_checkable
@@ -40,7 +41,8 @@ class TensorBatches:
     Parameters
     ----------
     tensors : sequence of Tensor
-        Same first dimension; the last is the target when ``has_target``.
+        Same first dimension: the inputs, then the target when ``has_target``,
+        then the sample weights when ``has_weight``.
     batch_size : int
     shuffle : bool
         Draw a new permutation each pass (training); keep order otherwise.
@@ -49,7 +51,8 @@ class TensorBatches:
     """
 
     def __init__(self, tensors: Sequence[torch.Tensor], *, batch_size: int = 256,
-                 shuffle: bool = False, has_target: bool = True, random_state: int | None = None):
+                 shuffle: bool = False, has_target: bool = True, has_weight: bool = False,
+                 random_state: int | None = None):
         tensors = tuple(tensors)
         if not tensors:
             raise ValueError("TensorBatches needs at least one tensor")
@@ -62,6 +65,7 @@ class TensorBatches:
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.has_target = has_target
+        self.has_weight = has_weight
         self.generator = torch.Generator()
         self.generator.manual_seed(random_state if random_state is not None
                                    else int(torch.randint(0, 2**62, (1,)).item()))
@@ -93,7 +97,8 @@ class TensorBatches:
         if all(t.device == torch.device(device) for t in self.tensors):
             return self
         moved = TensorBatches([t.to(device) for t in self.tensors], batch_size=self.batch_size,
-                              shuffle=self.shuffle, has_target=self.has_target)
+                              shuffle=self.shuffle, has_target=self.has_target,
+                              has_weight=self.has_weight)
         moved.generator = self.generator   # the same random stream, wherever the data lives
         return moved
 
@@ -105,10 +110,20 @@ class TensorBatches:
 
 
 def as_batches(data, *, batch_size: int, shuffle: bool = False,
-               has_target: bool = True) -> BatchSource:
+               has_target: bool = True, has_weight: bool = False) -> BatchSource:
     """A batch source from a batch source (unchanged) or a tuple of tensors."""
     if isinstance(data, BatchSource):
         return data
     if isinstance(data, torch.Tensor):
         data = (data,)
-    return TensorBatches(data, batch_size=batch_size, shuffle=shuffle, has_target=has_target)
+    return TensorBatches(data, batch_size=batch_size, shuffle=shuffle, has_target=has_target,
+                         has_weight=has_weight)
+
+
+def split_batch(batch: tuple, source) -> tuple[tuple, torch.Tensor | None, torch.Tensor | None]:
+    """``(inputs, target, weight)`` of a batch from ``source`` (missing parts are None)."""
+    weight = batch[-1] if getattr(source, "has_weight", False) else None
+    rest = batch[:-1] if weight is not None else batch
+    if source.has_target:
+        return tuple(rest[:-1]), rest[-1], weight
+    return tuple(rest), None, weight

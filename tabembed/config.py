@@ -25,7 +25,12 @@ import torch
 from tabembed.batches import TensorBatches
 from tabembed.training.averaging import EMA, SWA, FastGeometricEnsemble, SnapshotEnsemble
 from tabembed.training.callbacks import EarlyStopping
-from tabembed.training.learner import Learner, TrainingDivergedError, split_learning_rates
+from tabembed.training.learner import (
+    EVALUATION_BATCH_SIZE,
+    Learner,
+    TrainingDivergedError,
+    split_learning_rates,
+)
 from tabembed.training.lr_finder import LRFinderResult
 from tabembed.training.schedules import SGDR, Schedule, get_schedule
 
@@ -348,6 +353,17 @@ def train(config: TrainingConfig, model: torch.nn.Module, loss: Callable, train_
                 f"{len(finder.lrs)} steps of its sweep from {finder.lrs[:1]}; pass a small "
                 "fixed lr (e.g. lr=1e-4) and check the inputs for extreme values")
         lr = finder.suggestions[config.lr_finder]
+        finder.used = lr
+    if config.verbose >= 2:
+        print(f"training configuration: {config}", flush=True)
+        if finder is not None:
+            print("LR finder suggestions: " + ", ".join(
+                f"{name} {rate:.2e}" for name, rate in finder.suggestions.items()), flush=True)
+    if config.verbose:
+        source = (f"the LR finder's {config.lr_finder!r} suggestion" if finder is not None
+                  else "given")
+        print(f"learning rate {_format_lr(lr)} ({source}); {config.epochs} epochs of "
+              f"{type(config.schedule).__name__}, batch size {config.batch_size}", flush=True)
     learner.fit(config.epochs, lr, schedule=config.schedule)
     if sample is not None:
         after = learner.validate(sample)["valid_loss"]
@@ -358,6 +374,20 @@ def train(config: TrainingConfig, model: torch.nn.Module, loss: Callable, train_
                 "the learning rate (lr='auto' runs the LR finder) or check the inputs")
     return TrainingResult(learner=learner, lr=lr, lr_finder=finder,
                           history=learner.history.to_frame(), stop_reason=learner.stop_reason)
+
+
+def row_batches(tensors, rows, weights=None, *, batch_size: int = EVALUATION_BATCH_SIZE,
+                shuffle: bool = False) -> TensorBatches:
+    """The ``rows`` of ``tensors`` (plus their sample ``weights``, if any) as a batch source.
+
+    Its order is seeded by the Learner at each fit (``random_state=0`` here only
+    keeps torch's global generator untouched).
+    """
+    chosen = [t[rows] for t in tensors]
+    if weights is not None:
+        chosen.append(torch.as_tensor(np.asarray(weights)[rows], dtype=torch.float32))
+    return TensorBatches(chosen, batch_size=batch_size, shuffle=shuffle,
+                         has_weight=weights is not None, random_state=0)
 
 
 def inference_learner(model: torch.nn.Module, loss: Callable, *, output_activation=None,
@@ -387,9 +417,18 @@ def decode_lr(value):
     return tuple(value) if isinstance(value, list) else value
 
 
+def _format_lr(lr) -> str:
+    if isinstance(lr, slice):
+        return f"slice({lr.start:.2e}, {lr.stop:.2e})"
+    if isinstance(lr, tuple | list):
+        return "[" + ", ".join(f"{r:.2e}" for r in lr) + "]"
+    return f"{lr:.2e}"
+
+
 def _loss_sample(learner: Learner):
     """Up to a few thousand training rows to compare the loss before and after training."""
-    tensors = getattr(learner.train_data, "tensors", None)
-    if tensors is None or learner.train_data.n_rows == 0:
+    source = learner.train_data
+    if not isinstance(source, TensorBatches) or source.n_rows == 0:
         return None
-    return tuple(t[:_DIVERGENCE_SAMPLE] for t in tensors)
+    return TensorBatches([t[:_DIVERGENCE_SAMPLE] for t in source.tensors],
+                         batch_size=_DIVERGENCE_SAMPLE, has_weight=source.has_weight)

@@ -28,6 +28,7 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, TransformerMixin
 from sklearn.exceptions import DataConversionWarning
 from sklearn.model_selection import train_test_split
+from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted
 
@@ -36,11 +37,13 @@ from tabembed._validation import (
     as_frame,
     check_finite_predictions,
     check_rows,
+    check_sample_weight,
     frame_for_prediction,
     has_feature_names,
     require_target,
 )
 from tabembed.config import (
+    EVALUATION_BATCH_SIZE,
     MLP_DEFAULTS,
     Seeds,
     TrainingConfig,
@@ -50,8 +53,10 @@ from tabembed.config import (
     encode_lr,
     inference_learner,
     isolated_random_state,
+    row_batches,
     train,
 )
+from tabembed.metrics import task_metrics
 from tabembed.models import EntityEmbeddingMLP, loss_for_task, predictions_from_output
 from tabembed.models.tabular import DEFAULT_DROPOUT, DEFAULT_EMBEDDING_DROPOUT, DEFAULT_HIDDEN
 from tabembed.preprocessing import TabularPreprocessor
@@ -169,11 +174,24 @@ class _EmbeddingMLP(BaseEstimator):
     def _target_transformer(self) -> TargetTransformer:
         raise NotImplementedError
 
-    def fit(self, X, y):
-        """Fit the preprocessor, the target encoding and the network on ``(X, y)``."""
-        return self._fit(X, y)
+    def fit(self, X, y, sample_weight=None, *, eval_set=None):
+        """Fit the preprocessor, the target encoding and the network on ``(X, y)``.
 
-    def _fit(self, X, y, *, classes=None, incremental=False):
+        Parameters
+        ----------
+        X : DataFrame, pyarrow Table or 2-D array
+        y : array-like
+        sample_weight : array-like of shape (n_samples,), optional
+            Per-row weights of the training loss and of the validation loss and metrics.
+        eval_set : (X_val, y_val) or (X_val, y_val, sample_weight_val), optional
+            Validation data scored after every epoch (loss and metrics in
+            ``history_``), and the data early stopping watches instead of a
+            random ``validation_fraction`` of ``X``.
+        """
+        return self._fit(X, y, sample_weight=sample_weight, eval_set=eval_set)
+
+    def _fit(self, X, y, *, sample_weight=None, eval_set=None, classes=None,
+             incremental=False):
         """Build everything, train, and only then replace the fitted state.
 
         ``incremental`` (``partial_fit``): one epoch; later calls continue at a
@@ -181,7 +199,8 @@ class _EmbeddingMLP(BaseEstimator):
         fitted state as it was.
         """
         if (incremental or self.warm_start) and hasattr(self, "learner_"):
-            return self._continue(X, y, incremental=incremental)
+            return self._continue(X, y, sample_weight=sample_weight, eval_set=eval_set,
+                                  incremental=incremental)
         self._check_encoding()
         seed = draw_seed(self.random_state)
         seeds = Seeds.from_seed(seed)
@@ -195,20 +214,31 @@ class _EmbeddingMLP(BaseEstimator):
         # partial_fit may name every class up front, before a batch shows them all.
         target = self._target_transformer().fit(
             y_values if classes is None else np.asarray(classes))
-        train_rows, valid_rows = self._split(len(frame), y_values, target.task_, seeds.split)
+        weights = self._row_weights(sample_weight, y_values, target, len(frame))
+        if eval_set is None:
+            train_rows, valid_rows = self._split(len(frame), y_values, target.task_, seeds.split)
+        else:
+            train_rows, valid_rows = np.arange(len(frame)), None
         config = TrainingConfig.from_params(
             self.get_params(), seed=seed, auto={"batch_size": auto_batch_size(len(train_rows))})
         if incremental:
             config = config.replace(epochs=1)
         tensors = _tensors(preprocessor, target, frame, y_values)
-        train_tensors = tuple(t[train_rows] for t in tensors)
-        valid = tuple(t[valid_rows] for t in tensors) if valid_rows is not None else None
+        train_data = row_batches(tensors, train_rows, weights, batch_size=config.batch_size,
+                              shuffle=True)
+        if eval_set is not None:
+            valid = self._eval_data(eval_set, preprocessor, target)
+        elif valid_rows is not None:
+            valid = row_batches(tensors, valid_rows, weights, batch_size=EVALUATION_BATCH_SIZE)
+        else:
+            valid = None
         model_kwargs = self._model_kwargs(preprocessor, target, len(train_rows), y_values)
         with isolated_random_state():
             torch.manual_seed(seeds.init)
             model = EntityEmbeddingMLP(**model_kwargs)
-            result = train(config, model, loss_for_task(target.task_), train_tensors, valid,
-                           output_activation=Predictions(target.task_))
+            result = train(config, model, loss_for_task(target.task_), train_data, valid,
+                           output_activation=Predictions(target.task_),
+                           metrics=_metrics(target))
         self.preprocessor_, self.target_transformer_ = preprocessor, target
         self.model_, self.model_kwargs_ = model, model_kwargs
         self.n_features_in_ = frame.shape[1]
@@ -220,7 +250,7 @@ class _EmbeddingMLP(BaseEstimator):
         self._set_result(config, result)
         return self
 
-    def _continue(self, X, y, *, incremental: bool):
+    def _continue(self, X, y, *, sample_weight, eval_set, incremental: bool):
         """Train the fitted network on more data with the fitted encoders.
 
         ``warm_start``: ``epochs`` more epochs as the parameters say.
@@ -228,7 +258,9 @@ class _EmbeddingMLP(BaseEstimator):
         """
         frame = frame_for_prediction(self, X)
         y_values = self._check_target(y, len(frame))
-        tensors = _tensors(self.preprocessor_, self.target_transformer_, frame, y_values)
+        target = self.target_transformer_
+        weights = self._row_weights(sample_weight, y_values, target, len(frame))
+        tensors = _tensors(self.preprocessor_, target, frame, y_values)
         if incremental:
             lr = self.lr_
             lr = tuple(r / 10 for r in lr) if isinstance(lr, tuple | list) else lr / 10
@@ -238,12 +270,47 @@ class _EmbeddingMLP(BaseEstimator):
             config = TrainingConfig.from_params(
                 self.get_params(), seed=draw_seed(self.random_state),
                 auto={"batch_size": self.training_config_.batch_size})
-        with rollback_on_failure(self.learner_), isolated_random_state():
-            result = train(config, self.model_, loss_for_task(self.task_), tensors,
-                           learner=self.learner_)
+        train_data = row_batches(tensors, np.arange(len(frame)), weights,
+                              batch_size=config.batch_size, shuffle=True)
+        learner = self.learner_
+        with rollback_on_failure(learner), isolated_random_state():
+            if eval_set is not None:
+                learner.valid_data = self._eval_data(eval_set, self.preprocessor_, target)
+            result = train(config, self.model_, loss_for_task(self.task_), train_data,
+                           learner=learner)
         self.n_train_rows_ = len(frame)
         self._set_result(config, result)
         return self
+
+    def _row_weights(self, sample_weight, y_values, target, n_rows: int):
+        """Per-row weights from ``sample_weight`` (and the classifier's ``class_weight``);
+        None when every row weighs the same, which changes nothing."""
+        weights = None if sample_weight is None else check_sample_weight(sample_weight, n_rows)
+        factors = self._class_factors(y_values, target)
+        if factors is not None:
+            weights = factors if weights is None else weights * factors
+        if weights is None or np.all(weights == weights[0]):
+            return None
+        return weights
+
+    def _class_factors(self, y_values, target):
+        return None
+
+    def _eval_data(self, eval_set, preprocessor, target):
+        """Validation batches from ``(X_val, y_val[, sample_weight_val])``."""
+        if isinstance(eval_set, list) and len(eval_set) == 1:
+            eval_set = eval_set[0]     # LightGBM's form: a list of one (X, y) pair
+        if not (isinstance(eval_set, tuple | list) and len(eval_set) in (2, 3)):
+            raise ValueError("eval_set must be (X_val, y_val) or (X_val, y_val, "
+                             f"sample_weight_val), got {type(eval_set).__name__}")
+        X_val, y_val, *weight = eval_set
+        frame = as_frame(X_val, preprocessor.feature_names_in_)
+        check_rows(frame)
+        y_values = self._check_target(y_val, len(frame))
+        weights = check_sample_weight(weight[0], len(frame)) if weight else None
+        tensors = _tensors(preprocessor, target, frame, y_values)
+        return row_batches(tensors, np.arange(len(frame)), weights,
+                        batch_size=EVALUATION_BATCH_SIZE)
 
     def _set_result(self, config: TrainingConfig, result) -> None:
         self.training_config_ = config
@@ -309,11 +376,11 @@ class _EmbeddingMLP(BaseEstimator):
     def _y_range(self, target, y_values):
         return None
 
-    def _partial_fit(self, X, y, classes=None):
+    def _partial_fit(self, X, y, classes=None, sample_weight=None):
         """One epoch on ``(X, y)``: the first call fits the encoders (on ``classes`` if
         given, else on this batch's labels); later calls continue at a tenth of the
         first call's learning rate."""
-        return self._fit(X, y, classes=classes, incremental=True)
+        return self._fit(X, y, classes=classes, sample_weight=sample_weight, incremental=True)
 
     def save(self, path):
         """Write the fitted estimator to ``path`` (JSON + safetensors; see tabembed.load)."""
@@ -394,6 +461,12 @@ def _tensors(preprocessor, target, frame, y_values) -> tuple[torch.Tensor, ...]:
     return codes, continuous, torch.as_tensor(encoded, dtype=dtype)
 
 
+def _metrics(target: TargetTransformer) -> dict:
+    """The per-epoch validation metrics of the target's task, in its own units."""
+    decode = target.inverse_transform if target.task_ == "regression" else None
+    return task_metrics(target.task_, Predictions(target.task_), decode)
+
+
 @persistence.persistable
 class EmbeddingMLPClassifier(ClassifierMixin, _EmbeddingMLP):
     """Entity-embedding MLP classifier: binary, multiclass or multi-label.
@@ -440,8 +513,17 @@ class EmbeddingMLPClassifier(ClassifierMixin, _EmbeddingMLP):
     random_state : int, optional
         Same seed, same predictions (on CPU).
     verbose : int
+        0: silent. 1: a progress bar (a widget or text in notebooks), the
+        learning rate chosen, and a table with one row per epoch (losses,
+        validation metrics, rate, seconds; HTML in notebooks), and why training
+        stopped early. 2: also the LR finder's suggestions and the training
+        configuration.
     warm_start : bool
         Further ``fit`` calls continue training the fitted network.
+    class_weight : None, "balanced" or dict
+        Multiplies each row's weight in the loss by its class's weight;
+        ``"balanced"`` uses ``n_samples / (n_classes * count(class))`` as
+        scikit-learn does. Combines with ``fit(..., sample_weight=...)``.
 
     Attributes
     ----------
@@ -450,7 +532,9 @@ class EmbeddingMLPClassifier(ClassifierMixin, _EmbeddingMLP):
     model_ : EntityEmbeddingMLP
     learner_ : Learner
     history_ : DataFrame
-        One row per epoch: losses, metrics, learning rate, time.
+        One row per epoch: training loss, and with validation data
+        (``eval_set`` or ``early_stopping``) the validation loss (the log loss),
+        accuracy and AUC; learning rate; seconds.
     lr_ : float, tuple or slice
         The peak learning rate used (the LR finder's choice with ``lr="auto"``).
     lr_finder_ : LRFinderResult or None
@@ -459,21 +543,98 @@ class EmbeddingMLPClassifier(ClassifierMixin, _EmbeddingMLP):
         The validated training configuration of the last fit.
     """
 
+    def __init__(
+        self,
+        *,
+        cat_names=None,
+        cont_names=None,
+        date_names=None,
+        hidden=DEFAULT_HIDDEN,
+        dropout=DEFAULT_DROPOUT,
+        embedding_dropout=DEFAULT_EMBEDDING_DROPOUT,
+        epochs=_D.epochs,
+        batch_size=_D.batch_size,
+        lr=_D.lr,
+        schedule=_D.schedule,
+        cycle_len=_D.cycle_len,
+        cycle_mult=_D.cycle_mult,
+        averaging=_D.averaging,
+        ema_decay=_D.ema_decay,
+        swa_start=_D.swa_start,
+        swa_lr=_D.swa_lr,
+        weight_decay=_D.weight_decay,
+        early_stopping=False,
+        validation_fraction=_D.validation_fraction,
+        patience=_D.patience,
+        min_frequency=None,
+        continuous_scaling="standard",
+        continuous_encoding="auto",
+        n_bins=48,
+        device="auto",
+        random_state=None,
+        verbose=0,
+        warm_start=False,
+        class_weight=None,
+    ):
+        # scikit-learn reads parameters from this signature, so it lists them all.
+        super().__init__(
+            cat_names=cat_names, cont_names=cont_names, date_names=date_names, hidden=hidden,
+            dropout=dropout, embedding_dropout=embedding_dropout, epochs=epochs,
+            batch_size=batch_size, lr=lr, schedule=schedule, cycle_len=cycle_len,
+            cycle_mult=cycle_mult, averaging=averaging, ema_decay=ema_decay,
+            swa_start=swa_start, swa_lr=swa_lr, weight_decay=weight_decay,
+            early_stopping=early_stopping, validation_fraction=validation_fraction,
+            patience=patience, min_frequency=min_frequency,
+            continuous_scaling=continuous_scaling, continuous_encoding=continuous_encoding,
+            n_bins=n_bins, device=device,
+            random_state=random_state, verbose=verbose, warm_start=warm_start,
+        )
+        self.class_weight = class_weight
+
     def _target_transformer(self) -> TargetTransformer:
         return TargetTransformer(task="auto")
 
-    def fit(self, X, y):
+    def _class_factors(self, y_values, target):
+        """``class_weight`` as one factor per row (scikit-learn's "balanced" rule)."""
+        if self.class_weight is None:
+            return None
+        if target.task_ == "multilabel":
+            raise ValueError("class_weight applies to binary and multiclass targets, not "
+                             "multi-label ones; pass sample_weight instead")
+        labels = np.asarray(y_values)
+        classes = np.asarray(target.classes_)
+        if isinstance(self.class_weight, str):
+            if self.class_weight != "balanced":
+                raise ValueError(f"class_weight must be None, 'balanced' or a dict "
+                                 f"{{class: weight}}, got {self.class_weight!r}")
+            present = np.unique(labels)
+            factors = compute_class_weight("balanced", classes=present, y=labels)
+            table = dict(zip(present.tolist(), factors))
+        elif isinstance(self.class_weight, dict):
+            unknown = [c for c in self.class_weight if c not in set(classes.tolist())]
+            if unknown:
+                raise ValueError(f"class_weight names classes {unknown} that are not in y "
+                                 f"(classes: {classes.tolist()})")
+            table = {c: float(self.class_weight.get(c, 1.0)) for c in classes.tolist()}
+        else:
+            raise ValueError(f"class_weight must be None, 'balanced' or a dict "
+                             f"{{class: weight}}, got {self.class_weight!r}")
+        return pd.Series(labels).map(table).fillna(1.0).to_numpy(dtype=np.float64)
+
+    def fit(self, X, y, sample_weight=None, *, eval_set=None):
         require_target(self, y)
         if not is_label_sets(y):
             TargetTransformer.check_values(y)
             check_classification_targets(y)
-        super().fit(X, y)
+        super().fit(X, y, sample_weight=sample_weight, eval_set=eval_set)
         self.classes_ = self.target_transformer_.classes_
         return self
 
-    def partial_fit(self, X, y, classes=None):
+    fit.__doc__ = _EmbeddingMLP.fit.__doc__
+
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
         """One more epoch on ``(X, y)``; ``classes`` lists every label (first call)."""
-        self._partial_fit(X, y, classes=classes)
+        self._partial_fit(X, y, classes=classes, sample_weight=sample_weight)
         self.classes_ = self.target_transformer_.classes_
         return self
 
@@ -579,9 +740,9 @@ class EmbeddingMLPRegressor(RegressorMixin, _EmbeddingMLP):
         encoded = target.transform(np.array([low, high], dtype=float))
         return float(encoded[0]), float(encoded[1])
 
-    def partial_fit(self, X, y):
+    def partial_fit(self, X, y, sample_weight=None):
         """One more epoch on ``(X, y)``; the first call fits the encoders on this batch."""
-        return self._partial_fit(X, y)
+        return self._partial_fit(X, y, sample_weight=sample_weight)
 
     def predict(self, X) -> np.ndarray:
         values = self._predict_raw(X)
@@ -607,8 +768,10 @@ class EntityEmbeddingTransformer(TransformerMixin, BaseEstimator):
     cat_names, cont_names, date_names, hidden, dropout, embedding_dropout, epochs, \
 batch_size, lr, schedule, cycle_len, cycle_mult, averaging, ema_decay, swa_start, swa_lr, \
 weight_decay, early_stopping, validation_fraction, patience, min_frequency, \
-continuous_scaling, continuous_encoding, n_bins, device, random_state, verbose :
-        Those of :class:`EmbeddingMLPClassifier`, passed to the network it trains.
+continuous_scaling, continuous_encoding, n_bins, device, random_state, verbose, \
+class_weight :
+        Those of :class:`EmbeddingMLPClassifier`, passed to the network it trains
+        (``class_weight`` for classification only).
 
     Attributes
     ----------
@@ -647,6 +810,7 @@ continuous_scaling, continuous_encoding, n_bins, device, random_state, verbose :
         device="auto",
         random_state=None,
         verbose=0,
+        class_weight=None,
     ):
         self.task = task
         self.cat_names = cat_names
@@ -676,8 +840,11 @@ continuous_scaling, continuous_encoding, n_bins, device, random_state, verbose :
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
+        self.class_weight = class_weight
 
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None, *, eval_set=None):
+        """Train the network (see ``EmbeddingMLPClassifier.fit``) whose embeddings
+        ``transform`` returns."""
         require_target(self, y)
         if self.task not in ("auto", "classification", "regression"):
             raise ValueError(f"task must be 'auto', 'classification' or 'regression', "
@@ -688,7 +855,12 @@ continuous_scaling, continuous_encoding, n_bins, device, random_state, verbose :
             task = "classification" if kind in ("binary", "multiclass") else "regression"
         options = {k: v for k, v in self.get_params().items() if k != "task"}
         cls = EmbeddingMLPClassifier if task == "classification" else EmbeddingMLPRegressor
-        self.estimator_ = cls(**options).fit(X, y)
+        if cls is EmbeddingMLPRegressor:
+            if options.pop("class_weight") is not None:
+                raise ValueError("class_weight applies to classification; this target is "
+                                 "regression (set task='classification' if it is not)")
+        self.estimator_ = cls(**options).fit(X, y, sample_weight=sample_weight,
+                                             eval_set=eval_set)
         self.n_features_in_ = self.estimator_.n_features_in_
         if hasattr(self.estimator_, "feature_names_in_"):
             self.feature_names_in_ = self.estimator_.feature_names_in_

@@ -24,6 +24,7 @@ from tabembed._validation import (
     as_frame,
     check_finite_predictions,
     check_rows,
+    check_sample_weight,
     frame_for_prediction,
     require_target,
 )
@@ -37,8 +38,10 @@ from tabembed.config import (
     encode_lr,
     inference_learner,
     isolated_random_state,
+    row_batches,
     train,
 )
+from tabembed.metrics import task_metrics
 from tabembed.models import DotBias, NeuralCF, loss_for_task
 from tabembed.models.collab import DEFAULT_FACTORS, DEFAULT_NEURAL_DROPOUT
 from tabembed.preprocessing import TabularPreprocessor
@@ -197,8 +200,21 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
         conts = [c for c in side if c not in cats]
         return cats, conts
 
-    def fit(self, X, y):
-        """Learn user, item and side-feature embeddings from ratings ``y``."""
+    def fit(self, X, y, sample_weight=None, *, eval_set=None):
+        """Learn user, item and side-feature embeddings from ratings ``y``.
+
+        Parameters
+        ----------
+        X : DataFrame
+            The user and item columns, and optional side-feature columns.
+        y : array-like
+            Ratings.
+        sample_weight : array-like of shape (n_samples,), optional
+            Per-rating weights of the training loss and validation scores.
+        eval_set : (X_val, y_val) or (X_val, y_val, sample_weight_val), optional
+            Ratings scored after every epoch (loss, RMSE and MAE in ``history_``),
+            and watched by early stopping instead of a random ``validation_fraction``.
+        """
         require_target(self, y)
         if self.model not in RECOMMENDER_AUTO:
             raise ValueError(f"model must be 'dot' or 'neural', got {self.model!r}")
@@ -211,6 +227,10 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
             raise ValueError(f"X has {frame.shape[1]} feature(s) and no column {missing}; set "
                              f"user_column/item_column (X has {list(frame.columns)})")
         ratings = _ratings(y, len(frame))
+        weights = None if sample_weight is None else check_sample_weight(sample_weight,
+                                                                         len(frame))
+        if weights is not None and np.all(weights == weights[0]):
+            weights = None      # equal weights change nothing
         auto = RECOMMENDER_AUTO[self.model]
         config = TrainingConfig.from_params(self.get_params(), seed=seed, auto=auto)
         strength = auto["embedding_l2"] if self.embedding_l2 == "auto" else self.embedding_l2
@@ -224,22 +244,24 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
         ).fit(frame)
         codes, continuous = preprocessor.to_tensors(frame)
         features = self._features(frame, codes)
-        target = torch.tensor(ratings, dtype=torch.float32)
-        rows = np.arange(len(frame))
-        valid = None
-        if config.early_stopping:
+        tensors = (codes, continuous, torch.tensor(ratings, dtype=torch.float32))
+        rows, valid = np.arange(len(frame)), None
+        if eval_set is not None:
+            valid = self._eval_data(eval_set, preprocessor)
+        elif config.early_stopping:
             chosen = np.random.default_rng(seeds.split).random(len(frame)) < \
                 config.validation_fraction
-            rows, valid_rows = rows[~chosen], rows[chosen]
-            valid = (codes[valid_rows], continuous[valid_rows], target[valid_rows])
-        train_tensors = (codes[rows], continuous[rows], target[rows])
+            rows = rows[~chosen]
+            valid = row_batches(tensors, np.flatnonzero(chosen), weights)
+        train_data = row_batches(tensors, rows, weights, batch_size=config.batch_size,
+                                 shuffle=True)
         rating_range = (float(ratings.min()), float(ratings.max()))
         model_kwargs = self._model_kwargs(preprocessor, float(ratings[rows].mean()), rating_range)
         with isolated_random_state():
             torch.manual_seed(seeds.init)
             model = (NeuralCF if self.model == "neural" else DotBias)(**model_kwargs)
-            result = train(config, model, loss_for_task("regression"), train_tensors, valid,
-                           output_activation=flatten,
+            result = train(config, model, loss_for_task("regression"), train_data, valid,
+                           output_activation=flatten, metrics=task_metrics("regression", flatten),
                            penalty=EmbeddingPenalty(strength) if strength else None)
         self.preprocessor_ = preprocessor
         self.feature_names_in_ = np.asarray(frame.columns, dtype=object)
@@ -253,6 +275,22 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
         self.history_ = result.history
         self.lr_ = result.lr
         return self
+
+    def _eval_data(self, eval_set, preprocessor):
+        """Validation batches from ``(X_val, y_val[, sample_weight_val])``."""
+        if isinstance(eval_set, list) and len(eval_set) == 1:
+            eval_set = eval_set[0]
+        if not (isinstance(eval_set, tuple | list) and len(eval_set) in (2, 3)):
+            raise ValueError("eval_set must be (X_val, y_val) or (X_val, y_val, "
+                             f"sample_weight_val), got {type(eval_set).__name__}")
+        X_val, y_val, *weight = eval_set
+        frame = as_frame(X_val)
+        check_rows(frame)
+        ratings = _ratings(y_val, len(frame))
+        weights = check_sample_weight(weight[0], len(frame)) if weight else None
+        codes, continuous = preprocessor.to_tensors(frame)
+        tensors = (codes, continuous, torch.tensor(ratings, dtype=torch.float32))
+        return row_batches(tensors, np.arange(len(frame)), weights)
 
     def _model_kwargs(self, preprocessor, mean: float, rating_range) -> dict:
         sizes = preprocessor.embedding_sizes_

@@ -19,7 +19,7 @@ from tabembed.estimators import (
 )
 
 # Small, fixed-rate configurations: the checks fit dozens of times on tiny data.
-FAST = {"epochs": 50, "hidden": (16,), "random_state": 0, "lr": 1e-2, "batch_size": 64}
+FAST = {"epochs": 50, "hidden": (16,), "random_state": 0, "lr": 3e-2, "batch_size": 64}
 
 # Predictions are float32 network outputs. Which GEMM kernel a CPU picks depends on the
 # batch's shape (e.g. fewer than 16 rows on some Intel CPUs), and kernels differ in the
@@ -30,12 +30,19 @@ FLOAT32 = ("predictions are float32 network outputs; a different batch compositi
            "another GEMM kernel and change the last bits (~1e-7 relative)")
 BATCH_COMPOSITION_CHECKS = ("check_methods_subset_invariance",
                             "check_methods_sample_order_invariance")
+# Mini-batch training: a row of weight 2 is one row in one batch, two copies of it are
+# two rows, usually in two batches. The fits agree in expectation, not exactly;
+# test_sample_weight_equals_repeated_rows checks the equivalence within noise.
+MINI_BATCH_WEIGHTS = ("mini-batch training: weighted rows and repeated rows fall into different "
+                      "batches, so the fits agree in expectation, not exactly")
+WEIGHT_CHECKS = ("check_sample_weight_equivalence_on_dense_data",)
 
 
 def _expected_failures(estimator):
+    failures = dict.fromkeys(WEIGHT_CHECKS, MINI_BATCH_WEIGHTS)
     if isinstance(estimator, EmbeddingMLPClassifier | EmbeddingMLPRegressor):
-        return dict.fromkeys(BATCH_COMPOSITION_CHECKS, FLOAT32)
-    return {}
+        failures.update(dict.fromkeys(BATCH_COMPOSITION_CHECKS, FLOAT32))
+    return failures
 
 
 @parametrize_with_checks(
@@ -369,3 +376,94 @@ def test_the_transformer_takes_every_parameter_of_the_network_it_trains(adult_sm
     inner = transformer.estimator_
     assert (inner.averaging, inner.schedule, inner.epochs) == ("swa", "sgdr", 3)
     assert len(inner.history_) == 3
+
+
+# ------------------------------------------------------------------ weights and eval_set
+
+def _contradictory(n_per_group=600, seed=0):
+    """Group "a" is half positive, half negative; group "b" is all negative, so the only
+    thing that decides P(positive | a) is how much the positive rows weigh."""
+    rng = np.random.default_rng(seed)
+    group = np.repeat(["a", "b"], n_per_group)
+    label = np.concatenate([rng.permutation(np.repeat([0, 1], n_per_group // 2)),
+                            np.zeros(n_per_group, dtype=int)])
+    X = pd.DataFrame({"group": group, "noise": rng.normal(size=2 * n_per_group)})
+    return X, label
+
+
+def test_sample_weight_equals_repeated_rows():
+    X, y = _contradictory()
+    options = {"epochs": 10, "lr": 1e-2, "hidden": (8,), "random_state": 0, "averaging": None}
+    weight = np.where(y == 1, 3.0, 1.0)
+    weighted = EmbeddingMLPClassifier(**options).fit(X, y, sample_weight=weight)
+    repeated_rows = np.repeat(np.arange(len(X)), weight.astype(int))
+    repeated = EmbeddingMLPClassifier(**options).fit(X.iloc[repeated_rows], y[repeated_rows])
+    plain = EmbeddingMLPClassifier(**options).fit(X, y)
+    probe = pd.DataFrame({"group": ["a", "b"], "noise": [0.0, 0.0]})
+    # Known answers: P(1 | a) is 3 / (3 + 1) = 0.75 with weight 3, 0.5 without.
+    p_weighted = weighted.predict_proba(probe)[:, 1]
+    p_repeated = repeated.predict_proba(probe)[:, 1]
+    assert abs(p_weighted[0] - 0.75) < 0.06 and abs(p_repeated[0] - 0.75) < 0.06
+    assert abs(p_weighted[0] - p_repeated[0]) < 0.05
+    assert abs(plain.predict_proba(probe)[0, 1] - 0.5) < 0.06
+    assert p_weighted[1] < 0.1 and p_repeated[1] < 0.1
+    # Equal weights change nothing at all.
+    ones = EmbeddingMLPClassifier(**options).fit(X, y, sample_weight=np.full(len(X), 2.0))
+    np.testing.assert_array_equal(ones.predict_proba(X), plain.predict_proba(X))
+    with pytest.raises(ValueError, match="one weight per row"):
+        EmbeddingMLPClassifier(**options).fit(X, y, sample_weight=weight[:-1])
+    with pytest.raises(ValueError, match="non-negative"):
+        EmbeddingMLPClassifier(**options).fit(X, y, sample_weight=-weight)
+
+
+def test_balanced_class_weight_raises_minority_recall():
+    from sklearn.metrics import recall_score
+
+    X, y = make_synthetic(4000, task="classification", noise=4.0, random_state=8)
+    rare = (y == 1) & (np.random.default_rng(0).random(len(y)) < 0.85)
+    X, y = X[~rare], y[~rare]          # about 1 positive in 8
+    assert 0.08 < y.mean() < 0.2
+    options = {"epochs": 6, "lr": 1e-2, "hidden": (16,), "random_state": 0}
+    plain = EmbeddingMLPClassifier(**options).fit(X, y)
+    balanced = EmbeddingMLPClassifier(class_weight="balanced", **options).fit(X, y)
+    by_dict = EmbeddingMLPClassifier(class_weight={0: 1.0, 1: 6.0}, **options).fit(X, y)
+    recall_plain = recall_score(y, plain.predict(X))
+    assert recall_score(y, balanced.predict(X)) > recall_plain + 0.15
+    assert recall_score(y, by_dict.predict(X)) > recall_plain + 0.15
+    with pytest.raises(ValueError, match="not in y"):
+        EmbeddingMLPClassifier(class_weight={5: 2.0}, **options).fit(X, y)
+    with pytest.raises(ValueError, match="'balanced' or a dict"):
+        EmbeddingMLPClassifier(class_weight="heavy", **options).fit(X, y)
+
+
+def test_eval_set_is_scored_every_epoch_and_drives_early_stopping(adult_small):
+    from sklearn.metrics import accuracy_score as sk_accuracy
+    from sklearn.metrics import roc_auc_score
+
+    X, y, X_test, y_test = adult_small
+    X_val, y_val = X_test.iloc[:1000], y_test.iloc[:1000]
+    classifier = EmbeddingMLPClassifier(epochs=3, lr=3e-3, random_state=0, averaging=None)
+    classifier.fit(X, y, eval_set=(X_val, y_val))
+    history = classifier.history_
+    assert {"train_loss", "valid_loss", "accuracy", "auc", "lr", "time"} <= set(history)
+    assert len(history) == 3 and classifier.n_train_rows_ == len(X)   # no rows held out
+    # The last epoch's metrics are those of the fitted model on the eval set.
+    probabilities = classifier.predict_proba(X_val)[:, 1]
+    positive = (y_val == ">50K").to_numpy()
+    assert history["auc"].iloc[-1] == pytest.approx(roc_auc_score(positive, probabilities),
+                                                    abs=1e-6)
+    assert history["accuracy"].iloc[-1] == pytest.approx(
+        sk_accuracy(y_val.astype(object), classifier.predict(X_val)), abs=1e-9)
+    # Early stopping watches the eval set: a hopeless eval set (labels flipped) stops it
+    # after `patience` epochs.
+    flipped = y_val.map({"<=50K": ">50K", ">50K": "<=50K"})
+    stopped = EmbeddingMLPClassifier(epochs=20, lr=3e-3, early_stopping=True, patience=2,
+                                     random_state=0).fit(X, y, eval_set=[(X_val, flipped)])
+    assert len(stopped.history_) < 6 and "valid_loss" in stopped.learner_.stop_reason
+    regressor = EmbeddingMLPRegressor(epochs=2, lr=3e-3, random_state=0)
+    X_r, y_r = make_synthetic(1500, noise=0.1, random_state=3)
+    regressor.fit(X_r.iloc[:1000], y_r.iloc[:1000], eval_set=(X_r.iloc[1000:], y_r.iloc[1000:]))
+    rmse = np.sqrt(np.mean((regressor.predict(X_r.iloc[1000:]) - y_r.iloc[1000:]) ** 2))
+    assert regressor.history_["rmse"].iloc[-1] == pytest.approx(rmse, rel=1e-4)
+    with pytest.raises(ValueError, match="eval_set must be"):
+        EmbeddingMLPClassifier(epochs=1).fit(X, y, eval_set=X_val)

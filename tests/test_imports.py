@@ -88,7 +88,7 @@ LAYERS = [
     {"tabembed._version", "tabembed._io", "tabembed.column_statistics", "tabembed.plotting",
      "tabembed.datasets"},
     {"tabembed.preprocessing", "tabembed.targets", "tabembed.batches", "tabembed.models",
-     "tabembed.persistence", "tabembed._validation"},
+     "tabembed.persistence", "tabembed._validation", "tabembed.metrics"},
     {"tabembed.training"},
     {"tabembed.config"},
     {"tabembed.estimators", "tabembed.recommender"},

@@ -89,12 +89,15 @@ def test_same_random_state_gives_identical_histories(synthetic):
     assert histories[0] == histories[1]
 
 
-def test_verbose_zero_is_silent(synthetic, capsys):
+def test_verbose_zero_is_silent_and_one_prints_an_epoch_table(synthetic, capsys):
     _learner(synthetic).fit(1, 1e-3)
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""
-    _learner(synthetic, verbose=1).fit(1, 1e-3)
-    assert "train_loss" in capsys.readouterr().err
+    _learner(synthetic, verbose=1).fit(2, 1e-3, callbacks=[EarlyStopping(patience=1)])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["epoch", "train_loss", "valid_loss", "lr", "time"]
+    assert lines[1].split()[0] == "1" and lines[1].endswith("s")     # seconds, with a unit
+    assert len(lines) in (3, 4)         # header, two epochs, maybe a stop reason
 
 
 def test_bfloat16_training_runs(synthetic):

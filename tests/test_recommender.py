@@ -11,8 +11,13 @@ from tabembed.recommender import EmbeddingRecommender
     [EmbeddingRecommender(user_column="x0", item_column="x1", epochs=30, lr=1e-2,
                           batch_size=64, y_range=None, weight_decay=0.0, random_state=0)],
     expected_failed_checks=lambda estimator: {
-        "check_regressor_data_not_an_array": "the recommender finds its user and item "
-        "columns by name, and this check passes a frame with unnamed integer columns",
+        **dict.fromkeys(("check_regressor_data_not_an_array",
+                         "check_sample_weights_pandas_series"),
+                        "the recommender finds its user and item columns by name, and this "
+                        "check passes a frame with unnamed integer columns"),
+        "check_sample_weight_equivalence_on_dense_data": "mini-batch training: weighted "
+        "rows and repeated rows fall into different batches, so the fits agree in "
+        "expectation, not exactly",
     },
 )
 def test_scikit_learn_compatible(estimator, check):
@@ -138,3 +143,30 @@ def test_a_diverged_fit_is_an_error_not_saturated_predictions(model):
     X, y = _planted(n_users=60, n_items=40)
     with pytest.raises(TrainingDivergedError):
         EmbeddingRecommender(model=model, lr=1e6, epochs=2, random_state=0).fit(X, y)
+
+
+def test_eval_set_reports_rmse_and_mae_each_epoch_and_weights_shift_the_fit():
+    X, y = _planted()
+    order = np.random.default_rng(1).permutation(len(X))
+    train, valid = order[:4000], order[4000:]
+    recommender = EmbeddingRecommender(n_factors=8, epochs=4, lr=1e-2, weight_decay=0.0,
+                                       y_range=None, random_state=0)
+    recommender.fit(X.iloc[train], y.iloc[train], eval_set=(X.iloc[valid], y.iloc[valid]))
+    history = recommender.history_
+    assert {"valid_loss", "rmse", "mae"} <= set(history) and len(history) == 4
+    errors = recommender.predict(X.iloc[valid]) - y.iloc[valid].to_numpy()
+    assert history["rmse"].iloc[-1] == pytest.approx(np.sqrt(np.mean(errors**2)), rel=1e-5)
+    assert history["mae"].iloc[-1] == pytest.approx(np.mean(np.abs(errors)), rel=1e-5)
+    # Ratings of user u0 weighted 20x pull the fit towards them: their error shrinks.
+    heavy = (X["user"] == "u0").to_numpy()
+    weights = np.where(heavy, 20.0, 1.0)
+    weighted = EmbeddingRecommender(n_factors=8, epochs=4, lr=1e-2, weight_decay=0.0,
+                                    y_range=None, random_state=0)
+    weighted.fit(X, y, sample_weight=weights)
+    plain = EmbeddingRecommender(n_factors=8, epochs=4, lr=1e-2, weight_decay=0.0,
+                                 y_range=None, random_state=0).fit(X, y)
+
+    def error(model):
+        return np.mean((model.predict(X[heavy]) - y[heavy]) ** 2)
+
+    assert error(weighted) < 0.8 * error(plain)

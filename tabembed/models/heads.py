@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 TASKS = ("regression", "binary", "multiclass", "multilabel")
@@ -18,27 +19,45 @@ def loss_for_task(task: str) -> nn.Module:
     """MSE for regression, BCE-with-logits for binary and multi-label, cross-entropy otherwise.
 
     Binary and regression targets are ``[n]``; the model's ``[n, 1]`` output is
-    flattened by :class:`FlattenedLoss` so the two line up.
+    flattened so the two line up. Every loss takes optional per-row ``weight``
+    (sample weights): then it is the weighted mean of the rows' losses.
     """
-    check_task(task)
-    if task == "regression":
-        return FlattenedLoss(nn.MSELoss())
-    if task == "binary":
-        return FlattenedLoss(nn.BCEWithLogitsLoss())
-    if task == "multilabel":
-        return nn.BCEWithLogitsLoss()
-    return nn.CrossEntropyLoss()
+    return TaskLoss(task)
 
 
-class FlattenedLoss(nn.Module):
-    """Apply a loss to ``output.view(-1)`` and a float target."""
+_FUNCTIONS = {
+    "regression": F.mse_loss,
+    "binary": F.binary_cross_entropy_with_logits,
+    "multilabel": F.binary_cross_entropy_with_logits,
+    "multiclass": F.cross_entropy,
+}
 
-    def __init__(self, loss: nn.Module):
+
+class TaskLoss(nn.Module):
+    """The training loss of ``task``: ``loss(output, target, weight=None)``."""
+
+    def __init__(self, task: str):
         super().__init__()
-        self.loss = loss
+        self.task = check_task(task)
 
-    def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self.loss(output.reshape(-1), target.reshape(-1).to(output.dtype))
+    def forward(self, output: torch.Tensor, target: torch.Tensor,
+                weight: torch.Tensor | None = None) -> torch.Tensor:
+        function = _FUNCTIONS[self.task]
+        if self.task == "multiclass":
+            per_row = function(output, target, reduction="none" if weight is not None else "mean")
+        else:
+            n = output.shape[0]
+            output, target = output.reshape(n, -1), target.reshape(n, -1).to(output.dtype)
+            if weight is None:
+                return function(output.reshape(-1), target.reshape(-1))
+            per_row = function(output, target, reduction="none").mean(dim=1)
+        if weight is None:
+            return per_row
+        weight = weight.to(per_row.dtype)
+        return (per_row * weight).sum() / weight.sum()
+
+    def extra_repr(self) -> str:
+        return f"task={self.task!r}"
 
 
 def predictions_from_output(output: torch.Tensor, task: str) -> torch.Tensor:

@@ -28,6 +28,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, update_bn
 
 from tabembed._io import atomic_write
+from tabembed.batches import split_batch
 from tabembed.training.callbacks import Callback, copy_state
 from tabembed.training.schedules import AnnealTo, CyclicalLinear, FinalCycles, start_step
 
@@ -37,12 +38,12 @@ __all__ = ["EMA", "SWA", "FastGeometricEnsemble", "SnapshotEnsemble", "recompute
 class _Unpacked(nn.Module):
     """Adapts a multi-input model to ``update_bn``, which calls ``model(batch)`` with one object."""
 
-    def __init__(self, model: nn.Module, has_target: bool):
+    def __init__(self, model: nn.Module, batches):
         super().__init__()
-        self.model, self.has_target = model, has_target
+        self.model, self.batches = model, batches
 
     def forward(self, batch):
-        return self.model(*(batch[:-1] if self.has_target else batch))
+        return self.model(*split_batch(batch, self.batches)[0])
 
 
 def recompute_batch_norm(model: nn.Module, batches) -> None:
@@ -53,7 +54,7 @@ def recompute_batch_norm(model: nn.Module, batches) -> None:
     """
     # update_bn unwraps a list to its first element: wrap each batch in a list.
     wrapped = ([batch] for batch in batches)
-    update_bn(wrapped, _Unpacked(model, batches.has_target))
+    update_bn(wrapped, _Unpacked(model, batches))
 
 
 def _has_batch_norm(model: nn.Module) -> bool:

@@ -22,11 +22,12 @@ whole run can be previewed with ``simulate``/``plot`` like any schedule.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import sys
 
 import torch
-from tqdm.auto import tqdm
+from tqdm.std import tqdm
 
 EVENTS = (
     "on_fit_begin", "on_epoch_begin", "on_batch_begin", "on_after_backward", "on_batch_end",
@@ -182,28 +183,117 @@ class GradualUnfreezing(Callback):
         learner.freeze_to(max(0, n_groups - 1 - learner.epoch))
 
 
+def in_notebook() -> bool:
+    """Whether this runs in a Jupyter kernel (Jupyter, JupyterLab, Kaggle, Colab)."""
+    shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
+    return shell is not None and type(shell).__name__ in ("ZMQInteractiveShell", "Shell")
+
+
+def progress_bar(*, total: int, desc: str, stream=None, leave: bool = False):
+    """A tqdm bar that shows where people look: a widget in notebooks with ipywidgets,
+    text in other notebooks and terminals, nothing when the output is a file or a pipe."""
+    stream = stream or sys.stderr
+    notebook = in_notebook()
+    interactive = notebook or (hasattr(stream, "isatty") and stream.isatty())
+    bar_class = tqdm
+    if notebook and importlib.util.find_spec("ipywidgets") is not None:
+        from tqdm.notebook import tqdm as bar_class
+    return bar_class(total=total, desc=desc, leave=leave, file=stream,
+                     disable=not interactive, mininterval=0.5)
+
+
 class ProgressBar(Callback):
-    """A tqdm bar over each epoch's batches (terminals only) and one summary line per epoch."""
+    """A progress bar over the fit and a table with one row per epoch.
+
+    The bar (on stderr) runs over every batch of the fit and names the epoch
+    it is in. The table holds the training loss, the validation loss and
+    metrics when there is validation data, the learning rate and the epoch's
+    seconds: text lines in a terminal or a log, an HTML table updated in place
+    in a notebook. The reason training stopped early, if it did, ends the output.
+
+    Parameters
+    ----------
+    stream : file, optional
+        Where the table goes (default ``sys.stdout``).
+    """
 
     order = 30
 
     def __init__(self, stream=None):
         self.stream = stream
         self.bar = None
+        self.rows: list[dict] = []
+        self._display = None
+
+    def on_fit_begin(self, learner) -> None:
+        self.rows, self._display = [], None
+        self.bar = progress_bar(total=learner.total_steps, desc="training", leave=True)
+        self.bar.update(learner.step)      # a resumed fit starts where it stopped
 
     def on_epoch_begin(self, learner) -> None:
-        stream = self.stream or sys.stderr
-        interactive = hasattr(stream, "isatty") and stream.isatty()
-        self.bar = tqdm(total=learner.steps_per_epoch, leave=False, file=stream,
-                        desc=f"epoch {learner.epoch + 1}/{learner.epochs}",
-                        disable=not interactive, mininterval=0.5)
+        self.bar.set_description(f"epoch {learner.epoch + 1}/{learner.epochs}", refresh=False)
+
+    def on_batch_end(self, learner) -> None:
+        self.bar.update()
+        if learner.batch_index % 20 == 0:
+            self.bar.set_postfix(loss=f"{learner.last_loss:.4f}", refresh=False)
+
+    def on_epoch_end(self, learner) -> None:
+        self.rows.append(dict(learner.history.records[-1]))
+        if in_notebook() and self.stream is None:
+            self._show_html()
+        else:
+            self._print_row()
+
+    def on_fit_end(self, learner) -> None:
+        self.bar.close()
+        if learner.stop_reason:
+            print(f"stopped: {learner.stop_reason}", file=self.stream or sys.stdout)
+
+    def _print_row(self) -> None:
+        columns = list(self.rows[-1])
+        lines = ["  ".join(f"{c:>10}" for c in columns)] if len(self.rows) == 1 else []
+        lines.append("  ".join(f"{format_value(c, self.rows[-1][c]):>10}" for c in columns))
+        for line in lines:      # above the bar, which redraws below
+            tqdm.write(line, file=self.stream or sys.stdout)
+
+    def _show_html(self) -> None:
+        import pandas as pd
+        from IPython.display import HTML, display
+
+        frame = pd.DataFrame(self.rows)
+        html = HTML(frame.to_html(index=False, formatters={
+            c: (lambda v, c=c: format_value(c, v)) for c in frame.columns}))
+        if self._display is None:
+            self._display = display(html, display_id=True)
+        else:
+            self._display.update(html)
+
+
+class StepProgress(Callback):
+    """One bar over a whole fit's steps (the LR finder's sweep)."""
+
+    order = 30
+
+    def __init__(self, total: int, desc: str):
+        self.total, self.desc, self.bar = total, desc, None
+
+    def on_fit_begin(self, learner) -> None:
+        self.bar = progress_bar(total=self.total, desc=self.desc, leave=True)
 
     def on_batch_end(self, learner) -> None:
         self.bar.update()
 
-    def on_epoch_end(self, learner) -> None:
+    def on_fit_end(self, learner) -> None:
         self.bar.close()
-        record = learner.history.records[-1]
-        fields = "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
-                           for k, v in record.items() if k != "lr")
-        print(fields, file=self.stream or sys.stderr)
+
+
+def format_value(column: str, value) -> str:
+    """A history value as people read it: seconds with a unit, rates in e-notation."""
+    if column == "time":
+        return f"{value:.2f}s"
+    if column == "lr":
+        return f"{value:.2e}"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)

@@ -16,15 +16,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from tabembed.batches import BatchSource, TensorBatches, as_batches
+from tabembed.batches import BatchSource, TensorBatches, as_batches, split_batch
 from tabembed.training import checkpoint
 from tabembed.training.callbacks import (
     EVENTS,
     Callback,
     LearningRateScheduler,
     ProgressBar,
+    StepProgress,
     compose_schedule,
     overrides,
+    progress_bar,
 )
 from tabembed.training.history import History
 from tabembed.training.lr_finder import LRFinder, LRFinderResult
@@ -198,6 +200,7 @@ class Learner:
         self.stop_reason = None
         self.resuming = False
         self.fitting = False
+        self.validating = True
         self.active_callbacks: list[Callback] = []
         self.schedule = None
         self.last_loss = math.nan
@@ -405,12 +408,12 @@ class Learner:
         self._emit("on_epoch_end")
 
     def _train_step(self, batch) -> float:
-        """One optimisation step on ``batch`` (inputs..., target); returns the loss."""
+        """One optimisation step on ``batch`` (inputs..., target[, weight]); returns the loss."""
         self.batch = batch
         self._emit("on_batch_begin")
-        *inputs, target = batch
+        inputs, target, weight = split_batch(batch, self.train_data)
         with self._autocast():
-            loss = self.loss(self.model(*inputs), target)
+            loss = self._loss(self.model(*inputs), target, weight)
             if self.penalty is not None:
                 loss = loss + self.penalty(self.model, inputs)
         value = loss.item()
@@ -433,41 +436,56 @@ class Learner:
             self.optimizer.step()
         self.step += 1
         self.history.batch_losses.append(value)
+        self.history.batch_lrs.append(self.optimizer.param_groups[-1]["lr"])
         self._emit("on_batch_end")
         return value
 
     # ------------------------------------------------------------ evaluation
 
+    def _loss(self, output, target, weight=None):
+        # The weight is passed only when there is one, so plain two-argument losses work.
+        return self.loss(output, target) if weight is None else self.loss(output, target, weight)
+
     @torch.inference_mode()
-    def _outputs(self, batches: BatchSource) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Concatenated model outputs (and targets) over ``batches``, in eval mode."""
+    def _outputs(self, batches: BatchSource) -> tuple[torch.Tensor, ...]:
+        """Concatenated model outputs, targets and weights (or None) over ``batches``."""
         training = self.model.training
         self.model.eval()
-        outputs, targets = [], []
+        outputs, targets, weights = [], [], []
+        if self.verbose and not self.fitting and len(batches) > 4:
+            bar = progress_bar(total=len(batches), desc="predicting")
+            batches_seen = _counted(batches, bar)
+        else:
+            batches_seen = batches
         try:
-            for batch in batches:
-                inputs = batch[:-1] if batches.has_target else batch
+            for batch in batches_seen:
+                inputs, target, weight = split_batch(batch, batches)
                 with self._autocast():
                     outputs.append(self.model(*inputs).float())
-                if batches.has_target:
-                    targets.append(batch[-1])
+                if target is not None:
+                    targets.append(target)
+                if weight is not None:
+                    weights.append(weight)
         finally:
             self.model.train(training)
-        target = torch.cat(targets) if targets else None
-        return torch.cat(outputs), target
+        return (torch.cat(outputs), torch.cat(targets) if targets else None,
+                torch.cat(weights) if weights else None)
 
     def validate(self, data=None) -> dict[str, float]:
-        """Loss and metrics on ``data`` (default: the validation data)."""
+        """Loss and metrics on ``data`` (default: the validation data), weighted when the
+        data carries sample weights."""
         batches = self.valid_data if data is None else as_batches(
             data, batch_size=EVALUATION_BATCH_SIZE).to(self.device)
         if batches is None:
             raise ValueError("no validation data: pass valid_data to Learner or data here")
         self._emit_if_fitting("on_validation_begin")
-        output, target = self._outputs(batches)
+        output, target, weight = self._outputs(batches)
         with torch.inference_mode():
-            result = {"valid_loss": float(self.loss(output, target))}
+            result = {"valid_loss": float(self._loss(output, target, weight))}
             for name, metric in self.metrics.items():
-                result[name] = float(metric(output.cpu(), target.cpu()))
+                arguments = (output.cpu(), target.cpu()) + (
+                    () if weight is None else (weight.cpu(),))
+                result[name] = float(metric(*arguments))
         self._emit_if_fitting("on_validation_end")
         return result
 
@@ -489,7 +507,7 @@ class Learner:
 
     def predict_with_model(self, batches: BatchSource) -> torch.Tensor:
         """The current model's activated outputs (ensembles call this per member)."""
-        output, _ = self._outputs(batches)
+        output = self._outputs(batches)[0]
         return self.output_activation(output) if self.output_activation else output
 
     # ------------------------------------------------------------ checkpoints
@@ -524,15 +542,29 @@ class Learner:
         saved = checkpoint.capture(self, callbacks=False)
         saved_active = self.active_callbacks
         epochs = math.ceil(num_steps / max(len(self.train_data), 1))
+        progress = [StepProgress(num_steps, "LR finder")] if self.verbose else []
         try:
-            self.fit(epochs, rates, schedule=finder.schedule, callbacks=[finder],
+            self.fit(epochs, rates, schedule=finder.schedule, callbacks=[finder, *progress],
                      learner_callbacks=False, validate=False)
         except TrainingDivergedError:
             finder.diverged()     # a non-finite loss ends the sweep: the expected way out
         finally:
+            for bar in progress:
+                if bar.bar is not None:
+                    bar.bar.close()
             checkpoint.restore(self, saved)     # the optimizer's peak rates included
             self.active_callbacks = saved_active
         return finder.result()
+
+
+def _counted(batches, bar):
+    """Iterate ``batches``, advancing ``bar`` (closed at the end)."""
+    try:
+        for batch in batches:
+            yield batch
+            bar.update()
+    finally:
+        bar.close()
 
 
 def auto_threads(learner: Learner) -> int:

@@ -29,9 +29,11 @@ class LRFinderResult:
     lrs: np.ndarray
     losses: np.ndarray
     suggestions: dict[str, float] = field(default_factory=dict)
+    used: float | None = None     # the rate training then used, when known
 
     def plot(self, path=None):
-        """Loss against learning rate on a log axis, with the suggestions marked."""
+        """Loss against learning rate on a log axis, with the suggestions and the rate
+        used marked."""
         from tabembed.plotting import plot_lr_find
 
         return plot_lr_find(self, path=path)
