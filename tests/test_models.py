@@ -327,3 +327,25 @@ def test_embedding_penalty_formula_and_unknown_rows():
         + model.user_bias.weight[u, 0] ** 2 + model.item_bias.weight[i, 0] ** 2
         for u, i in codes.tolist()]).mean()
     torch.testing.assert_close(model.embedding_penalty(codes), expected)
+
+
+def test_dropout_drops_at_rate_p_and_keeps_the_expectation():
+    from tabembed.models.layers import Dropout
+
+    torch.manual_seed(0)
+    layer = Dropout(0.1)
+    ones = torch.ones(2000, 500, requires_grad=True)
+    out = layer(ones)
+    dropped = (out == 0).float()
+    assert abs(dropped.mean().item() - 0.1) < 0.002
+    # Every 16-bit lane of the 64-bit draws is used, none biased.
+    lanes = dropped.reshape(-1, 4).mean(0)
+    assert (lanes - 0.1).abs().max().item() < 0.003
+    assert abs(out.mean().item() - 1.0) < 0.01
+    out.sum().backward()      # the gradient is the mask times the scale
+    torch.testing.assert_close(ones.grad, out.detach())
+    layer.eval()
+    assert layer(ones) is ones
+    assert Dropout(0.0).train()(ones) is ones
+    with pytest.raises(ValueError, match="dropout must be in"):
+        Dropout(1.0)

@@ -39,11 +39,16 @@ def test_recovers_planted_ratings(model):
     X, y = _planted()
     order = np.random.default_rng(1).permutation(len(X))
     train, test = order[:4000], order[4000:]
-    recommender = EmbeddingRecommender(model=model, n_factors=8, epochs=30, lr=1e-2,
-                                       weight_decay=0.0, y_range=None, random_state=0)
-    recommender.fit(X.iloc[train], y.iloc[train])
-    rmse = np.sqrt(np.mean((recommender.predict(X.iloc[test]) - y.iloc[test]) ** 2))
-    assert rmse < 0.6 * y.std(), (rmse, y.std())
+    errors = []
+    # The median of three seeds: one initialisation of neural CF's MLP (dropout 0.5 on
+    # a 2-factor problem) can settle far from the others, and that says nothing about
+    # whether the model can recover the ratings.
+    for seed in range(3):
+        recommender = EmbeddingRecommender(model=model, n_factors=8, epochs=30, lr=1e-2,
+                                           weight_decay=0.0, y_range=None, random_state=seed)
+        recommender.fit(X.iloc[train], y.iloc[train])
+        errors.append(np.sqrt(np.mean((recommender.predict(X.iloc[test]) - y.iloc[test]) ** 2)))
+    assert np.median(errors) < 0.6 * y.std(), (errors, y.std())
 
 
 @pytest.fixture(scope="module")

@@ -112,9 +112,26 @@ class EMA(Callback):
         # A resumed fit loads the saved average into this fresh copy afterwards.
         self.averaged = AveragedModel(learner.model, multi_avg_fn=self._update,
                                       use_buffers=True)
+        # The same tensors AveragedModel.update_parameters pairs up, gathered once:
+        # walking the modules at every step cost more than the update itself.
+        averaged = [*self.averaged.module.parameters(), *self.averaged.module.buffers()]
+        current = [*learner.model.parameters(), *learner.model.buffers()]
+        pairs = list(zip(averaged, current))
+        self._floats = ([a.detach() for a, c in pairs if a.is_floating_point()],
+                        [c.detach() for a, c in pairs if a.is_floating_point()])
+        self._others = [(a, c) for a, c in pairs if not a.is_floating_point()]
 
+    @torch.no_grad()
     def on_batch_end(self, learner) -> None:
-        self.averaged.update_parameters(learner.model)
+        count = self.averaged.n_averaged
+        averaged, current = self._floats
+        if int(count) == 0:
+            torch._foreach_copy_(averaged, current)
+        else:
+            torch._foreach_lerp_(averaged, current, 1 - self.current_decay(int(count)))
+        for a, c in self._others:
+            a.copy_(c)
+        count += 1
 
     def on_validation_begin(self, learner) -> None:
         self._raw = copy_state(learner.model)
