@@ -91,7 +91,7 @@ LAYERS = [
      "tabembed.persistence", "tabembed._validation", "tabembed.metrics"},
     {"tabembed.training"},
     {"tabembed.config"},
-    {"tabembed.estimators", "tabembed.recommender"},
+    {"tabembed.estimators", "tabembed.recommender", "tabembed.export"},
     {"tabembed.cli", "tabembed.__main__", "tabembed"},
 ]
 
