@@ -169,3 +169,19 @@ def test_files_of_the_first_release_still_load():
     expected = pd.read_csv(folder / "recommend_3.csv")
     top = recommender.recommend(3, k=3)
     assert top["item"].tolist() == expected["item"].tolist()
+
+
+def test_a_pipeline_rebuilt_from_saved_steps_predicts_the_same(tmp_path):
+    import joblib
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.pipeline import make_pipeline
+
+    X, y = make_synthetic(800, task="classification", random_state=4)
+    pipeline = make_pipeline(EntityEmbeddingTransformer(epochs=2, lr=1e-2, random_state=0),
+                             HistGradientBoostingClassifier(max_iter=20)).fit(X, y)
+    pipeline.named_steps["entityembeddingtransformer"].save(tmp_path / "embed.tabembed")
+    joblib.dump(pipeline.named_steps["histgradientboostingclassifier"],
+                tmp_path / "booster.joblib")
+    rebuilt = make_pipeline(tabembed.load(tmp_path / "embed.tabembed"),
+                            joblib.load(tmp_path / "booster.joblib"))
+    np.testing.assert_array_equal(rebuilt.predict_proba(X), pipeline.predict_proba(X))
