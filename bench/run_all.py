@@ -19,6 +19,7 @@ HERE = Path(__file__).resolve().parent
 
 SECTIONS = [
     ("Peers: accuracy and speed (issue 8)", ["peers.py", "{data}"], ["--quick"]),
+    ("Speed against peers and targets (issue 17)", ["speed.py", "{data}"], None),
     ("Weight averaging and ensembles (issue 6)", ["averaging.py", "{data}"], None),
     ("Defaults: validation evidence, Adult (issues 4, 8); base: no piecewise-linear "
      "inputs, batch 256, LR valley", ["tune_defaults.py", "adult", "-"], None),
