@@ -112,7 +112,8 @@ class TensorBatches:
 def as_batches(data, *, batch_size: int, shuffle: bool = False,
                has_target: bool = True, has_weight: bool = False) -> BatchSource:
     """A batch source from a batch source (unchanged) or a tuple of tensors."""
-    if isinstance(data, BatchSource):
+    if isinstance(data, TensorBatches) or (not isinstance(data, tuple | list | torch.Tensor)
+                                           and isinstance(data, BatchSource)):
         return data
     if isinstance(data, torch.Tensor):
         data = (data,)

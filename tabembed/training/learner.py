@@ -374,6 +374,7 @@ class Learner:
                 self._emit("on_fit_end")
         finally:
             self.fitting, self.resuming = False, False
+            self.model.eval()     # predictions come next, in eval mode
         self._check_weights()
         return self
 
@@ -459,7 +460,8 @@ class Learner:
     def _outputs(self, batches: BatchSource) -> tuple[torch.Tensor, ...]:
         """Concatenated model outputs, targets and weights (or None) over ``batches``."""
         training = self.model.training
-        self.model.eval()
+        if training:      # walking every module costs as much as a one-row forward
+            self.model.eval()
         outputs, targets, weights = [], [], []
         if self.verbose and not self.fitting and len(batches) > 4:
             bar = progress_bar(total=len(batches), desc="predicting")
@@ -476,7 +478,8 @@ class Learner:
                 if weight is not None:
                     weights.append(weight)
         finally:
-            self.model.train(training)
+            if training:
+                self.model.train()
         return (torch.cat(outputs), torch.cat(targets) if targets else None,
                 torch.cat(weights) if weights else None)
 
