@@ -41,6 +41,7 @@ from tabembed._validation import (
     frame_for_prediction,
     has_feature_names,
     require_target,
+    store_parameters,
 )
 from tabembed.config import (
     EVALUATION_BATCH_SIZE,
@@ -140,34 +141,7 @@ class _EmbeddingMLP(BaseEstimator):
         verbose=0,
         warm_start=False,
     ):
-        self.cat_names = cat_names
-        self.cont_names = cont_names
-        self.date_names = date_names
-        self.hidden = hidden
-        self.dropout = dropout
-        self.embedding_dropout = embedding_dropout
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.schedule = schedule
-        self.cycle_len = cycle_len
-        self.cycle_mult = cycle_mult
-        self.averaging = averaging
-        self.ema_decay = ema_decay
-        self.swa_start = swa_start
-        self.swa_lr = swa_lr
-        self.weight_decay = weight_decay
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.patience = patience
-        self.min_frequency = min_frequency
-        self.continuous_scaling = continuous_scaling
-        self.continuous_encoding = continuous_encoding
-        self.n_bins = n_bins
-        self.device = device
-        self.random_state = random_state
-        self.verbose = verbose
-        self.warm_start = warm_start
+        store_parameters(self, locals())
 
     # ------------------------------------------------------------ fitting
 
@@ -577,19 +551,7 @@ class EmbeddingMLPClassifier(ClassifierMixin, _EmbeddingMLP):
         class_weight=None,
     ):
         # scikit-learn reads parameters from this signature, so it lists them all.
-        super().__init__(
-            cat_names=cat_names, cont_names=cont_names, date_names=date_names, hidden=hidden,
-            dropout=dropout, embedding_dropout=embedding_dropout, epochs=epochs,
-            batch_size=batch_size, lr=lr, schedule=schedule, cycle_len=cycle_len,
-            cycle_mult=cycle_mult, averaging=averaging, ema_decay=ema_decay,
-            swa_start=swa_start, swa_lr=swa_lr, weight_decay=weight_decay,
-            early_stopping=early_stopping, validation_fraction=validation_fraction,
-            patience=patience, min_frequency=min_frequency,
-            continuous_scaling=continuous_scaling, continuous_encoding=continuous_encoding,
-            n_bins=n_bins, device=device,
-            random_state=random_state, verbose=verbose, warm_start=warm_start,
-        )
-        self.class_weight = class_weight
+        store_parameters(self, locals())
 
     def _target_transformer(self) -> TargetTransformer:
         return TargetTransformer(task="auto")
@@ -706,20 +668,7 @@ class EmbeddingMLPRegressor(RegressorMixin, _EmbeddingMLP):
         target_scale="standard",
     ):
         # scikit-learn reads parameters from this signature, so it lists them all.
-        super().__init__(
-            cat_names=cat_names, cont_names=cont_names, date_names=date_names, hidden=hidden,
-            dropout=dropout, embedding_dropout=embedding_dropout, epochs=epochs,
-            batch_size=batch_size, lr=lr, schedule=schedule, cycle_len=cycle_len,
-            cycle_mult=cycle_mult, averaging=averaging, ema_decay=ema_decay,
-            swa_start=swa_start, swa_lr=swa_lr, weight_decay=weight_decay,
-            early_stopping=early_stopping, validation_fraction=validation_fraction,
-            patience=patience, min_frequency=min_frequency,
-            continuous_scaling=continuous_scaling, continuous_encoding=continuous_encoding,
-            n_bins=n_bins, device=device,
-            random_state=random_state, verbose=verbose, warm_start=warm_start,
-        )
-        self.y_range = y_range
-        self.target_scale = target_scale
+        store_parameters(self, locals())
 
     def _target_transformer(self) -> TargetTransformer:
         return TargetTransformer(task="regression", scale=self.target_scale)
@@ -812,35 +761,7 @@ class_weight :
         verbose=0,
         class_weight=None,
     ):
-        self.task = task
-        self.cat_names = cat_names
-        self.cont_names = cont_names
-        self.date_names = date_names
-        self.hidden = hidden
-        self.dropout = dropout
-        self.embedding_dropout = embedding_dropout
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.schedule = schedule
-        self.cycle_len = cycle_len
-        self.cycle_mult = cycle_mult
-        self.averaging = averaging
-        self.ema_decay = ema_decay
-        self.swa_start = swa_start
-        self.swa_lr = swa_lr
-        self.weight_decay = weight_decay
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.patience = patience
-        self.min_frequency = min_frequency
-        self.continuous_scaling = continuous_scaling
-        self.continuous_encoding = continuous_encoding
-        self.n_bins = n_bins
-        self.device = device
-        self.random_state = random_state
-        self.verbose = verbose
-        self.class_weight = class_weight
+        store_parameters(self, locals())
 
     def fit(self, X, y, sample_weight=None, *, eval_set=None):
         """Train the network (see ``EmbeddingMLPClassifier.fit``) whose embeddings

@@ -27,6 +27,7 @@ from tabembed._validation import (
     check_sample_weight,
     frame_for_prediction,
     require_target,
+    store_parameters,
 )
 from tabembed.config import (
     RECOMMENDER_AUTO,
@@ -165,31 +166,7 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
         random_state=None,
         verbose=0,
     ):
-        self.user_column = user_column
-        self.item_column = item_column
-        self.model = model
-        self.n_factors = n_factors
-        self.hidden = hidden
-        self.dropout = dropout
-        self.y_range = y_range
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.schedule = schedule
-        self.cycle_len = cycle_len
-        self.cycle_mult = cycle_mult
-        self.averaging = averaging
-        self.ema_decay = ema_decay
-        self.swa_start = swa_start
-        self.swa_lr = swa_lr
-        self.weight_decay = weight_decay
-        self.embedding_l2 = embedding_l2
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.patience = patience
-        self.device = device
-        self.random_state = random_state
-        self.verbose = verbose
+        store_parameters(self, locals())
 
     # ------------------------------------------------------------ fitting
 
