@@ -533,10 +533,10 @@ class Learner:
 
     # ------------------------------------------------------------ LR finder
 
-    def lr_find(self, *, start_lr: float = 1e-7, end_lr: float = 10.0, num_steps: int = 100,
-                beta: float = 0.98, divergence: float = 4.0) -> LRFinderResult:
+    def lr_find(self, **options) -> LRFinderResult:
         """The LR range test, run through :meth:`fit` with an
-        :class:`~tabembed.training.lr_finder.LRFinder` callback.
+        :class:`~tabembed.training.lr_finder.LRFinder` callback (``options`` are its
+        parameters: ``start_lr``, ``end_lr``, ``num_steps``, ``beta``, ``divergence``).
 
         The rate grows from ``start_lr`` to ``end_lr`` over at most ``num_steps``
         batches (keeping the ratios of discriminative rates) while the smoothed
@@ -544,8 +544,9 @@ class Learner:
         best. Weights, optimizer, random state, batch order and history are then
         restored bit for bit. None of the learner's callbacks run, nor validation.
         """
-        finder = LRFinder(start_lr=start_lr, end_lr=end_lr, num_steps=num_steps, beta=beta,
-                          divergence=divergence)
+        finder = LRFinder(**options)
+        start_lr, end_lr = finder.schedule.start_lr, finder.schedule.end_lr
+        num_steps = finder.num_steps
         if self.optimizer is None:
             self.set_learning_rates(start_lr)
         peaks = {g.get("layer_group", 0): g["base_lr"] for g in self.optimizer.param_groups}

@@ -77,9 +77,12 @@ class LRFinder(Callback):
     start_lr, end_lr : float
         The sweep's first and last rate (of the fastest layer group).
     num_steps : int
-        Batches in the sweep, at most.
-    beta : float
-        Smoothing of the recorded loss (debiased exponential moving average).
+        Batches in the sweep, at most (fastai's 100; the estimators' default
+        ``lr="auto"`` sweeps 60, see ``tabembed.config.LR_FINDER_OPTIONS``).
+    beta : float, optional
+        Smoothing of the recorded loss (debiased exponential moving average);
+        default ``0.98 ** (100 / num_steps)``, fastai's 0.98 per 100 steps, so
+        the smoothing spans the same range of rates whatever ``num_steps``.
     divergence : float
         Stop once the smoothed loss exceeds this multiple of its best.
     """
@@ -87,7 +90,11 @@ class LRFinder(Callback):
     order = 0
 
     def __init__(self, *, start_lr: float = 1e-7, end_lr: float = 10.0, num_steps: int = 100,
-                 beta: float = 0.98, divergence: float = 4.0):
+                 beta: float | None = None, divergence: float = 4.0):
+        if beta is None:
+            beta = 0.98 ** (100 / num_steps)
+        if not 0 <= beta < 1:
+            raise ValueError(f"beta must be in [0, 1), got {beta=}")
         self.schedule = RangeTest(start_lr, end_lr, num_steps)
         self.num_steps, self.beta, self.divergence = num_steps, beta, divergence
         self.lrs: list[float] = []
