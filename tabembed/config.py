@@ -360,16 +360,7 @@ def train(config: TrainingConfig, model: torch.nn.Module, loss: Callable, train_
                 "fixed lr (e.g. lr=1e-4) and check the inputs for extreme values")
         lr = finder.suggestions[config.lr_finder]
         finder.used = lr
-    if config.verbose >= 2:
-        print(f"training configuration: {config}", flush=True)
-        if finder is not None:
-            print("LR finder suggestions: " + ", ".join(
-                f"{name} {rate:.2e}" for name, rate in finder.suggestions.items()), flush=True)
-    if config.verbose:
-        source = (f"the LR finder's {config.lr_finder!r} suggestion" if finder is not None
-                  else "given")
-        print(f"learning rate {_format_lr(lr)} ({source}); {config.epochs} epochs of "
-              f"{type(config.schedule).__name__}, batch size {config.batch_size}", flush=True)
+    _announce(config, finder, lr)
     learner.fit(config.epochs, lr, schedule=config.schedule)
     if sample is not None:
         after = learner.validate(sample)["valid_loss"]
@@ -380,6 +371,21 @@ def train(config: TrainingConfig, model: torch.nn.Module, loss: Callable, train_
                 "the learning rate (lr='auto' runs the LR finder) or check the inputs")
     return TrainingResult(learner=learner, lr=lr, lr_finder=finder,
                           history=learner.history.to_frame(), stop_reason=learner.stop_reason)
+
+
+def _announce(config: TrainingConfig, finder: LRFinderResult | None, lr) -> None:
+    """What ``verbose`` prints before training: the rate and where it came from (1), the
+    LR finder's suggestions and the whole configuration (2)."""
+    if config.verbose >= 2:
+        print(f"training configuration: {config}", flush=True)
+        if finder is not None:
+            print("LR finder suggestions: " + ", ".join(
+                f"{name} {rate:.2e}" for name, rate in finder.suggestions.items()), flush=True)
+    if config.verbose:
+        source = (f"the LR finder's {config.lr_finder!r} suggestion" if finder is not None
+                  else "given")
+        print(f"learning rate {_format_lr(lr)} ({source}); {config.epochs} epochs of "
+              f"{type(config.schedule).__name__}, batch size {config.batch_size}", flush=True)
 
 
 def row_batches(tensors, rows, weights=None, *, batch_size: int = EVALUATION_BATCH_SIZE,
