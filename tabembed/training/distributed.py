@@ -55,6 +55,7 @@ __all__ = [
 
 DEFAULT_TIMEOUT = timedelta(minutes=10)
 _REQUIRED = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+_timeout = DEFAULT_TIMEOUT   # the process group's, for monitored_barrier
 
 
 class DistributedError(RuntimeError):
@@ -126,6 +127,8 @@ def init_process_group(*, backend: str = "auto", device="auto",
                 f"the process group (rank {dist.get_rank()} of {dist.get_world_size()}) does not "
                 f"match the launch (RANK={launch.rank}, WORLD_SIZE={launch.world_size})")
         return launch
+    global _timeout
+    _timeout = timeout
     cuda = _uses_cuda(device)
     if backend == "auto":
         backend = "nccl" if cuda else "gloo"
@@ -321,7 +324,7 @@ def barrier(timeout: timedelta | None = None) -> None:
         return
     with translate_errors("barrier"):
         if dist.get_backend() == "gloo":
-            dist.monitored_barrier(timeout=timeout, wait_all_ranks=True)
+            dist.monitored_barrier(timeout=timeout or _timeout, wait_all_ranks=True)
         else:
             dist.barrier()
 
