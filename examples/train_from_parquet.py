@@ -34,7 +34,6 @@ from tabembed.preprocessing import TabularPreprocessor
 from tabembed.streaming import (
     TableTransform,
     ValidationSplit,
-    auto_batch_size,
     fit_preprocessor,
     fit_target,
     open_dataset,
@@ -86,7 +85,7 @@ def has_rows(folder: Path, rows: int) -> bool:
 
 def main() -> None:
     args = arguments()
-    launch = distributed.init_process_group()           # None under plain `python`
+    distributed.init_process_group()                    # nothing under plain `python`
     rank, world_size = distributed.get_rank(), distributed.get_world_size()
     main_process = distributed.is_main_process()
     say = distributed.rank_zero_only(print)
@@ -122,10 +121,10 @@ def main() -> None:
         seed = distributed.shared_seed(args.seed)
         transform = TableTransform(preprocessor, "target", target)
         split = ValidationSplit(0.1, seed=seed)
-        probe, _ = train_valid_sources(args.data, transform, split, random_state=seed)
-        batch_size = args.batch_size or auto_batch_size(probe.n_rows, world_size=world_size)
-        train, valid = train_valid_sources(args.data, transform, split, batch_size=batch_size,
+        train, valid = train_valid_sources(args.data, transform, split,
+                                           batch_size=args.batch_size or "auto",
                                            random_state=seed, rank=rank, world_size=world_size)
+        batch_size = train.batch_size
         distributed.check_same_on_all_ranks("batches per epoch", len(train))
 
         # %% Model and loop; DDP under torchrun, the plain model otherwise.
@@ -174,9 +173,10 @@ def main() -> None:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # KiB on Linux
         peaks = distributed.all_gather_tensors(torch.tensor([peak]))
         say("peak RSS per process: " + ", ".join(f"{p:,.0f} MiB" for p in peaks.tolist()))
-    finally:
-        if launch is not None:
-            distributed.destroy_process_group()
+    except BaseException:
+        distributed.destroy_process_group(wait=False)    # another rank may never arrive
+        raise
+    distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """torch.distributed helpers, and real 2-process DDP training with gloo on this machine."""
 
+import faulthandler
 import os
 import socket
 import time
@@ -79,6 +80,7 @@ def _spawn(worker, world_size: int, *args, launch_size: int | None = None):
 
 
 def _run(rank, worker, world_size, launch_size, port, *args):
+    faulthandler.enable(all_threads=True)   # a crash in a child shows its Python stacks
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(launch_size), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
     torch.set_num_threads(1)
@@ -167,8 +169,10 @@ def _train(rank, world_size, folder, out, epochs=2):
                     "accuracy": accuracy, "steps": steps, "sizes": sizes,
                     "sum": distributed.all_reduce_sum(float(rank + 1))},
                    Path(out) / f"rank{rank}.pt")
-    finally:
-        distributed.destroy_process_group()
+    except BaseException:
+        distributed.destroy_process_group(wait=False)
+        raise
+    distributed.destroy_process_group()
 
 
 def _results(out, world_size):
@@ -249,3 +253,67 @@ def test_parquet_batches_fit_under_a_ddp_wrapped_learner_signature():
     # The Learner reads only len(), iteration, has_target and to(): nothing DDP-specific.
     assert {"__len__", "__iter__", "to", "state_dict", "load_state_dict"} <= set(
         dir(ParquetBatches))
+
+
+def _resumable(rank, world_size, folder, out, interrupt, save_at=53, epochs=3):
+    """A minimal DDP loop over a Parquet shard that checkpoints mid-epoch (the data side
+    of the Learner's resume: model, optimizer, stream position and every rank's RNG)."""
+    distributed.init_process_group(timeout=timedelta(seconds=60))
+    out = Path(out)
+    pre = fit_preprocessor(folder, TabularPreprocessor(), exclude=["target", "row"])
+    source = ParquetBatches(folder, TableTransform(pre, "target", fit_target(folder, "target")),
+                            batch_size=64, shuffle=True, buffer_rows=1000, random_state=3,
+                            rank=rank, world_size=world_size)
+    torch.manual_seed(0)
+    model = EntityEmbeddingMLP(embedding_sizes=list(pre.embedding_sizes_.values()),
+                               n_continuous=len(pre.cont_columns_), hidden=(32,), dropout=0.3,
+                               task="binary")
+    trained = distributed.wrap_model(model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    loss = loss_for_task("binary")
+    torch.manual_seed(100 + rank)                     # each rank its own dropout stream
+    step, checkpoint = 0, out / "checkpoint.pt"
+    if checkpoint.exists():
+        state = torch.load(checkpoint, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        source.load_state_dict(state["data"])
+        torch.set_rng_state(state["rng"][rank])
+        step = state["step"]
+    while step < epochs * len(source):
+        for codes, continuous, y in source:
+            optimizer.zero_grad()
+            loss(trained(codes, continuous), y).backward()
+            optimizer.step()
+            step += 1
+            if step == save_at:                       # mid-epoch 2 (38 steps an epoch)
+                distributed.average_buffers(model)    # the same in every run, saved or not
+                if interrupt:
+                    rngs = [None] * world_size
+                    torch.distributed.all_gather_object(rngs, torch.get_rng_state())
+                    if rank == 0:
+                        torch.save({"model": model.state_dict(), "step": step, "rng": rngs,
+                                    "optimizer": optimizer.state_dict(),
+                                    "data": source.state_dict()}, checkpoint)
+                    distributed.destroy_process_group()
+                    os._exit(0)                       # killed right after the checkpoint
+    distributed.average_buffers(model)
+    if rank == 0:
+        torch.save({"model": model.state_dict(), "steps": len(source)}, out / "final.pt")
+    distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_a_killed_two_process_run_resumes_to_the_same_weights(parquet, tmp_path):
+    (tmp_path / "straight").mkdir()
+    (tmp_path / "resumed").mkdir()
+    _spawn(_resumable, 2, str(parquet), str(tmp_path / "straight"), False)
+    _spawn(_resumable, 2, str(parquet), str(tmp_path / "resumed"), True)
+    assert (tmp_path / "resumed" / "checkpoint.pt").exists()
+    assert not (tmp_path / "resumed" / "final.pt").exists()
+    _spawn(_resumable, 2, str(parquet), str(tmp_path / "resumed"), False)
+    straight = torch.load(tmp_path / "straight" / "final.pt", weights_only=True)
+    resumed = torch.load(tmp_path / "resumed" / "final.pt", weights_only=True)
+    assert straight["steps"] == 38            # so step 53 is in the middle of the 2nd epoch
+    for key, value in straight["model"].items():
+        assert torch.equal(value, resumed["model"][key]), key

@@ -422,3 +422,22 @@ def test_predict_to_parquet_leaves_nothing_when_prediction_fails(table, tmp_path
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(ValueError, match="keep_columns not in the dataset"):
         predict_to_parquet(folder, tmp_path / "p.parquet", failing, pre, keep_columns=["id"])
+
+
+def test_fit_preprocessor_streams_what_a_dataframe_fit_learns(table, tmp_path):
+    frame, folder = table
+    streamed = fit_preprocessor(folder, TabularPreprocessor(), exclude=["target", "row"])
+    expected = TabularPreprocessor().fit(frame.drop(columns=["target", "row"]))
+    got, want = streamed.to_dict(), expected.to_dict()
+    assert got["categories"] == want["categories"] and got["medians"] == want["medians"]
+    for name in ("means", "stds"):
+        assert got[name] == pytest.approx(want[name], rel=1e-12)
+    # Hive partition folders become columns, read one row group at a time.
+    pq.write_to_dataset(pa.Table.from_pandas(frame.assign(region=frame["row"] % 3),
+                                             preserve_index=False),
+                        tmp_path / "hive", partition_cols=["region"], row_group_size=500)
+    pre = fit_preprocessor(tmp_path / "hive", TabularPreprocessor(cat_names=["region"]),
+                           exclude=["target", "row"])
+    assert pre.categories_["region"] == [0, 1, 2]
+    dataset = RowGroups(open_dataset(tmp_path / "hive")).sequential(exclude=["target"])
+    assert dataset.to_table().num_rows == len(frame) and "target" not in dataset.schema.names

@@ -84,6 +84,36 @@ class RowGroups:
         """Columns of row group ``index``, with the dataset's (unified) schema."""
         return self.fragments[index].to_table(schema=self.dataset.schema, columns=columns)
 
+    def sequential(self, exclude=()) -> ds.Dataset:
+        """The dataset as one fragment per row group, scanned one row group at a time.
+
+        pyarrow's scanner reads ahead up to 16 batches in up to 4 files at once,
+        so a plain ``Dataset.to_batches`` holds more memory the bigger the files
+        (measured: Arrow's peak allocation 54 MiB at 1M rows, 543 MiB at 10M).
+        Code that scans with default options (``TabularPreprocessor.fit``) gets
+        this instead: memory bounded by one row group, whatever the dataset's size.
+        ``exclude`` drops columns from the schema.
+        """
+        dataset = self.dataset
+        schema = pa.schema([f for f in dataset.schema if f.name not in set(exclude)])
+        pieces = [dataset.format.make_fragment(piece.path, dataset.filesystem,
+                                               piece.partition_expression,
+                                               row_groups=[piece.row_groups[0].id])
+                  for piece in self.fragments]
+        return _Sequential(pieces, schema, dataset.format, dataset.filesystem)
+
+
+class _Sequential(ds.FileSystemDataset):
+    """A FileSystemDataset whose scans read one fragment and one batch ahead at most."""
+
+    def to_batches(self, **options):
+        options.setdefault("batch_readahead", 1)
+        options.setdefault("fragment_readahead", 1)
+        return super().to_batches(**options)
+
+    def to_table(self, **options):
+        return pa.Table.from_batches(self.to_batches(**options), schema=self.schema)
+
 
 # splitmix64's finaliser: a fast, well-mixed and platform-independent 64-bit hash.
 _M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)

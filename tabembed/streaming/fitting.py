@@ -1,8 +1,8 @@
 """What fitting needs, computed by streaming: preprocessor, target encoding, batch size.
 
-Each function makes bounded-memory passes over a Parquet dataset (record
-batches of ``1 << 17`` rows) and returns the same fitted objects the
-estimators build from a DataFrame.
+Each function makes bounded-memory passes over a Parquet dataset, one row
+group at a time, and returns the same fitted objects the estimators build
+from a DataFrame.
 """
 
 from __future__ import annotations
@@ -13,12 +13,11 @@ import numpy as np
 import pyarrow as pa
 
 from tabembed.column_statistics import Moments
-from tabembed.streaming.dataset import open_dataset
+from tabembed.streaming.dataset import RowGroups, open_dataset
 from tabembed.targets import TASKS, TargetTransformer
 
 __all__ = ["auto_batch_size", "fit_preprocessor", "fit_target"]
 
-_READ = dict(batch_size=1 << 17, batch_readahead=2, fragment_readahead=1)
 MAX_CLASSES = 10_000
 
 
@@ -26,7 +25,9 @@ def fit_preprocessor(data, preprocessor, *, exclude=()):
     """Fit ``preprocessor`` by streaming ``data``, leaving out the ``exclude`` columns.
 
     ``exclude`` names the target (and any other column that is not a
-    feature); the preprocessor never sees them. Returns the preprocessor.
+    feature); the preprocessor never sees them. The preprocessor's passes read
+    one row group at a time (:meth:`RowGroups.sequential`). Returns the
+    preprocessor.
     """
     dataset = open_dataset(data)
     exclude = [exclude] if isinstance(exclude, str) else list(exclude)
@@ -34,10 +35,9 @@ def fit_preprocessor(data, preprocessor, *, exclude=()):
     if missing:
         raise ValueError(f"columns to exclude are not in the dataset: {missing}; its columns "
                          f"are {dataset.schema.names}")
-    features = pa.schema([f for f in dataset.schema if f.name not in exclude])
-    if not len(features):
+    if len(exclude) == len(dataset.schema.names):
         raise ValueError(f"no feature column left after excluding {exclude}")
-    return preprocessor.fit(dataset.replace_schema(features))
+    return preprocessor.fit(RowGroups(dataset).sequential(exclude=exclude))
 
 
 def _values(column: pa.Array, name: str) -> np.ndarray:
@@ -48,7 +48,7 @@ def _values(column: pa.Array, name: str) -> np.ndarray:
                          "multi-label targets is not supported yet: train from a DataFrame")
     if column.null_count:
         raise ValueError(f"the target column {name!r} has missing values ({column.null_count} "
-                         "in one record batch); drop those rows first")
+                         "in one row group); drop those rows first")
     values = column.to_numpy(zero_copy_only=False)
     if values.dtype.kind == "f" and not np.isfinite(values).all():
         raise ValueError(f"the target column {name!r} has NaN or infinite values; drop or clip "
@@ -74,14 +74,14 @@ def fit_target(data, column: str, *, task: str = "auto", scale: str | None = Non
                          "DataFrame")
     if scale not in (None, "standard", "log"):
         raise ValueError(f"scale must be None, 'standard' or 'log', got {scale!r}")
-    dataset = open_dataset(data)
-    if column not in dataset.schema.names:
+    row_groups = RowGroups(open_dataset(data))
+    if column not in row_groups.dataset.schema.names:
         raise ValueError(f"the target column {column!r} is not in the dataset; its columns are "
-                         f"{dataset.schema.names}")
+                         f"{row_groups.dataset.schema.names}")
     classify, regress = task != "regression", task in ("auto", "regression")
     labels, moments, n_rows = None, Moments(), 0
-    for batch in dataset.to_batches(columns=[column], **_READ):
-        values = _values(batch.column(0), column)
+    for index in range(len(row_groups)):
+        values = _values(row_groups.read(index, [column])[column].combine_chunks(), column)
         n_rows += len(values)
         numeric = values.dtype.kind in "biuf"
         if regress:

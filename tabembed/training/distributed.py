@@ -149,9 +149,17 @@ def init_process_group(*, backend: str = "auto", device="auto",
     return launch
 
 
-def destroy_process_group() -> None:
-    """Leave the process group (a no-op without one)."""
+def destroy_process_group(*, wait: bool = True) -> None:
+    """Leave the process group (a no-op without one).
+
+    ``wait``: first wait for every rank (a barrier), so no process tears its
+    connections down while another still uses them (gloo can abort the
+    other process then). Pass ``wait=False`` on an error path, where another
+    rank may never arrive.
+    """
     if dist.is_available() and dist.is_initialized():
+        if wait and dist.get_world_size() > 1:
+            barrier()
         dist.destroy_process_group()
 
 
