@@ -14,7 +14,8 @@ EntityEmbeddingMLP (hidden 200-100, batch 1024, one torch thread):
 
 Each measurement runs in its own process, so its peak RSS (``ru_maxrss``,
 imports included) is its own. Each run trains at least 1M rows (several
-epochs at small sizes) so per-row costs compare across sizes.
+epochs at small sizes) so per-row costs compare across sizes. Below 1e7 rows
+every variant runs ``--repeats`` times, interleaved, and the median counts.
 """
 
 from __future__ import annotations
@@ -152,6 +153,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=BATCH)
+    parser.add_argument("--repeats", type=int, default=3, help="runs per variant below 1e7 rows")
     args = parser.parse_args()
     if args.child:
         result = measure(args.mode, args.data, args.epochs, args.batch_size)
@@ -185,12 +187,21 @@ def main() -> None:
                      ("streaming, 2 processes, 1024 per process", 2, ["--mode", "stream"]),
                      ("in memory, 2 processes, same global batch", 2,
                       ["--mode", "memory", "--batch-size", str(BATCH // 2)])]
-        for name, processes, extra in runs:
-            print(f"{n:,} rows: {name} ...", file=sys.stderr, flush=True)
-            result = child([*common, *extra], processes)
+        repeats = 1 if n >= 10_000_000 else args.repeats
+        measured = {name: [] for name, _, _ in runs}
+        for round_ in range(repeats):      # interleaved, so load drifts hit every variant
+            for name, processes, extra in runs:
+                print(f"{n:,} rows: {name} ({round_ + 1}/{repeats}) ...", file=sys.stderr,
+                      flush=True)
+                measured[name].append(child([*common, *extra], processes))
+        for name, _, _ in runs:
+            runs_of = measured[name]
+            result = dict(runs_of[0])
+            result["rows_per_s"] = float(np.median([r["rows_per_s"] for r in runs_of]))
+            result["peak_mib"] = max(r["peak_mib"] for r in runs_of)
             results[(n, name)] = result
             rows_out.append(
-                f"| {n:,} | {name} | {epochs} | {result['rows_per_s']:,.0f} | "
+                f"| {n:,} | {name} | {epochs} | {repeats} | {result['rows_per_s']:,.0f} | "
                 f"{1e6 / result['rows_per_s']:.2f} | {result['peak_mib']:,.0f} | "
                 f"{result['baseline_mib']:,.0f} | {result['prepare_s']:.1f} | "
                 f"{result['loss']:.4f} |")
@@ -198,9 +209,9 @@ def main() -> None:
     print(f"# Scale ({machine()})\n")
     print("Machine shared with other work while this ran: timings are noisy; compare ratios "
           "within this table.\n")
-    print("| rows | training | epochs | rows/s | µs per row | peak RSS MiB | RSS after "
-          "imports MiB | data preparation s | last train loss |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| rows | training | epochs | runs | rows/s (median) | µs per row | peak RSS MiB | "
+          "RSS after imports MiB | data preparation s | last train loss |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     print("\n".join(rows_out))
     print()
     checks = []
