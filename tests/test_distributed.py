@@ -249,11 +249,6 @@ def test_a_dead_rank_or_a_wrong_world_size_is_a_clear_error(tmp_path):
     assert "could not join" in message and "WORLD_SIZE=2" in message
 
 
-def test_parquet_batches_fit_under_a_ddp_wrapped_learner_signature():
-    # The Learner reads only len(), iteration, has_target and to(): nothing DDP-specific.
-    assert {"__len__", "__iter__", "to", "state_dict", "load_state_dict"} <= set(
-        dir(ParquetBatches))
-
 
 def _resumable(rank, world_size, folder, out, interrupt, save_at=53, epochs=3):
     """A minimal DDP loop over a Parquet shard that checkpoints mid-epoch (the data side
