@@ -41,6 +41,7 @@ SECTIONS = [
     ("Preprocessing (issue 3)", ["preprocess.py"], None),
     ("Training loop overhead (issue 5)", ["loop_overhead.py", "--threads", "1"], None),
     ("Threads (issue 5)", ["threads.py"], None),
+    ("Scale: streaming Parquet and several processes (issue 13)", ["scale.py"], None),
 ]
 
 

@@ -1,0 +1,251 @@
+"""Scale: training rows/s and peak RSS, in memory vs streaming Parquet, 1 vs 2 processes.
+
+Run: ``python bench/scale.py [--sizes 100000 1000000 10000000] [--root DIR]``
+
+For each size, a synthetic classification table (make_synthetic; 3
+categorical and 4 continuous columns, written as several Parquet files with
+row groups of 128k rows) is trained through the Learner with an
+EntityEmbeddingMLP (hidden 200-100, batch 1024, one torch thread):
+
+- in memory: ``pd.read_parquet``, preprocessor fitted on the frame, tensors, TensorBatches;
+- streaming: preprocessor and target fitted by streaming, ParquetBatches;
+- streaming with 2 processes (torchrun, gloo): the same global batch (512 per
+  process) and 1024 per process.
+
+Each measurement runs in its own process, so its peak RSS (``ru_maxrss``,
+imports included) is its own. Each run trains at least 1M rows (several
+epochs at small sizes) so per-row costs compare across sizes. Below 1e7 rows
+every variant runs ``--repeats`` times, interleaved, and the median counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine
+
+RESULT = "RESULT "
+BATCH = 1024
+ROW_GROUP = 1 << 17
+
+
+def write_data(folder: Path, rows: int, strings: bool = False) -> None:
+    """make_synthetic as Parquet: about 1.25M rows per file, row groups of 128k rows.
+
+    pandas writes its categoricals dictionary-encoded; ``strings`` writes plain
+    string columns instead (as Spark or a CSV conversion would), which cost more
+    to transform.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tabembed.datasets import make_synthetic
+
+    X, y = make_synthetic(rows, task="classification", cardinalities=(10, 100, 1000),
+                          n_continuous=4, noise=0.5, random_state=0)
+    table = pa.Table.from_pandas(X.assign(target=y.to_numpy()), preserve_index=False)
+    if strings:
+        table = table.replace_schema_metadata(None)
+        table = table.cast(pa.schema([pa.field(f.name, pa.string()) if pa.types.is_dictionary(
+            f.type) else f for f in table.schema]))
+    files = max(2, rows // 1_250_000)
+    cuts = np.linspace(0, rows, files + 1).astype(int)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(files):
+        pq.write_table(table.slice(cuts[i], cuts[i + 1] - cuts[i]),
+                       folder / f"part-{i:03d}.parquet", row_group_size=ROW_GROUP)
+
+
+def _model(pre):
+    from tabembed.models import EntityEmbeddingMLP
+
+    return EntityEmbeddingMLP(embedding_sizes=list(pre.embedding_sizes_.values()),
+                              n_continuous=len(pre.cont_columns_), d_out=1, task="binary")
+
+
+def measure(mode: str, data: Path, epochs: int, batch_size: int) -> dict:
+    """One training run in this process; returns rows/s and peak RSS."""
+    import torch
+
+    from tabembed.batches import TensorBatches
+    from tabembed.models import loss_for_task
+    from tabembed.preprocessing import TabularPreprocessor
+    from tabembed.training import distributed
+    from tabembed.training.learner import Learner
+
+    torch.set_num_threads(1)
+    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    distributed.init_process_group()
+    rank, world_size = distributed.get_rank(), distributed.get_world_size()
+    started = time.perf_counter()
+    if mode == "memory":
+        import pandas as pd
+
+        frame = pd.read_parquet(data)
+        target = frame.pop("target")
+        pre = TabularPreprocessor().fit(frame)
+        codes, continuous = pre.to_tensors(frame)
+        labels = torch.as_tensor(target.to_numpy(), dtype=torch.float32)
+        del frame, target
+        train = TensorBatches([codes, continuous, labels], batch_size=batch_size, shuffle=True,
+                              random_state=0, rank=rank, world_size=world_size)
+    else:
+        from tabembed.streaming import (
+            ParquetBatches,
+            TableTransform,
+            fit_preprocessor,
+            fit_target,
+        )
+
+        pre = fit_preprocessor(data, TabularPreprocessor(), exclude=["target"])
+        transform = TableTransform(pre, "target", fit_target(data, "target"))
+        train = ParquetBatches(data, transform, batch_size=batch_size, shuffle=True,
+                               random_state=0, rank=rank, world_size=world_size)
+    prepared = time.perf_counter() - started
+    torch.manual_seed(0)
+    model = _model(pre)
+    learner = Learner(distributed.wrap_model(model), loss_for_task("binary"), train,
+                      random_state=0, num_threads=1)
+    started = time.perf_counter()
+    learner.fit(epochs, 1e-3)
+    trained = time.perf_counter() - started
+    elapsed = distributed.all_reduce_sum([trained])[0] / world_size
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peaks = distributed.all_gather_tensors(torch.tensor([peak], dtype=torch.float64)).tolist()
+    n_rows = train.n_rows
+    distributed.destroy_process_group()
+    return {"rows_per_s": n_rows * epochs / elapsed, "train_s": elapsed,
+            "prepare_s": prepared, "peak_mib": max(peaks), "baseline_mib": baseline,
+            "steps_per_epoch": len(train), "loss": learner.history.records[-1]["train_loss"]}
+
+
+def child(arguments: list[str], processes: int = 1) -> dict:
+    """Run one measurement in a fresh process (under torchrun for several)."""
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launcher = [sys.executable]
+    if processes > 1:
+        launcher += ["-m", "torch.distributed.run", "--nproc_per_node", str(processes)]
+    result = subprocess.run([*launcher, __file__, "--child", *arguments], env=environment,
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{arguments} failed:\n{result.stderr[-3000:]}")
+    line = next(line for line in result.stdout.splitlines() if line.startswith(RESULT))
+    return json.loads(line[len(RESULT):])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000, 10_000_000])
+    parser.add_argument("--root", type=Path, default=None)
+    parser.add_argument("--child", action="store_true")
+    parser.add_argument("--mode", default="stream")
+    parser.add_argument("--data", type=Path)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=BATCH)
+    parser.add_argument("--repeats", type=int, default=3, help="runs per variant below 1e7 rows")
+    args = parser.parse_args()
+    if args.child:
+        result = measure(args.mode, args.data, args.epochs, args.batch_size)
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(RESULT + json.dumps(result), flush=True)
+        return
+
+    root = args.root or Path(tempfile.mkdtemp(prefix="tabembed-scale-"))
+    rows_out = []
+    results = {}
+    def dataset(n: int, strings: bool = False) -> Path:
+        data = root / f"rows-{n}{'-strings' if strings else ''}"
+        if not data.exists():
+            # A child process: the generator's memory never counts against a measurement.
+            code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+                    f"from scale import write_data; from pathlib import Path; "
+                    f"write_data(Path({str(data)!r}), {n}, {strings})")
+            subprocess.run([sys.executable, "-c", code], check=True)
+        return data
+
+    for n in args.sizes:
+        data = dataset(n)
+        epochs = max(1, 1_000_000 // n)
+        common = ["--data", str(data), "--epochs", str(epochs)]
+        runs = [("in memory", 1, ["--mode", "memory"]), ("streaming", 1, ["--mode", "stream"])]
+        if n == 1_000_000:
+            runs += [("streaming, plain string columns", 1,
+                      ["--mode", "stream", "--data", str(dataset(n, strings=True))]),
+                     ("streaming, 2 processes, same global batch", 2,
+                      ["--mode", "stream", "--batch-size", str(BATCH // 2)]),
+                     ("streaming, 2 processes, 1024 per process", 2, ["--mode", "stream"]),
+                     ("in memory, 2 processes, same global batch", 2,
+                      ["--mode", "memory", "--batch-size", str(BATCH // 2)])]
+        repeats = 1 if n >= 10_000_000 else args.repeats
+        measured = {name: [] for name, _, _ in runs}
+        for round_ in range(repeats):      # interleaved, so load drifts hit every variant
+            for name, processes, extra in runs:
+                print(f"{n:,} rows: {name} ({round_ + 1}/{repeats}) ...", file=sys.stderr,
+                      flush=True)
+                measured[name].append(child([*common, *extra], processes))
+        for name, _, _ in runs:
+            runs_of = measured[name]
+            result = dict(runs_of[0])
+            result["rows_per_s"] = float(np.median([r["rows_per_s"] for r in runs_of]))
+            result["peak_mib"] = max(r["peak_mib"] for r in runs_of)
+            results[(n, name)] = result
+            rows_out.append(
+                f"| {n:,} | {name} | {epochs} | {repeats} | {result['rows_per_s']:,.0f} | "
+                f"{1e6 / result['rows_per_s']:.2f} | {result['peak_mib']:,.0f} | "
+                f"{result['baseline_mib']:,.0f} | {result['prepare_s']:.1f} | "
+                f"{result['loss']:.4f} |")
+
+    print(f"# Scale ({machine()})\n")
+    print("Machine shared with other work while this ran: timings are noisy; compare ratios "
+          "within this table.\n")
+    print("| rows | training | epochs | runs | rows/s (median) | µs per row | peak RSS MiB | "
+          "RSS after imports MiB | data preparation s | last train loss |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("\n".join(rows_out))
+    print()
+    checks = []
+
+    def check(text, ok):
+        checks.append(f"- {'PASS' if ok else 'FAIL'}: {text}")
+
+    sizes = args.sizes
+    for mode in ("in memory", "streaming"):
+        costs = [1 / results[(n, mode)]["rows_per_s"] for n in sizes]
+        spread = max(costs) / min(costs)
+        check(f"{mode}: cost per row max/min across {', '.join(f'{n:,}' for n in sizes)} rows "
+              f"= {spread:.2f} (target <= 1.25)", spread <= 1.25)
+    if 1_000_000 in sizes and 10_000_000 in sizes:
+        small = results[(1_000_000, "streaming")]["peak_mib"]
+        large = results[(10_000_000, "streaming")]["peak_mib"]
+        check(f"streaming peak RSS 1e7 / 1e6 rows = {large / small:.2f} (target <= 1.25), "
+              f"{large:,.0f} MiB at 1e7 (target < 2048)", large / small <= 1.25 and large < 2048)
+    if 1_000_000 in sizes:
+        ratio = (results[(1_000_000, "streaming")]["rows_per_s"]
+                 / results[(1_000_000, "in memory")]["rows_per_s"])
+        check(f"streaming / in-memory throughput at 1e6 rows = {ratio:.2f} (target >= 0.70)",
+              ratio >= 0.7)
+        one = results[(1_000_000, "streaming")]["rows_per_s"]
+        for name in ("streaming, 2 processes, same global batch",
+                     "streaming, 2 processes, 1024 per process"):
+            speedup = results[(1_000_000, name)]["rows_per_s"] / one
+            checks.append(f"- measured: {name} / 1 process = {speedup:.2f}x")
+        memory_speedup = (results[(1_000_000, "in memory, 2 processes, same global batch")]
+                          ["rows_per_s"] / results[(1_000_000, "in memory")]["rows_per_s"])
+        checks.append(f"- measured: in memory, 2 processes (same global batch) / 1 process = "
+                      f"{memory_speedup:.2f}x")
+    print("\n".join(checks))
+
+
+if __name__ == "__main__":
+    main()

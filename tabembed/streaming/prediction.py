@@ -1,0 +1,171 @@
+"""Batch prediction over a Parquet dataset, written to Parquet in bounded memory."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from tqdm.auto import tqdm
+
+from tabembed.batches import check_shard, shard_range
+from tabembed.streaming.dataset import Part, RowGroups, open_dataset
+from tabembed.streaming.source import TableTransform, _segments
+
+__all__ = ["predict_to_parquet"]
+
+
+def _columns_of(output, n_rows: int, names) -> dict[str, np.ndarray]:
+    """Named 1-D columns from what ``predict_batch`` returned."""
+    if isinstance(output, dict):
+        columns = {str(k): np.asarray(v.cpu() if torch.is_tensor(v) else v)
+                   for k, v in output.items()}
+    else:
+        values = np.asarray(output.cpu() if torch.is_tensor(output) else output)
+        if values.ndim == 2 and values.shape[1] == 1 and names is None:
+            values = values[:, 0]
+        if values.ndim == 1:
+            names = names or ["prediction"]
+            if len(names) != 1:
+                raise ValueError(f"predict_batch returned one column but {names=}")
+            columns = {names[0]: values}
+        elif values.ndim == 2:
+            names = names or [f"prediction_{j}" for j in range(values.shape[1])]
+            if len(names) != values.shape[1]:
+                raise ValueError(f"predict_batch returned {values.shape[1]} columns but "
+                                 f"{len(names)} output_names: {names}")
+            columns = {name: values[:, j] for j, name in enumerate(names)}
+        else:
+            raise ValueError(f"predict_batch must return 1-D or 2-D outputs, got {values.shape}")
+    for name, values in columns.items():
+        if len(values) != n_rows or values.ndim != 1:
+            raise ValueError(f"output {name!r} has shape {values.shape}; expected ({n_rows},)")
+    return columns
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _destination(destination, rank: int, world_size: int) -> Path:
+    destination = Path(destination)
+    if world_size == 1:
+        return destination
+    # One file per rank; reading the folder lists them in rank order, which is row order.
+    return destination / f"part-{rank:05d}-of-{world_size:05d}.parquet"
+
+
+def predict_to_parquet(data, destination, predict_batch: Callable, preprocessor, *,
+                       batch_size: int = 65536, keep_columns=(), output_names=None,
+                       rank: int | None = None, world_size: int | None = None,
+                       progress: bool | None = None, prefetch: int = 1) -> Path:
+    """Predict every row of a Parquet dataset and write the predictions to Parquet.
+
+    Rows are read one row group at a time (the next read and transformed in a
+    background thread), transformed, predicted ``batch_size`` rows at a time
+    and appended to the output, so memory holds a row group or two whatever
+    the dataset's size. Output rows keep the input's order.
+
+    Parameters
+    ----------
+    data : path, URI, list of paths or pyarrow.dataset.Dataset
+    destination : path
+        The Parquet file to write (atomically: a temporary file in the same
+        folder, renamed at the end). With several processes, a folder in
+        which rank ``r`` writes ``part-<r>-of-<world_size>.parquet`` with its
+        contiguous share of the rows.
+    predict_batch : callable
+        ``predict_batch(*tensors) -> tensor, ndarray or dict of them``: the
+        model's outputs for the preprocessed inputs of ``n`` rows, ``(n,)``
+        or ``(n, k)`` (for example probabilities per class). Called under
+        ``torch.inference_mode``.
+    preprocessor : TabularPreprocessor or TableTransform
+        Fitted; turns a table into the inputs ``predict_batch`` takes.
+    keep_columns : sequence of str
+        Input columns copied to the output beside the predictions (ids).
+    output_names : list of str, optional
+        Names of the output columns (default ``prediction`` or
+        ``prediction_0..k-1``).
+    rank, world_size : int, optional
+        This process's share (both or neither).
+    progress : bool, optional
+        A tqdm bar of rows; ``None`` shows it in terminals on rank 0.
+
+    Returns
+    -------
+    Path of the file written.
+    """
+    transform = (preprocessor if isinstance(preprocessor, TableTransform)
+                 else TableTransform(preprocessor))
+    if transform.has_target:
+        transform = TableTransform(transform.preprocessor)   # prediction reads features only
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size=}")
+    rank, world_size = check_shard(rank, world_size)
+    part = Part(RowGroups(open_dataset(data)))
+    keep_columns = list(keep_columns)
+    missing = [c for c in keep_columns if c not in part.row_groups.dataset.schema.names]
+    if missing:
+        raise ValueError(f"keep_columns not in the dataset: {missing}")
+    columns = list(dict.fromkeys([*transform.columns, *keep_columns]))
+    start, stop = shard_range(part.n_rows, rank, world_size)
+    segments = _segments(part.counts, np.arange(len(part.counts)), start, stop)
+
+    def load(segment):
+        group, first, last = segment
+        table = part.row_groups.read(group, columns).slice(first, last - first)
+        return table, tuple(torch.from_numpy(a) for a in transform(table))
+
+    path = _destination(destination, rank, world_size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    show = (rank == 0) if progress is None else progress
+    bar = tqdm(total=stop - start, unit="rows", desc="predicting", mininterval=0.5,
+               disable=(None if progress is None else False) if show else True)
+    pool = ThreadPoolExecutor(max_workers=1) if prefetch else None
+    writer = None
+    try:
+        upcoming = pool.submit(load, segments[0]) if pool else None
+        for index, segment in enumerate(segments):
+            table, inputs = upcoming.result() if pool else load(segment)
+            if pool and index + 1 < len(segments):
+                upcoming = pool.submit(load, segments[index + 1])
+            outputs = []
+            with torch.inference_mode():
+                for low in range(0, table.num_rows, batch_size):
+                    chunk = tuple(t[low:low + batch_size] for t in inputs)
+                    outputs.append(_columns_of(predict_batch(*chunk), len(chunk[0]),
+                                               output_names))
+            predicted = {name: np.concatenate([o[name] for o in outputs]) for name in outputs[0]}
+            result = pa.table({**{c: table[c] for c in keep_columns}, **predicted})
+            if writer is None:
+                writer = pq.ParquetWriter(temporary, result.schema)
+            writer.write_table(result)
+            bar.update(table.num_rows)
+        writer.close()
+        writer = None
+        with open(temporary, "rb+") as stream:
+            os.fsync(stream.fileno())
+        os.chmod(temporary, 0o666 & ~_umask())   # mkstemp's 0600 is not what the user asked
+        os.replace(temporary, path)
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+    return path

@@ -1,0 +1,443 @@
+"""Parquet streams: every row once per epoch across ranks, seeded orders, exact resume."""
+
+import itertools
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from tabembed.batches import TensorBatches, steps_per_epoch
+from tabembed.datasets import make_synthetic
+from tabembed.models import EntityEmbeddingMLP, loss_for_task
+from tabembed.preprocessing import TabularPreprocessor
+from tabembed.streaming import (
+    ParquetBatches,
+    Part,
+    RowGroups,
+    TableTransform,
+    ValidationSplit,
+    auto_batch_size,
+    fit_preprocessor,
+    fit_target,
+    open_dataset,
+    predict_to_parquet,
+    train_valid_sources,
+)
+from tabembed.targets import TargetTransformer
+from tabembed.training.learner import Learner
+
+N_ROWS = 10_007
+
+
+class RowIds:
+    """A transform yielding each row's id (and its key), to check which rows a stream gives."""
+
+    columns = ("row", "key")
+    has_target = False
+
+    def __call__(self, table):
+        return (table["row"].to_numpy().astype(np.int64),
+                table["key"].to_numpy().astype(np.int64))
+
+
+def _write(folder, frame, cuts, row_group_size):
+    folder.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    for i, (start, stop) in enumerate(itertools.pairwise(cuts)):
+        pq.write_table(table.slice(start, stop - start), folder / f"part-{i}.parquet",
+                       row_group_size=row_group_size)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def ids(tmp_path_factory):
+    """10,007 rows in 3 files of uneven size, row groups of 700 rows (the last ones shorter)."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"row": np.arange(N_ROWS), "key": rng.integers(0, 500, N_ROWS)})
+    return _write(tmp_path_factory.mktemp("ids"), frame, [0, 2500, 2501, N_ROWS], 700)
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory):
+    X, y = make_synthetic(6000, task="classification", n_classes=3, cardinalities=(5, 30),
+                          n_continuous=2, noise=0.3, random_state=1)
+    frame = X.assign(target=np.array(["low", "mid", "high"])[y.to_numpy()],
+                     row=np.arange(len(X)))
+    folder = _write(tmp_path_factory.mktemp("table"), frame, [0, 1000, 3500, 6000], 400)
+    return frame, folder
+
+
+def _epoch(source):
+    return [tuple(t.clone() for t in batch) for batch in source]
+
+
+def _rows(batches):
+    return torch.cat([b[0] for b in batches]).numpy()
+
+
+# ------------------------------------------------------------------ the dataset
+
+def test_row_groups_come_from_metadata(ids):
+    groups = RowGroups(open_dataset(ids))
+    assert groups.n_rows == N_ROWS
+    assert groups.counts.tolist() == [700] * 3 + [400] + [1] + [700] * 10 + [506]
+    assert groups.offsets[4] == 2500
+    assert open_dataset(ids.as_uri()).files == open_dataset(ids).files     # a file:// URI
+    assert open_dataset(open_dataset(ids)).files == open_dataset(ids).files
+    with pytest.raises(TypeError, match="path or URI"):
+        open_dataset(42)
+
+
+def test_csv_is_refused_with_the_fix(tmp_path):
+    pd.DataFrame({"a": [1, 2]}).to_csv(tmp_path / "a.csv", index=False)
+    with pytest.raises(TypeError, match="not Parquet"):
+        RowGroups(ds.dataset(tmp_path, format="csv"))
+
+
+# ------------------------------------------------------------------ every row once
+
+@pytest.mark.parametrize("world_size", [1, 2, 3])
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_every_row_once_per_epoch_across_ranks(ids, world_size, shuffle):
+    sources = [ParquetBatches(ids, RowIds(), batch_size=256, shuffle=shuffle, buffer_rows=1500,
+                              rank=r, world_size=world_size, random_state=7)
+               for r in range(world_size)]
+    lengths = {len(s) for s in sources}
+    assert lengths == {steps_per_epoch(N_ROWS, 256, world_size)}     # same steps on every rank
+    orders = []
+    for _ in range(2):
+        epoch = [_epoch(s) for s in sources]
+        assert {len(e) for e in epoch} == lengths
+        sizes = [len(b[0]) for e in epoch for b in e]
+        assert max(sizes) <= 256 and max(sizes) - min(sizes) <= 1
+        rows = np.concatenate([_rows(e) for e in epoch])
+        assert len(rows) == N_ROWS and np.array_equal(np.sort(rows), np.arange(N_ROWS))
+        orders.append(rows)
+    if shuffle:
+        assert not np.array_equal(orders[0], orders[1])        # a fresh order each epoch
+        assert not np.array_equal(orders[0], np.sort(orders[0]))
+    else:
+        assert np.array_equal(orders[0], np.arange(N_ROWS))    # ranks in order give file order
+
+
+def test_a_window_mixes_row_groups_and_reads_stay_per_rank(ids):
+    source = ParquetBatches(ids, RowIds(), batch_size=100, shuffle=True, buffer_rows=1400,
+                            rank=1, world_size=2, random_state=3)
+    first = _rows(_epoch(source)[:10])
+    groups = np.searchsorted(RowGroups(open_dataset(ids)).offsets, first, side="right")
+    assert len(np.unique(groups)) >= 2         # a window spans whole row groups, shuffled
+    windows, _ = source._plan(0)
+    read = sum(last - first for window in windows for _, first, last in window)
+    assert read == source.rank_rows[1] - source.rank_rows[0]
+
+
+def test_same_seed_same_batches_other_seed_other_batches(ids):
+    def run(seed, prefetch):
+        source = ParquetBatches(ids, RowIds(), batch_size=128, shuffle=True, buffer_rows=2000,
+                                random_state=seed, prefetch=prefetch)
+        return [_rows(_epoch(source)) for _ in range(2)]
+
+    first, again, sync = run(5, 1), run(5, 3), run(5, 0)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert all(np.array_equal(a, b) for a, b in zip(first, sync))   # threads change nothing
+    assert not np.array_equal(first[0], run(6, 1)[0])
+
+
+def test_shuffling_over_ranks_needs_a_shared_seed_and_enough_rows(ids):
+    with pytest.raises(ValueError, match="random_state, the same on every rank"):
+        ParquetBatches(ids, RowIds(), shuffle=True, rank=0, world_size=2)
+    with pytest.raises(ValueError, match="cannot be shared by"):
+        ParquetBatches(ids, RowIds(), rank=0, world_size=N_ROWS + 1)
+    with pytest.raises(ValueError, match="both rank and world_size"):
+        ParquetBatches(ids, RowIds(), rank=1)
+
+
+@pytest.mark.parametrize("world_size", [1, 3])
+def test_tensor_batches_shard_a_shared_permutation(world_size):
+    n = 1001
+    sources = [TensorBatches([torch.arange(n)], batch_size=64, shuffle=True, has_target=False,
+                             random_state=4, rank=r, world_size=world_size)
+               for r in range(world_size)]
+    assert len({len(s) for s in sources}) == 1
+    for _ in range(2):
+        epoch = [_epoch(s) for s in sources]
+        rows = np.concatenate([_rows(e) for e in epoch])
+        assert np.array_equal(np.sort(rows), np.arange(n))
+        assert min(len(b[0]) for e in epoch for b in e) > 1
+    with pytest.raises(ValueError, match="random_state"):
+        TensorBatches([torch.arange(n)], shuffle=True, rank=0, world_size=2)
+    ordered = [TensorBatches([torch.arange(n)], batch_size=64, has_target=False, rank=r,
+                             world_size=2) for r in range(2)]
+    assert np.array_equal(np.concatenate([_rows(_epoch(s)) for s in ordered]), np.arange(n))
+
+
+# ------------------------------------------------------------------ resume
+
+def _resumed_matches(make, stop_after):
+    """Batches after ``stop_after`` batches of epoch 2, resumed from a state, vs uninterrupted."""
+    uninterrupted = make()
+    expected = [_epoch(uninterrupted) for _ in range(3)]
+    interrupted = make()
+    _epoch(interrupted)
+    for i, _ in enumerate(interrupted):
+        if i + 1 == stop_after:
+            break
+    state = interrupted.state_dict()
+    resumed = make()
+    resumed.load_state_dict(state)
+    rest = _epoch(resumed)
+    after = _epoch(resumed)
+    tail = expected[1][stop_after:]
+    assert len(rest) == len(tail)
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(rest, tail))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(after, expected[2]))
+
+
+@pytest.mark.parametrize("stop_after", [1, 7, 19])
+def test_parquet_stream_resumes_mid_epoch_exactly(ids, stop_after):
+    split = ValidationSplit(0.2, key="key", seed=1)
+    for rank in range(2):
+        _resumed_matches(lambda rank=rank: ParquetBatches(
+            ids, RowIds(), batch_size=200, shuffle=True, buffer_rows=1500, validation=split,
+            rank=rank, world_size=2, random_state=11), stop_after)
+
+
+def test_tensor_batches_resume_mid_epoch_exactly():
+    for world_size in (1, 2):
+        _resumed_matches(lambda world_size=world_size: TensorBatches(
+            [torch.arange(999)], batch_size=50, shuffle=True, has_target=False, random_state=2,
+            rank=world_size - 1, world_size=world_size), 6)
+
+
+def test_state_survives_a_weights_only_checkpoint_and_guards_the_layout(ids, tmp_path):
+    source = ParquetBatches(ids, RowIds(), batch_size=300, shuffle=True, random_state=1,
+                            rank=0, world_size=2)
+    batches = iter(source)
+    next(batches)
+    torch.save({"data": source.state_dict()}, tmp_path / "state.pt")
+    state = torch.load(tmp_path / "state.pt", weights_only=True)["data"]
+    assert state["position"] == 1
+    other = ParquetBatches(ids, RowIds(), batch_size=300, shuffle=True, random_state=1)
+    with pytest.raises(ValueError, match="same data, batch size and number of processes"):
+        other.load_state_dict(state)
+    other.load_state_dict({**state, "position": 0})   # an epoch boundary is always fine
+
+
+def test_an_abandoned_pass_starts_a_new_epoch_and_seeding_restarts(ids):
+    source = ParquetBatches(ids, RowIds(), batch_size=500, shuffle=True, random_state=9)
+    first = next(iter(source))[0]
+    second = next(iter(source))[0]
+    assert not torch.equal(first, second)
+    source.manual_seed(9)
+    assert torch.equal(next(iter(source))[0], first)
+
+
+# ------------------------------------------------------------------ validation split
+
+@pytest.mark.parametrize("split", [ValidationSplit(0.2, seed=3), ValidationSplit(0.2, key="key"),
+                                   ValidationSplit(0.2, whole_row_groups=True, seed=1)])
+def test_validation_split_is_disjoint_complete_and_stable(ids, split):
+    train, valid = train_valid_sources(ids, RowIds(), split, batch_size=256, random_state=0,
+                                       valid_batch_size=1000)
+    train_rows = [_rows(_epoch(train)) for _ in range(2)]
+    valid_rows = _rows(_epoch(valid))
+    assert np.array_equal(np.sort(train_rows[0]), np.sort(train_rows[1]))   # stable over epochs
+    assert np.intersect1d(train_rows[0], valid_rows).size == 0
+    assert np.array_equal(np.sort(np.concatenate([train_rows[0], valid_rows])),
+                          np.arange(N_ROWS))
+    assert train.n_rows + valid.n_rows == N_ROWS
+    assert np.array_equal(valid_rows, np.sort(valid_rows))       # validation keeps file order
+    # 0.2 of 10,007 rows: the binomial std is 40 rows; 500 keys: a key holds ~20 rows.
+    assert abs(valid.n_rows - 0.2 * N_ROWS) < (900 if split.key or split.whole_row_groups
+                                               else 200)
+    if split.key:
+        keys = pd.read_parquet(ids).set_index("row")["key"]
+        assert not set(keys[train_rows[0]]) & set(keys[valid_rows])
+    if split.whole_row_groups:
+        offsets = RowGroups(open_dataset(ids)).offsets
+        held = np.unique(np.searchsorted(offsets, valid_rows, side="right"))
+        trained = np.unique(np.searchsorted(offsets, train_rows[0], side="right"))
+        assert not set(held) & set(trained)
+
+
+def test_validation_split_checks_its_arguments(ids):
+    with pytest.raises(ValueError, match="fraction"):
+        ValidationSplit(1.5)
+    with pytest.raises(ValueError, match="not both"):
+        ValidationSplit(0.1, key="key", whole_row_groups=True)
+    with pytest.raises(ValueError, match="'user' is not in the dataset"):
+        Part(RowGroups(open_dataset(ids)), ValidationSplit(0.1, key="user"))
+
+
+# ------------------------------------------------------------------ transforming
+
+def test_stream_tensors_equal_the_in_memory_preprocessor(table):
+    frame, folder = table
+    pre = fit_preprocessor(folder, TabularPreprocessor(), exclude=["target", "row"])
+    assert "target" not in pre.feature_names_in_ and "row" not in pre.feature_names_in_
+    target = fit_target(folder, "target")
+    source = ParquetBatches(folder, TableTransform(pre, "target", target), batch_size=700)
+    codes, continuous, y = (torch.cat(t) for t in zip(*_epoch(source)))
+    expected_codes, expected_continuous = pre.to_tensors(frame.drop(columns=["target", "row"]))
+    assert torch.equal(codes, expected_codes)
+    torch.testing.assert_close(continuous, expected_continuous, rtol=0, atol=0)
+    assert torch.equal(y, torch.as_tensor(target.transform(frame["target"]), dtype=torch.int64))
+    with pytest.raises(ValueError, match="not fitted"):
+        TableTransform(TabularPreprocessor())
+
+
+def test_a_bad_value_names_its_file_and_row_group(table, tmp_path):
+    frame, folder = table
+    pre = fit_preprocessor(folder, TabularPreprocessor(), exclude=["target", "row"])
+    bad = frame.assign(num_0=frame["num_0"].astype(object))
+    bad.loc[3, "num_0"] = "oops"
+    bad.astype({"num_0": str}).to_parquet(tmp_path / "bad.parquet")
+    source = ParquetBatches(tmp_path, TableTransform(pre), batch_size=1000)
+    with pytest.raises(ValueError, match=r"num_0.*bad\.parquet \(row group 0\)"):
+        _epoch(source)
+
+
+# ------------------------------------------------------------------ targets and batch size
+
+@pytest.mark.parametrize("make", [
+    lambda n: pd.Series(np.where(np.arange(n) % 3, "yes", "no")),
+    lambda n: pd.Series(np.arange(n) % 4),
+    lambda n: pd.Series(np.arange(n) % 3 * 1.0),
+    lambda n: pd.Series(np.random.default_rng(0).normal(3, 2, n)),
+    lambda n: pd.Series(np.arange(n) % 2 == 0),
+])
+def test_fit_target_streams_what_target_transformer_fits(tmp_path, make):
+    y = make(300_000)       # more rows than one record batch
+    pq.write_table(pa.table({"y": y}), tmp_path / "y.parquet", row_group_size=50_000)
+    streamed = fit_target(tmp_path, "y")
+    expected = TargetTransformer().fit(y)
+    assert streamed.task_ == expected.task_
+    if expected.task_ == "regression":
+        assert streamed.mean_ == pytest.approx(expected.mean_, rel=1e-12)
+        assert streamed.std_ == pytest.approx(expected.std_, rel=1e-9)
+    else:
+        assert np.array_equal(streamed.classes_, expected.classes_)
+        assert np.array_equal(streamed.transform(y), expected.transform(y))
+    if pd.api.types.is_numeric_dtype(y):
+        assert fit_target(tmp_path, "y", task="regression").mean_ == pytest.approx(y.mean())
+    else:
+        with pytest.raises(ValueError, match="regression target must be numeric"):
+            fit_target(tmp_path, "y", task="regression")
+
+
+def test_fit_target_errors_name_the_column_and_the_fix(tmp_path):
+    pq.write_table(pa.table({"y": [1.0, None, 2.0], "z": [1, 1, 1], "w": np.arange(3) * 1.0}),
+                   tmp_path / "y.parquet")
+    with pytest.raises(ValueError, match="'y' has missing values"):
+        fit_target(tmp_path, "y")
+    with pytest.raises(ValueError, match="single class"):
+        fit_target(tmp_path, "z")
+    with pytest.raises(ValueError, match="more than 2 distinct labels"):
+        fit_target(tmp_path, "w", max_classes=2)
+    with pytest.raises(ValueError, match="'v' is not in the dataset"):
+        fit_target(tmp_path, "v")
+
+
+def test_auto_batch_size_keeps_the_global_batch():
+    assert auto_batch_size(32_561) == 512 and auto_batch_size(40_000) == 1024   # Adult: 512
+    assert auto_batch_size(100) == 16 and auto_batch_size(10**7, world_size=2) == 512
+
+
+# ------------------------------------------------------------------ training and prediction
+
+def test_learner_trains_from_a_stream_as_well_as_from_memory(table):
+    frame, folder = table
+    pre = fit_preprocessor(folder, TabularPreprocessor(), exclude=["target", "row"])
+    target = fit_target(folder, "target")
+    transform = TableTransform(pre, "target", target)
+    split = ValidationSplit(0.2, seed=0)
+    scores = {}
+    for kind in ("stream", "memory"):
+        train, valid = train_valid_sources(folder, transform, split, batch_size=128,
+                                           random_state=0)
+        if kind == "memory":
+            train = TensorBatches([torch.cat(t) for t in zip(*_epoch(train))], batch_size=128,
+                                  shuffle=True, random_state=0)
+        torch.manual_seed(0)
+        model = EntityEmbeddingMLP(embedding_sizes=list(pre.embedding_sizes_.values()),
+                                   n_continuous=len(pre.cont_columns_), d_out=3,
+                                   task="multiclass", hidden=(32, 16))
+        accuracy = {"accuracy": lambda out, y: float((out.argmax(1) == y).float().mean())}
+        learner = Learner(model, loss_for_task("multiclass"), train, valid, metrics=accuracy,
+                          random_state=0)
+        learner.fit(4, 3e-3)
+        scores[kind] = learner.history.records[-1]["accuracy"]
+    majority = frame["target"].value_counts(normalize=True).max()
+    assert scores["stream"] > majority + 0.2
+    assert abs(scores["stream"] - scores["memory"]) < 0.03
+
+
+def test_predict_to_parquet_keeps_order_and_matches_memory(table, tmp_path):
+    frame, folder = table
+    pre = fit_preprocessor(folder, TabularPreprocessor(), exclude=["target", "row"])
+    torch.manual_seed(0)
+    model = EntityEmbeddingMLP(embedding_sizes=list(pre.embedding_sizes_.values()),
+                               n_continuous=len(pre.cont_columns_), d_out=3, task="multiclass",
+                               hidden=(16,)).eval()
+
+    def predict(codes, continuous):
+        return torch.softmax(model(codes, continuous), dim=1)
+
+    path = predict_to_parquet(folder, tmp_path / "out" / "p.parquet", predict, pre,
+                              batch_size=333, keep_columns=["row"],
+                              output_names=["low", "mid", "high"])
+    written = pd.read_parquet(path)
+    assert list(written.columns) == ["row", "low", "mid", "high"]
+    assert np.array_equal(written["row"], np.arange(len(frame)))
+    with torch.inference_mode():
+        expected = predict(*pre.to_tensors(frame.drop(columns=["target", "row"]))).numpy()
+    np.testing.assert_allclose(written[["low", "mid", "high"]].to_numpy(), expected, rtol=1e-5,
+                               atol=1e-6)
+    parts = [predict_to_parquet(folder, tmp_path / "parts", predict, pre, rank=r, world_size=2,
+                                keep_columns=["row"]) for r in range(2)]
+    assert [p.name for p in parts] == ["part-00000-of-00002.parquet",
+                                       "part-00001-of-00002.parquet"]
+    together = pd.read_parquet(tmp_path / "parts")
+    assert np.array_equal(together["row"], np.arange(len(frame)))
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["p.parquet"]   # no temp
+
+
+def test_predict_to_parquet_leaves_nothing_when_prediction_fails(table, tmp_path):
+    _, folder = table
+    pre = fit_preprocessor(folder, TabularPreprocessor(), exclude=["target", "row"])
+    calls = []
+
+    def failing(codes, continuous):
+        calls.append(1)
+        if len(calls) > 3:
+            raise RuntimeError("out of memory")
+        return torch.zeros(len(codes))
+
+    with pytest.raises(RuntimeError, match="out of memory"):
+        predict_to_parquet(folder, tmp_path / "p.parquet", failing, pre, batch_size=100)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="keep_columns not in the dataset"):
+        predict_to_parquet(folder, tmp_path / "p.parquet", failing, pre, keep_columns=["id"])
+
+
+def test_fit_preprocessor_streams_what_a_dataframe_fit_learns(table, tmp_path):
+    frame, folder = table
+    streamed = fit_preprocessor(folder, TabularPreprocessor(), exclude=["target", "row"])
+    expected = TabularPreprocessor().fit(frame.drop(columns=["target", "row"]))
+    got, want = streamed.to_dict(), expected.to_dict()
+    assert got["categories"] == want["categories"] and got["medians"] == want["medians"]
+    for name in ("means", "stds"):
+        assert got[name] == pytest.approx(want[name], rel=1e-12)
+    # Hive partition folders become columns, read one row group at a time.
+    pq.write_to_dataset(pa.Table.from_pandas(frame.assign(region=frame["row"] % 3),
+                                             preserve_index=False),
+                        tmp_path / "hive", partition_cols=["region"], row_group_size=500)
+    pre = fit_preprocessor(tmp_path / "hive", TabularPreprocessor(cat_names=["region"]),
+                           exclude=["target", "row"])
+    assert pre.categories_["region"] == [0, 1, 2]
+    dataset = RowGroups(open_dataset(tmp_path / "hive")).sequential(exclude=["target"])
+    assert dataset.to_table().num_rows == len(frame) and "target" not in dataset.schema.names
