@@ -170,6 +170,21 @@ class TensorBatches:
     def __len__(self) -> int:
         return len(self._bounds())
 
+    @property
+    def resume_position(self) -> int:
+        """The index of the first batch the next pass yields (0 unless resumed mid-epoch)."""
+        return self._resume_position
+
+    def sharded(self, rank: int, world_size: int, *, random_state: int,
+                batch_size: int | None = None) -> TensorBatches:
+        """The same tensors as ``rank``'s shard of ``world_size`` (every rank passes the same
+        ``random_state``), in batches of ``batch_size`` rows per process (default: this
+        source's)."""
+        return TensorBatches(self.tensors, batch_size=batch_size or self.batch_size,
+                             shuffle=self.shuffle,
+                             has_target=self.has_target, has_weight=self.has_weight,
+                             random_state=random_state, rank=rank, world_size=world_size)
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         start_batch, self._resume_position = self._resume_position, 0
         self._epoch_state = self.generator.get_state()

@@ -12,6 +12,7 @@ The defaults were measured on validation splits (bench/RESULTS.md, the
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import math
@@ -23,6 +24,7 @@ import pandas as pd
 import torch
 
 from tabembed.batches import TensorBatches
+from tabembed.training import distributed
 from tabembed.training.averaging import EMA, SWA, FastGeometricEnsemble, SnapshotEnsemble
 from tabembed.training.callbacks import EarlyStopping
 from tabembed.training.learner import (
@@ -125,13 +127,21 @@ class Seeds:
 
 
 def draw_seed(random_state) -> int:
-    """One integer seed per fit from ``random_state`` (None draws fresh entropy)."""
+    """One integer seed per fit from ``random_state`` (None draws fresh entropy).
+
+    Under torchrun the process group is joined here (the first thing a fit
+    does), and every rank gets rank 0's seed.
+    """
+    if distributed.launch_from_environment() is not None and not distributed.is_distributed():
+        if distributed.init_process_group() is not None:
+            # Leave the group at exit; without waiting, since another rank may have failed.
+            atexit.register(distributed.destroy_process_group, wait=False)
     if random_state is None:
-        return int(np.random.SeedSequence().generate_state(1)[0])
+        return distributed.shared_seed(int(np.random.SeedSequence().generate_state(1)[0]))
     if isinstance(random_state, np.random.RandomState):
-        return int(random_state.randint(0, 2**31 - 1))
+        return distributed.shared_seed(int(random_state.randint(0, 2**31 - 1)))
     if isinstance(random_state, np.random.Generator):
-        return int(random_state.integers(0, 2**31 - 1))
+        return distributed.shared_seed(int(random_state.integers(0, 2**31 - 1)))
     if isinstance(random_state, int | np.integer) and not isinstance(random_state, bool):
         return int(random_state)
     raise ValueError(f"random_state must be None, an int, a numpy RandomState or Generator, "
@@ -376,6 +386,8 @@ def train(config: TrainingConfig, model: torch.nn.Module, loss: Callable, train_
 def _announce(config: TrainingConfig, finder: LRFinderResult | None, lr) -> None:
     """What ``verbose`` prints before training: the rate and where it came from (1), the
     LR finder's suggestions and the whole configuration (2)."""
+    if not distributed.is_main_process():
+        return
     if config.verbose >= 2:
         print(f"training configuration: {config}", flush=True)
         if finder is not None:

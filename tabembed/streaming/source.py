@@ -315,6 +315,11 @@ class ParquetBatches:
 
     # ------------------------------------------------------------ state
 
+    @property
+    def resume_position(self) -> int:
+        """The index of the first batch the next pass yields (0 unless resumed mid-epoch)."""
+        return self._position if self._resume else 0
+
     def manual_seed(self, seed: int) -> None:
         """Restart from epoch 0 with ``seed`` (a seeded ``fit`` calls this)."""
         self.seed = int(seed)

@@ -29,6 +29,7 @@ from torch.optim.swa_utils import AveragedModel, update_bn
 
 from tabembed._io import atomic_write
 from tabembed.batches import split_batch
+from tabembed.training import distributed
 from tabembed.training.callbacks import Callback, copy_state
 from tabembed.training.schedules import AnnealTo, CyclicalLinear, FinalCycles, start_step
 
@@ -253,7 +254,9 @@ class _Ensemble(Callback):
         state = copy_state(learner.model)
         if self.directory is not None:
             path = Path(self.directory) / f"snapshot-step{learner.step}.pt"
-            atomic_write(path, lambda stream, state=state: torch.save(state, stream))
+            if distributed.is_main_process():     # the ranks' weights are the same
+                atomic_write(path, lambda stream, state=state: torch.save(state, stream))
+            distributed.barrier()
             state = path
         self.snapshots.append(state)
         self.collected_at.append(learner.step)

@@ -159,14 +159,26 @@ class EarlyStopping(Callback):
 
 
 class Checkpoint(Callback):
-    """Write a resumable checkpoint every ``every`` epochs, atomically (temporary file, rename)."""
+    """Write a resumable checkpoint every ``every`` epochs, atomically (temporary file, rename).
+
+    ``every_steps`` also writes one every that many batches, inside epochs: a
+    long epoch over a stream then resumes at the next batch, not from its start.
+    Under torch.distributed rank 0 writes and the other ranks wait.
+    """
 
     order = 20
 
-    def __init__(self, path, *, every: int = 1):
+    def __init__(self, path, *, every: int = 1, every_steps: int | None = None):
         if every < 1:
             raise ValueError(f"every must be at least 1, got {every=}")
-        self.path, self.every = path, every
+        if every_steps is not None and every_steps < 1:
+            raise ValueError(f"every_steps must be at least 1, got {every_steps=}")
+        self.path, self.every, self.every_steps = path, every, every_steps
+
+    def on_batch_end(self, learner) -> None:
+        if (self.every_steps and learner.step % self.every_steps == 0
+                and learner.batch_index + 1 < learner.steps_per_epoch):
+            learner.save_checkpoint(self.path, mid_epoch=True)
 
     def on_epoch_end(self, learner) -> None:
         if (learner.epoch + 1) % self.every == 0 or learner.stop_training:

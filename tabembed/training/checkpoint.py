@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from tabembed._io import atomic_write
+from tabembed.training import distributed
 
 __all__ = ["CHECKPOINT_VERSION", "capture", "read_checkpoint", "restore",
            "restore_callbacks", "write_checkpoint"]
@@ -57,6 +58,7 @@ def capture(learner, *, callbacks: bool = True) -> dict:
         "step": learner.step,
         "frozen_groups": learner.frozen_groups,
         "random": random_state(),
+        "epoch_progress": list(getattr(learner, "epoch_progress", (0.0, 0))),
         "train_data": (copy.deepcopy(learner.train_data.state_dict())
                        if hasattr(learner.train_data, "state_dict") else None),
         "history": copy.deepcopy(learner.history.state_dict()),
@@ -67,6 +69,13 @@ def capture(learner, *, callbacks: bool = True) -> dict:
     return state
 
 
+def _random_by_rank(state: dict) -> list:
+    """Every rank's generators (dropout masks differ by rank), gathered for rank 0 to save."""
+    gathered = [None] * distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, state)
+    return gathered
+
+
 def restore(learner, state: dict) -> None:
     """Put back what :func:`capture` took, except the callbacks' states."""
     learner.model.load_state_dict(state["model"])
@@ -75,7 +84,12 @@ def restore(learner, state: dict) -> None:
         learner.scaler.load_state_dict(state["scaler"])
     learner.freeze_to(state["frozen_groups"])
     learner.epoch, learner.step = state["epoch"], state["step"]
-    set_random_state(state["random"])
+    learner.epoch_progress = tuple(state.get("epoch_progress", (0.0, 0)))
+    by_rank = state.get("random_by_rank")
+    if by_rank and len(by_rank) == distributed.get_world_size():
+        set_random_state(by_rank[distributed.get_rank()])
+    else:
+        set_random_state(state["random"])
     if state["train_data"] is not None:
         learner.train_data.load_state_dict(state["train_data"])
     learner.history.load_state_dict(state["history"])
@@ -89,11 +103,22 @@ def restore_callbacks(learner, state: dict) -> None:
             callback.load_state_dict(saved[_key(i, callback)])
 
 
-def write_checkpoint(learner, path) -> None:
-    """Write a checkpoint taken at the end of the current epoch, atomically."""
+def write_checkpoint(learner, path, *, mid_epoch: bool = False) -> None:
+    """Write a checkpoint, atomically: at the end of the current epoch, or after the
+    current batch (``mid_epoch``; the batch source resumes at the next batch).
+
+    Under torch.distributed every rank takes part (their random states are
+    gathered) and rank 0 alone writes; the others wait for the file.
+    """
     state = capture(learner)
-    state["resume_epoch"] = learner.epoch + 1
-    atomic_write(path, lambda stream: torch.save(state, stream))
+    state["resume_epoch"] = learner.epoch if mid_epoch else learner.epoch + 1
+    if not mid_epoch:
+        state["epoch_progress"] = [0.0, 0]
+    if distributed.is_distributed():
+        state["random_by_rank"] = _random_by_rank(state["random"])
+    if distributed.is_main_process():
+        atomic_write(path, lambda stream: torch.save(state, stream))
+    distributed.barrier()
 
 
 def read_checkpoint(path, device) -> dict:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from tabembed.batches import BatchSource, TensorBatches, as_batches, split_batch
-from tabembed.training import checkpoint
+from tabembed.training import checkpoint, distributed
 from tabembed.training.callbacks import (
     EVENTS,
     Callback,
@@ -115,7 +115,8 @@ class Learner:
         ``metric(output, target) -> float`` over the whole validation set.
     callbacks : sequence of Callback
     batch_size : int
-        Used when ``train_data``/``valid_data`` are tensors.
+        Used when ``train_data``/``valid_data`` are tensors: the rows of one step
+        over all processes (under torchrun each process takes its share).
     device : str
         ``"auto"`` picks CUDA, then MPS, then CPU.
     precision : {"32", "bf16", "fp16"}
@@ -165,10 +166,17 @@ class Learner:
             raise ValueError("precision='fp16' needs CUDA; use 'bf16' on CPU")
         self.model = model.to(self.device)
         self.loss = loss
-        self.train_data = as_batches(train_data, batch_size=batch_size, shuffle=True)
-        self.train_data = self.train_data.to(self.device)
+        if random_state is None and distributed.is_distributed():
+            random_state = distributed.shared_seed()     # one stream for every rank
+        self.random_state = random_state
+        self.train_data = self._sharded(as_batches(train_data, batch_size=batch_size,
+                                                   shuffle=True)).to(self.device)
         self.valid_data = (None if valid_data is None else
                            as_batches(valid_data, batch_size=EVALUATION_BATCH_SIZE).to(self.device))
+        # The module the training steps run: DistributedDataParallel under torchrun (it
+        # averages the gradients over ranks), the model itself otherwise. Validation,
+        # prediction, averaging and checkpoints use the plain model.
+        self.train_model = distributed.wrap_model(self.model)
         self.optimizer_spec = optimizer
         self.weight_decay = weight_decay
         self.decay_embeddings = decay_embeddings
@@ -180,8 +188,7 @@ class Learner:
         self.callbacks = list(callbacks)
         self.precision = precision
         self.num_threads = num_threads
-        self.random_state = random_state
-        self.verbose = verbose
+        self.verbose = verbose if distributed.is_main_process() else 0
         self.output_activation = output_activation
         self.penalty = penalty
         self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
@@ -204,6 +211,7 @@ class Learner:
         self.active_callbacks: list[Callback] = []
         self.schedule = None
         self.last_loss = math.nan
+        self.epoch_progress = (0.0, 0)     # (loss sum, rows) of the epoch in progress
 
     # ------------------------------------------------------------ setup
 
@@ -299,6 +307,20 @@ class Learner:
         self.stop_training, self.stop_reason = True, reason
         self.stop_now = self.stop_now or immediately
 
+    def _sharded(self, source):
+        """Under torch.distributed, this rank's shard of ``source``, seeded like every rank's."""
+        if not distributed.is_distributed() or getattr(source, "world_size", 1) > 1:
+            return source
+        if not isinstance(source, TensorBatches):
+            raise distributed.DistributedError(
+                f"{type(source).__name__} is not sharded across the {distributed.get_world_size()}"
+                " processes; give rank= and world_size= to the batch source")
+        world_size = distributed.get_world_size()
+        # batch_size counts the rows of one optimizer step over all processes, so a run
+        # on N processes takes the same steps as on one.
+        return source.sharded(distributed.get_rank(), world_size, random_state=self.random_state,
+                              batch_size=max(1, math.ceil(source.batch_size / world_size)))
+
     def set_train_data(self, data, *, batch_size: int | None = None) -> None:
         """Train on other data from now on (``warm_start``, ``partial_fit``); tensors are
         batched by ``batch_size`` (default: the current source's)."""
@@ -307,7 +329,7 @@ class Learner:
         batches = as_batches(data, batch_size=batch_size, shuffle=True)
         if isinstance(batches, TensorBatches) and isinstance(self.train_data, TensorBatches):
             batches.generator = self.train_data.generator   # one random stream per learner
-        self.train_data = batches.to(self.device)
+        self.train_data = self._sharded(batches).to(self.device)
         self.steps_per_epoch = len(self.train_data)
 
     # ------------------------------------------------------------ training
@@ -359,9 +381,10 @@ class Learner:
         else:
             self.step = 0
             self._seed()
+        distributed.check_same_on_all_ranks("batches per epoch", self.steps_per_epoch)
         self.fitting = True
         try:
-            with self._threads():
+            with self._threads(), distributed.translate_errors("training"):
                 self._emit("on_fit_begin")
                 if saved is not None:
                     checkpoint.restore_callbacks(self, saved)
@@ -372,6 +395,7 @@ class Learner:
                     if self.stop_training:
                         break
                 self._emit("on_fit_end")
+                distributed.average_buffers(self.model)
         finally:
             self.fitting, self.resuming = False, False
             self.model.eval()     # predictions come next, in eval mode
@@ -382,9 +406,10 @@ class Learner:
         if self.random_state is None:
             return
         model_seed, order_seed = np.random.SeedSequence(self.random_state).generate_state(2)
-        torch.manual_seed(int(model_seed))
-        if isinstance(self.train_data, TensorBatches):
-            self.train_data.generator.manual_seed(int(order_seed))
+        # Every rank shares the batch order (its shard of it); dropout masks differ by rank.
+        torch.manual_seed(int(model_seed) + distributed.get_rank())
+        if hasattr(self.train_data, "manual_seed"):
+            self.train_data.manual_seed(int(order_seed))
 
     def _check_weights(self) -> None:
         """A diverged last step leaves NaN weights and no NaN loss to show it: check them."""
@@ -400,15 +425,21 @@ class Learner:
         started = time.perf_counter()
         self._train_mode()
         self._emit("on_epoch_begin")
-        total, rows = 0.0, 0
-        for batch_index, batch in enumerate(self.train_data):
+        first = getattr(self.train_data, "resume_position", 0)   # a pass resumed mid-epoch
+        total, rows = self.epoch_progress if first else (0.0, 0)
+        for batch_index, batch in enumerate(self.train_data, start=first):
             self.batch_index = batch_index
             loss = self._train_step(batch)
             size = batch[0].shape[0]
             total += loss * size
             rows += size
+            self.epoch_progress = (total, rows)     # a mid-epoch checkpoint saves them
+            self._emit("on_batch_end")
             if self.stop_now:
                 return
+        self.epoch_progress = (0.0, 0)
+        total, rows = distributed.all_reduce_sum([total, rows])
+        distributed.average_buffers(self.model)       # one set of batch-norm statistics
         record = {"epoch": self.epoch + 1, "train_loss": total / max(rows, 1)}
         if self.valid_data is not None and self.validating:
             record.update(self.validate())
@@ -416,6 +447,8 @@ class Learner:
         record["time"] = time.perf_counter() - started
         self.history.records.append(record)
         self._emit("on_epoch_end")
+        # A rank that decided to stop stops them all (the next step would wait for it).
+        self.stop_training = bool(distributed.all_reduce_sum(float(self.stop_training)))
 
     def _train_step(self, batch) -> float:
         """One optimisation step on ``batch`` (inputs..., target[, weight]); returns the loss."""
@@ -423,10 +456,14 @@ class Learner:
         self._emit("on_batch_begin")
         inputs, target, weight = split_batch(batch, self.train_data)
         with self._autocast():
-            loss = self._loss(self.model(*inputs), target, weight)
+            loss = self._loss(self.train_model(*inputs), target, weight)
             if self.penalty is not None:
                 loss = loss + self.penalty(self.model, inputs)
         value = loss.item()
+        if self.train_model is not self.model:
+            # Every rank must see the same verdict on a diverged loss, or one rank raises
+            # while the others wait for it in the next gradient all-reduce.
+            value = distributed.all_reduce_sum(value) / distributed.get_world_size()
         self.last_loss = value
         if not math.isfinite(value):
             raise TrainingDivergedError(
@@ -447,7 +484,6 @@ class Learner:
         self.step += 1
         self.history.batch_losses.append(value)
         self.history.batch_lrs.append(self.optimizer.param_groups[-1]["lr"])
-        self._emit("on_batch_end")
         return value
 
     # ------------------------------------------------------------ evaluation
@@ -492,6 +528,9 @@ class Learner:
             raise ValueError("no validation data: pass valid_data to Learner or data here")
         self._emit_if_fitting("on_validation_begin")
         output, target, weight = self._outputs(batches)
+        if getattr(batches, "world_size", 1) > 1:      # each rank scored its shard
+            output, target = map(distributed.all_gather_tensors, (output, target))
+            weight = None if weight is None else distributed.all_gather_tensors(weight)
         with torch.inference_mode():
             result = {"valid_loss": float(self._loss(output, target, weight))}
             for name, metric in self.metrics.items():
@@ -524,12 +563,13 @@ class Learner:
 
     # ------------------------------------------------------------ checkpoints
 
-    def save_checkpoint(self, path) -> None:
+    def save_checkpoint(self, path, *, mid_epoch: bool = False) -> None:
         """Everything to resume exactly: weights, optimizer, step, RNG, history, callbacks.
 
         See :mod:`tabembed.training.checkpoint`; the file is written atomically.
+        ``mid_epoch``: taken after the current batch, resumed at the next one.
         """
-        checkpoint.write_checkpoint(self, path)
+        checkpoint.write_checkpoint(self, path, mid_epoch=mid_epoch)
 
     # ------------------------------------------------------------ LR finder
 
