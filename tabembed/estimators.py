@@ -19,6 +19,7 @@ of each other.
 from __future__ import annotations
 
 import contextlib
+import os
 import warnings
 from dataclasses import dataclass
 
@@ -62,7 +63,7 @@ from tabembed.models import EntityEmbeddingMLP, loss_for_task, predictions_from_
 from tabembed.models.tabular import DEFAULT_DROPOUT, DEFAULT_EMBEDDING_DROPOUT, DEFAULT_HIDDEN
 from tabembed.preprocessing import TabularPreprocessor
 from tabembed.targets import TargetTransformer, is_label_sets
-from tabembed.training import checkpoint
+from tabembed.training import checkpoint, distributed
 from tabembed.training.schedules import Constant
 
 __all__ = ["EmbeddingMLPClassifier", "EmbeddingMLPRegressor", "EntityEmbeddingTransformer"]
@@ -172,6 +173,9 @@ class _EmbeddingMLP(BaseEstimator):
         tenth of the first call's rate. A fit that raises leaves the previous
         fitted state as it was.
         """
+        if is_stream(X):
+            return self._fit_stream(X, y, sample_weight=sample_weight, eval_set=eval_set,
+                                    incremental=incremental)
         if (incremental or self.warm_start) and hasattr(self, "learner_"):
             return self._continue(X, y, sample_weight=sample_weight, eval_set=eval_set,
                                   incremental=incremental)
@@ -206,7 +210,9 @@ class _EmbeddingMLP(BaseEstimator):
             valid = row_batches(tensors, valid_rows, weights, batch_size=EVALUATION_BATCH_SIZE)
         else:
             valid = None
-        model_kwargs = self._model_kwargs(preprocessor, target, len(train_rows), y_values)
+        model_kwargs = self._model_kwargs(preprocessor, target, len(train_rows),
+                                          _bounds(y_values) if target.task_ == "regression"
+                                          else None)
         with isolated_random_state():
             torch.manual_seed(seeds.init)
             model = EntityEmbeddingMLP(**model_kwargs)
@@ -223,6 +229,116 @@ class _EmbeddingMLP(BaseEstimator):
         self.n_train_rows_ = len(train_rows)
         self._set_result(config, result)
         return self
+
+    def _fit_stream(self, source, y, *, sample_weight, eval_set, incremental):
+        """Fit from Parquet (a path, folder, URI or pyarrow Dataset) without reading it whole.
+
+        The preprocessor and the target encoding are fitted by streaming on rank
+        0 and shared; the validation rows (``early_stopping``) are held out by a
+        hash of their position; each process reads its own row groups.
+        """
+        from tabembed.streaming import (
+            ParquetBatches,
+            Part,
+            RowGroups,
+            TableTransform,
+            ValidationSplit,
+            fit_preprocessor,
+            fit_target,
+            open_dataset,
+            train_valid_sources,
+        )
+
+        if not isinstance(y, str):
+            raise TypeError(f"to fit from {type(source).__name__} data, name its target column: "
+                            "fit(source, y='column'); got y of type {type(y).__name__}")
+        if sample_weight is not None or eval_set is not None or incremental or self.warm_start:
+            raise ValueError("sample_weight, eval_set, partial_fit and warm_start need a "
+                             "DataFrame; a Parquet stream takes the target column's name only")
+        self._check_encoding()
+        seed = draw_seed(self.random_state)
+        seeds = Seeds.from_seed(seed)
+        fitted = None
+        if distributed.is_main_process():
+            preprocessor = fit_preprocessor(source, TabularPreprocessor(
+                self.cat_names, self.cont_names, self.date_names,
+                min_frequency=self.min_frequency, continuous_scaling=self.continuous_scaling,
+            ), exclude=[y])
+            template = self._target_transformer()
+            target = fit_target(source, y, task=template.task, scale=template.scale)
+            fitted = (preprocessor.to_dict(), target.to_dict(), _column_bounds(source, y)
+                      if target.task_ == "regression" else None)
+        preprocessor_state, target_state, bounds = distributed.broadcast_object(fitted)
+        preprocessor = TabularPreprocessor.from_dict(preprocessor_state)
+        target = TargetTransformer.from_dict(target_state)
+        transform = TableTransform(preprocessor, y, target)
+        rank, world_size = distributed.get_rank(), distributed.get_world_size()
+        rows = RowGroups(open_dataset(source))
+        split = ValidationSplit(self.validation_fraction, seed=seeds.split) \
+            if self.early_stopping else None
+        n_train = Part(rows, split, "train").n_rows
+        config = TrainingConfig.from_params(
+            self.get_params(), seed=seed, auto={"batch_size": auto_batch_size(n_train)})
+        per_process = max(1, -(-config.batch_size // world_size))
+        if split is not None:
+            train_data, valid = train_valid_sources(
+                source, transform, split, batch_size=per_process, random_state=seeds.shuffle,
+                rank=rank, world_size=world_size)
+        else:
+            train_data, valid = ParquetBatches(
+                Part(rows), transform, batch_size=per_process, shuffle=True,
+                random_state=seeds.shuffle, rank=rank, world_size=world_size), None
+        model_kwargs = self._model_kwargs(preprocessor, target, n_train, bounds)
+        with isolated_random_state():
+            torch.manual_seed(seeds.init)
+            model = EntityEmbeddingMLP(**model_kwargs)
+            result = train(config, model, loss_for_task(target.task_), train_data, valid,
+                           output_activation=Predictions(target.task_), metrics=_metrics(target))
+        self.preprocessor_, self.target_transformer_ = preprocessor, target
+        self.model_, self.model_kwargs_ = model, model_kwargs
+        self.feature_names_in_ = preprocessor.feature_names_in_
+        self.n_features_in_ = len(self.feature_names_in_)
+        self.n_train_rows_ = n_train
+        self._set_result(config, result)
+        if hasattr(target, "classes_") and hasattr(self, "predict_proba"):
+            self.classes_ = target.classes_
+        return self
+
+    def predict_to_parquet(self, source, destination, *, keep_columns=(), progress=None):
+        """Predict every row of a Parquet dataset into a Parquet file, in bounded memory.
+
+        Parameters
+        ----------
+        source : path, folder, URI, list of paths or pyarrow.dataset.Dataset
+        destination : path
+            The file written (atomically). Under torchrun, a folder where each
+            process writes ``part-<rank>-of-<world_size>.parquet``.
+        keep_columns : sequence of str
+            Input columns copied beside the predictions (ids, the target).
+        progress : bool, optional
+            A progress bar of rows (default: in terminals and notebooks, rank 0).
+
+        Returns
+        -------
+        Path
+            The file this process wrote. Columns: ``prediction`` (the label or
+            value), and for classifiers ``probability_<class>`` per class.
+        """
+        from tabembed.streaming import predict_to_parquet
+
+        check_is_fitted(self, "learner_")
+        learner = self.learner_
+
+        def predict_batch(codes, continuous):
+            values = check_finite_predictions(learner.predict((codes, continuous)).numpy())
+            return self._prediction_columns(values)
+
+        shard = distributed.is_distributed()
+        return predict_to_parquet(source, destination, predict_batch, self.preprocessor_,
+                                  keep_columns=keep_columns,
+                                  rank=distributed.get_rank() if shard else None,
+                                  world_size=distributed.get_world_size() if shard else None,
+                                  progress=progress)
 
     def _continue(self, X, y, *, sample_weight, eval_set, incremental: bool):
         """Train the fitted network on more data with the fitted encoders.
@@ -330,7 +446,7 @@ class _EmbeddingMLP(BaseEstimator):
             raise ValueError("continuous_encoding must be 'auto', None or 'piecewise_linear', "
                              f"got {self.continuous_encoding!r}")
 
-    def _model_kwargs(self, preprocessor, target, n_train_rows: int, y_values) -> dict:
+    def _model_kwargs(self, preprocessor, target, n_train_rows: int, bounds) -> dict:
         encoding = self.continuous_encoding
         if encoding == "auto":
             enough = n_train_rows >= PIECEWISE_LINEAR_MIN_ROWS
@@ -344,10 +460,10 @@ class _EmbeddingMLP(BaseEstimator):
             n_continuous=len(preprocessor.cont_columns_),
             d_out=target.n_outputs_, task=target.task_,
             hidden=tuple(self.hidden), dropout=self.dropout,
-            embedding_dropout=self.embedding_dropout, y_range=self._y_range(target, y_values),
+            embedding_dropout=self.embedding_dropout, y_range=self._y_range(target, bounds),
         )
 
-    def _y_range(self, target, y_values):
+    def _y_range(self, target, bounds):
         return None
 
     def _partial_fit(self, X, y, classes=None, sample_weight=None):
@@ -433,6 +549,36 @@ def _tensors(preprocessor, target, frame, y_values) -> tuple[torch.Tensor, ...]:
     encoded = target.transform(y_values)
     dtype = torch.int64 if target.task_ == "multiclass" else torch.float32
     return codes, continuous, torch.as_tensor(encoded, dtype=dtype)
+
+
+def is_stream(X) -> bool:
+    """Whether ``X`` names data to stream (a path, a folder, a URI, a list of paths or a
+    pyarrow Dataset) rather than holding it (a DataFrame, an array, an Arrow table)."""
+    if isinstance(X, str | os.PathLike):
+        return True
+    if isinstance(X, list | tuple) and X and all(isinstance(x, str | os.PathLike) for x in X):
+        return True
+    return type(X).__module__.startswith("pyarrow") and hasattr(X, "files")
+
+
+def _bounds(values) -> tuple[float, float]:
+    """The smallest and largest regression target (``y_range="auto"``)."""
+    values = np.asarray(values, dtype=np.float64)
+    return float(values.min()), float(values.max())
+
+
+def _column_bounds(source, column) -> tuple[float, float]:
+    """:func:`_bounds` of a Parquet column, one record batch at a time."""
+    import pyarrow.compute as pc
+
+    from tabembed.streaming import open_dataset
+
+    low, high = np.inf, -np.inf
+    for batch in open_dataset(source).to_batches(columns=[column]):
+        extremes = pc.min_max(batch.column(0))
+        low = min(low, extremes["min"].as_py())
+        high = max(high, extremes["max"].as_py())
+    return float(low), float(high)
 
 
 def _metrics(target: TargetTransformer) -> dict:
@@ -585,7 +731,7 @@ class EmbeddingMLPClassifier(ClassifierMixin, _EmbeddingMLP):
 
     def fit(self, X, y, sample_weight=None, *, eval_set=None):
         require_target(self, y)
-        if not is_label_sets(y):
+        if not is_label_sets(y) and not is_stream(X):
             TargetTransformer.check_values(y)
             check_classification_targets(y)
         super().fit(X, y, sample_weight=sample_weight, eval_set=eval_set)
@@ -609,10 +755,23 @@ class EmbeddingMLPClassifier(ClassifierMixin, _EmbeddingMLP):
         return probabilities
 
     def predict(self, X) -> np.ndarray:
-        probabilities = self.predict_proba(X)
+        return self._labels(self.predict_proba(X))
+
+    def _labels(self, probabilities: np.ndarray) -> np.ndarray:
         if self.task_ == "multilabel":
             return (probabilities >= 0.5).astype(int)
         return self.target_transformer_.inverse_transform(probabilities.argmax(axis=1))
+
+    def _prediction_columns(self, outputs: np.ndarray) -> dict:
+        """``predict_to_parquet``'s columns: the label and each class's probability."""
+        probabilities = outputs.reshape(len(outputs), -1)
+        if self.task_ == "binary":
+            probabilities = np.column_stack([1 - probabilities[:, 0], probabilities[:, 0]])
+        columns = {f"probability_{c}": probabilities[:, j]
+                   for j, c in enumerate(self.classes_)}
+        if self.task_ != "multilabel":
+            columns = {"prediction": self._labels(probabilities), **columns}
+        return columns
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -673,15 +832,14 @@ class EmbeddingMLPRegressor(RegressorMixin, _EmbeddingMLP):
     def _target_transformer(self) -> TargetTransformer:
         return TargetTransformer(task="regression", scale=self.target_scale)
 
-    def _y_range(self, target, y_values):
+    def _y_range(self, target, bounds):
         if self.y_range is None:
             return None
         if isinstance(self.y_range, str):
             if self.y_range != "auto":
                 raise ValueError(f"y_range must be (low, high), 'auto' or None, got "
                                  f"{self.y_range!r}")
-            values = np.asarray(y_values, dtype=np.float64)
-            low, high = float(values.min()), float(values.max())
+            low, high = bounds
             margin = 0.1 * (high - low)
             low, high = low - margin, high + margin
         else:
@@ -694,9 +852,18 @@ class EmbeddingMLPRegressor(RegressorMixin, _EmbeddingMLP):
         return self._partial_fit(X, y, sample_weight=sample_weight)
 
     def predict(self, X) -> np.ndarray:
-        values = self._predict_raw(X)
+        return self._decoded(self._predict_raw(X))
+
+    def _decoded(self, values: np.ndarray) -> np.ndarray:
         decoded = self.target_transformer_.inverse_transform(values.reshape(len(values), -1))
         return check_finite_predictions(decoded.ravel() if decoded.shape[1] == 1 else decoded)
+
+    def _prediction_columns(self, outputs: np.ndarray) -> dict:
+        """``predict_to_parquet``'s columns: ``prediction`` (or ``prediction_<j>``)."""
+        values = self._decoded(outputs).reshape(len(outputs), -1)
+        if values.shape[1] == 1:
+            return {"prediction": values[:, 0]}
+        return {f"prediction_{j}": values[:, j] for j in range(values.shape[1])}
 
 
 @persistence.persistable
@@ -771,7 +938,13 @@ class_weight :
             raise ValueError(f"task must be 'auto', 'classification' or 'regression', "
                              f"got {self.task!r}")
         task = self.task
-        if task == "auto":
+        if task == "auto" and is_stream(X):
+            from tabembed.streaming import fit_target
+
+            task = "regression" if distributed.broadcast_object(
+                fit_target(X, y).task_ if distributed.is_main_process() else None
+            ) == "regression" else "classification"
+        elif task == "auto":
             kind = type_of_target(np.asarray(y))
             task = "classification" if kind in ("binary", "multiclass") else "regression"
         options = {k: v for k, v in self.get_params().items() if k != "task"}

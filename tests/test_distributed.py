@@ -28,6 +28,7 @@ from tabembed.streaming import (
     train_valid_sources,
 )
 from tabembed.training import distributed
+from tabembed.training.callbacks import Callback, Checkpoint
 from tabembed.training.distributed import DistributedError, launch_from_environment
 from tabembed.training.learner import Learner
 
@@ -250,9 +251,23 @@ def test_a_dead_rank_or_a_wrong_world_size_is_a_clear_error(tmp_path):
 
 
 
-def _resumable(rank, world_size, folder, out, interrupt, save_at=53, epochs=3):
-    """A minimal DDP loop over a Parquet shard that checkpoints mid-epoch (the data side
-    of the Learner's resume: model, optimizer, stream position and every rank's RNG)."""
+class _ExitAfterCheckpoint(Callback):
+    """Ends the process (as a kill would) right after the mid-epoch checkpoint of ``step``."""
+
+    order = 50      # after Checkpoint
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_batch_end(self, learner):
+        if learner.step == self.step:
+            distributed.destroy_process_group(wait=False)
+            os._exit(0)
+
+
+def _resumable(rank, world_size, folder, out, interrupt, save_at=52, epochs=3):
+    """The Learner over a Parquet shard with DDP, checkpointing every 4 steps (mid-epoch
+    included): model, optimizer, stream position and every rank's random state."""
     distributed.init_process_group(timeout=timedelta(seconds=60))
     out = Path(out)
     pre = fit_preprocessor(folder, TabularPreprocessor(), exclude=["target", "row"])
@@ -263,38 +278,16 @@ def _resumable(rank, world_size, folder, out, interrupt, save_at=53, epochs=3):
     model = EntityEmbeddingMLP(embedding_sizes=list(pre.embedding_sizes_.values()),
                                n_continuous=len(pre.cont_columns_), hidden=(32,), dropout=0.3,
                                task="binary")
-    trained = distributed.wrap_model(model)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    loss = loss_for_task("binary")
-    torch.manual_seed(100 + rank)                     # each rank its own dropout stream
-    step, checkpoint = 0, out / "checkpoint.pt"
-    if checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        source.load_state_dict(state["data"])
-        torch.set_rng_state(state["rng"][rank])
-        step = state["step"]
-    while step < epochs * len(source):
-        for codes, continuous, y in source:
-            optimizer.zero_grad()
-            loss(trained(codes, continuous), y).backward()
-            optimizer.step()
-            step += 1
-            if step == save_at:                       # mid-epoch 2 (38 steps an epoch)
-                distributed.average_buffers(model)    # the same in every run, saved or not
-                if interrupt:
-                    rngs = [None] * world_size
-                    torch.distributed.all_gather_object(rngs, torch.get_rng_state())
-                    if rank == 0:
-                        torch.save({"model": model.state_dict(), "step": step, "rng": rngs,
-                                    "optimizer": optimizer.state_dict(),
-                                    "data": source.state_dict()}, checkpoint)
-                    distributed.destroy_process_group()
-                    os._exit(0)                       # killed right after the checkpoint
-    distributed.average_buffers(model)
+    checkpoint = out / "checkpoint.pt"
+    callbacks = [Checkpoint(checkpoint, every_steps=4)]
+    if interrupt:
+        callbacks.append(_ExitAfterCheckpoint(save_at))
+    learner = Learner(model, loss_for_task("binary"), source, random_state=3, num_threads=1)
+    learner.fit(epochs, 1e-2, callbacks=callbacks,
+                resume_from=checkpoint if checkpoint.exists() else None)
     if rank == 0:
-        torch.save({"model": model.state_dict(), "steps": len(source)}, out / "final.pt")
+        torch.save({"model": model.state_dict(), "steps": len(source),
+                    "history": learner.history.records}, out / "final.pt")
     distributed.destroy_process_group()
 
 
@@ -309,6 +302,11 @@ def test_a_killed_two_process_run_resumes_to_the_same_weights(parquet, tmp_path)
     _spawn(_resumable, 2, str(parquet), str(tmp_path / "resumed"), False)
     straight = torch.load(tmp_path / "straight" / "final.pt", weights_only=True)
     resumed = torch.load(tmp_path / "resumed" / "final.pt", weights_only=True)
-    assert straight["steps"] == 38            # so step 53 is in the middle of the 2nd epoch
+    assert straight["steps"] == 38            # so step 52 is in the middle of the 2nd epoch
     for key, value in straight["model"].items():
         assert torch.equal(value, resumed["model"][key]), key
+    # The resumed epoch's training loss counts the batches from before the kill too.
+    def losses(history):
+        return [(r["epoch"], r["train_loss"]) for r in history]
+
+    assert losses(straight["history"]) == losses(resumed["history"])

@@ -20,7 +20,6 @@ from tabembed.streaming import (
     RowGroups,
     TableTransform,
     ValidationSplit,
-    auto_batch_size,
     fit_preprocessor,
     fit_target,
     open_dataset,
@@ -340,11 +339,6 @@ def test_fit_target_errors_name_the_column_and_the_fix(tmp_path):
         fit_target(tmp_path, "w", max_classes=2)
     with pytest.raises(ValueError, match="'v' is not in the dataset"):
         fit_target(tmp_path, "v")
-
-
-def test_auto_batch_size_keeps_the_global_batch():
-    assert auto_batch_size(32_561) == 512 and auto_batch_size(40_000) == 1024   # Adult: 512
-    assert auto_batch_size(100) == 16 and auto_batch_size(10**7, world_size=2) == 512
 
 
 # ------------------------------------------------------------------ training and prediction

@@ -31,7 +31,8 @@ def test_example_streams_trains_and_predicts_in_one_and_two_processes(tmp_path):
     for text in ("writing 20,000 rows", "1 process(es)", "train rows/s:", "peak RSS per process"):
         assert text in single, single
     written = pd.read_parquet(tmp_path / "example_output" / "predictions.parquet")
-    assert len(written) == 20_000 and written["p_yes"].between(0, 1).all()
+    assert len(written) == 20_000 and written["probability_yes"].between(0, 1).all()
+    assert (written["prediction"] == written["target"]).mean() > 0.75
 
     double = _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"],
                   tmp_path)

@@ -3,13 +3,13 @@
 - :func:`open_dataset`, :class:`ValidationSplit`: the data and the rows held out.
 - :class:`ParquetBatches`, :class:`TableTransform`, :func:`train_valid_sources`:
   batch sources streaming Parquet, sharded over processes.
-- :func:`fit_preprocessor`, :func:`fit_target`, :func:`auto_batch_size`:
+- :func:`fit_preprocessor`, :func:`fit_target`:
   what fitting needs, from the stream.
 - :func:`predict_to_parquet`: predictions written to Parquet in bounded memory.
 """
 
 from tabembed.streaming.dataset import Part, RowGroups, ValidationSplit, open_dataset
-from tabembed.streaming.fitting import auto_batch_size, fit_preprocessor, fit_target
+from tabembed.streaming.fitting import fit_preprocessor, fit_target
 from tabembed.streaming.prediction import predict_to_parquet
 from tabembed.streaming.source import ParquetBatches, TableTransform, train_valid_sources
 
@@ -19,7 +19,6 @@ __all__ = [
     "RowGroups",
     "TableTransform",
     "ValidationSplit",
-    "auto_batch_size",
     "fit_preprocessor",
     "fit_target",
     "open_dataset",

@@ -16,7 +16,7 @@ from tabembed.column_statistics import Moments
 from tabembed.streaming.dataset import RowGroups, open_dataset
 from tabembed.targets import TASKS, TargetTransformer
 
-__all__ = ["auto_batch_size", "fit_preprocessor", "fit_target"]
+__all__ = ["fit_preprocessor", "fit_target"]
 
 MAX_CLASSES = 10_000
 
@@ -125,19 +125,3 @@ def fit_target(data, column: str, *, task: str = "auto", scale: str | None = Non
         raise ValueError(f"task='binary' but the target has {len(labels)} classes")
     transformer.classes_ = labels
     return transformer
-
-
-def auto_batch_size(n_rows: int, *, world_size: int = 1) -> int:
-    """The estimators' ``batch_size="auto"`` from a row count, per process.
-
-    The rule is the estimators' (the largest power of two giving at least 32
-    batches an epoch, between 16 and 1024); with ``world_size`` processes the
-    global batch stays the same and each process takes its share, so the
-    optimisation (rate, steps per epoch) does not change with the launch.
-    """
-    if n_rows < 1:
-        raise ValueError(f"n_rows must be positive, got {n_rows=}")
-    if world_size < 1:
-        raise ValueError(f"world_size must be positive, got {world_size=}")
-    size = 2 ** int(np.floor(np.log2(max(n_rows / 32, 1))))
-    return max(1, int(min(1024, max(16, size))) // world_size)

@@ -38,7 +38,6 @@ import torch
 
 from tabembed.batches import check_shard, even_bounds, shard_range, steps_per_epoch
 from tabembed.streaming.dataset import Part, RowGroups, ValidationSplit, open_dataset
-from tabembed.streaming.fitting import auto_batch_size
 
 __all__ = ["ParquetBatches", "TableTransform", "train_valid_sources"]
 
@@ -359,12 +358,10 @@ def train_valid_sources(data, transform, validation: ValidationSplit, *, batch_s
 
     The split's row counts are computed once (one pass over the key column
     when splitting by key; none otherwise) and shared by both sources.
-    ``batch_size="auto"`` applies :func:`~tabembed.streaming.auto_batch_size`
-    to the training rows (per process).
+    ``batch_size`` is per process (the estimators pass their global batch's
+    share; ``tabembed.config.auto_batch_size`` is their rule).
     """
     train_part = Part(RowGroups(open_dataset(data)), validation, "train")
-    if isinstance(batch_size, str) and batch_size == "auto":
-        batch_size = auto_batch_size(train_part.n_rows, world_size=world_size or 1)
     options = dict(rank=rank, world_size=world_size, buffer_rows=buffer_rows, prefetch=prefetch)
     train = ParquetBatches(train_part, transform, batch_size=batch_size, shuffle=True,
                            random_state=random_state, **options)

@@ -69,10 +69,12 @@ def capture(learner, *, callbacks: bool = True) -> dict:
     return state
 
 
-def _random_by_rank(state: dict) -> list:
-    """Every rank's generators (dropout masks differ by rank), gathered for rank 0 to save."""
+def _by_rank(state: dict) -> list:
+    """Every rank's own part of the state (its generators, as dropout masks differ by rank,
+    and its share of the epoch's loss), gathered for rank 0 to save."""
     gathered = [None] * distributed.get_world_size()
-    torch.distributed.all_gather_object(gathered, state)
+    own = {"random": state["random"], "epoch_progress": state["epoch_progress"]}
+    torch.distributed.all_gather_object(gathered, own)
     return gathered
 
 
@@ -84,12 +86,12 @@ def restore(learner, state: dict) -> None:
         learner.scaler.load_state_dict(state["scaler"])
     learner.freeze_to(state["frozen_groups"])
     learner.epoch, learner.step = state["epoch"], state["step"]
-    learner.epoch_progress = tuple(state.get("epoch_progress", (0.0, 0)))
-    by_rank = state.get("random_by_rank")
+    own = state
+    by_rank = state.get("by_rank")      # what differs between processes, rank by rank
     if by_rank and len(by_rank) == distributed.get_world_size():
-        set_random_state(by_rank[distributed.get_rank()])
-    else:
-        set_random_state(state["random"])
+        own = by_rank[distributed.get_rank()]
+    learner.epoch_progress = tuple(own.get("epoch_progress", (0.0, 0)))
+    set_random_state(own["random"])
     if state["train_data"] is not None:
         learner.train_data.load_state_dict(state["train_data"])
     learner.history.load_state_dict(state["history"])
@@ -108,14 +110,18 @@ def write_checkpoint(learner, path, *, mid_epoch: bool = False) -> None:
     current batch (``mid_epoch``; the batch source resumes at the next batch).
 
     Under torch.distributed every rank takes part (their random states are
-    gathered) and rank 0 alone writes; the others wait for the file.
+    gathered, their batch-norm statistics averaged) and rank 0 alone writes;
+    the others wait for the file.
     """
+    # One set of batch-norm statistics for every rank to load (within an epoch each rank
+    # tracks its own batches; at its end they are averaged anyway).
+    distributed.average_buffers(learner.model)
     state = capture(learner)
     state["resume_epoch"] = learner.epoch if mid_epoch else learner.epoch + 1
     if not mid_epoch:
         state["epoch_progress"] = [0.0, 0]
     if distributed.is_distributed():
-        state["random_by_rank"] = _random_by_rank(state["random"])
+        state["by_rank"] = _by_rank(state)
     if distributed.is_main_process():
         atomic_write(path, lambda stream: torch.save(state, stream))
     distributed.barrier()

@@ -226,9 +226,10 @@ def wrap_model(model: nn.Module, **options) -> nn.Module:
     (+1.1 ms on a 7 ms step here, bench/RESULTS.md "Scale"). Each rank tracks
     its own; :func:`average_buffers` makes them equal before validation or saving.
     """
-    if not is_distributed():
-        return model
     from torch.nn.parallel import DistributedDataParallel
+
+    if not is_distributed() or isinstance(model, DistributedDataParallel):
+        return model
 
     if "broadcast_buffers" not in options and "forward_sync_buffers" not in options:
         accepted = inspect.signature(DistributedDataParallel.__init__).parameters

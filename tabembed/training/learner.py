@@ -164,7 +164,7 @@ class Learner:
         self.device = pick_device(device)
         if precision == "fp16" and self.device.type != "cuda":
             raise ValueError("precision='fp16' needs CUDA; use 'bf16' on CPU")
-        self.model = model.to(self.device)
+        self.model = distributed.unwrap_model(model).to(self.device)
         self.loss = loss
         if random_state is None and distributed.is_distributed():
             random_state = distributed.shared_seed()     # one stream for every rank
@@ -176,7 +176,7 @@ class Learner:
         # The module the training steps run: DistributedDataParallel under torchrun (it
         # averages the gradients over ranks), the model itself otherwise. Validation,
         # prediction, averaging and checkpoints use the plain model.
-        self.train_model = distributed.wrap_model(self.model)
+        self.train_model = model if model is not self.model else distributed.wrap_model(model)
         self.optimizer_spec = optimizer
         self.weight_decay = weight_decay
         self.decay_embeddings = decay_embeddings
