@@ -126,6 +126,33 @@ def _python_scalar(value):
     return value.item() if isinstance(value, np.generic) else value
 
 
+_KEYED = ("categories", "embedding_sizes", "medians", "means", "stds", "quantiles")
+
+
+def _column_names(names) -> list:
+    """``[[json_key, name], ...]`` for the column names JSON would turn into other strings."""
+    pairs, seen = [], {}
+    for name in names:
+        name = _python_scalar(name)
+        if (not isinstance(name, str | int | float) or isinstance(name, bool)
+                or (isinstance(name, float) and not np.isfinite(name))):
+            raise TypeError(
+                f"column name {name!r} is a {type(name).__name__}; saved models keep column "
+                "names that are strings, integers or floats: rename the column")
+        key = str(name)
+        if key in seen and not (seen[key] == name and type(seen[key]) is type(name)):
+            raise ValueError(f"columns {seen[key]!r} and {name!r} have the same name as text "
+                             f"({key!r}), which a saved model cannot tell apart: rename one")
+        if key not in seen and not isinstance(name, str):
+            pairs.append([key, name])
+        seen[key] = name
+    return pairs
+
+
+def _restore_keys(mapping: dict, names: dict) -> dict:
+    return {names.get(key, key): value for key, value in mapping.items()}
+
+
 def _batches(X, columns: list | None = None):
     """A callable starting a fresh pass of DataFrames over ``X``, and ``X``'s column names."""
     if isinstance(X, pd.DataFrame):
@@ -511,6 +538,12 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
             "medians": self.medians_, "means": self.means_, "stds": self.stds_,
             "quantiles": self.quantiles_,
         }
+        # JSON keys are strings: remember the columns whose names are not (ints, floats).
+        used = [*self.feature_names_in_, *self.cat_names_, *self.cont_names_, *self.date_names_,
+                *(self.embedding_sizes or {})]
+        for field in _KEYED:
+            used.extend(state[field])
+        state["column_names"] = _column_names(used)
         for column, values in state["categories"].items():
             for value in values:
                 if not isinstance(value, str | int | float | bool):
@@ -529,7 +562,13 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
                 f"this state was written by a newer tabembed (format version "
                 f"{state['version']} > {FORMAT_VERSION}); upgrade tabembed to read it"
             )
-        self = cls(**state["params"])
+        names = {key: name for key, name in state.get("column_names", [])}
+        state = {**state, **{field: _restore_keys(state[field], names) for field in _KEYED
+                             if isinstance(state.get(field), dict)}}
+        params = dict(state["params"])
+        if isinstance(params.get("embedding_sizes"), dict):
+            params["embedding_sizes"] = _restore_keys(params["embedding_sizes"], names)
+        self = cls(**params)
         self.feature_names_in_ = np.asarray(state["feature_names_in"], dtype=object)
         self.n_features_in_ = len(self.feature_names_in_)
         self.cat_names_ = list(state["cat_names"])
