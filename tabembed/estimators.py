@@ -508,6 +508,12 @@ class _EmbeddingMLP(BaseEstimator):
         estimator.preprocessor_ = TabularPreprocessor.from_dict(meta["preprocessor"])
         estimator.target_transformer_ = TargetTransformer.from_dict(meta["target"])
         task = estimator.target_transformer_.task_
+        # The file's parts must agree, or predict would index past a table.
+        estimator.preprocessor_.check_model_inputs([n for n, _ in kwargs["embedding_sizes"]],
+                                                   kwargs["n_continuous"])
+        if (kwargs.get("task"), kwargs.get("d_out")) != (task,
+                                                          estimator.target_transformer_.n_outputs_):
+            raise persistence.DamagedFileError("the network's output does not fit the target")
         estimator.learner_ = inference_learner(model, loss_for_task(task),
                                                output_activation=Predictions(task),
                                                device=device, snapshots=snapshots)

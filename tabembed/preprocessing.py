@@ -582,7 +582,55 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         self.quantiles_ = dict(state.get("quantiles", {}))
         self._finish()
         self.embedding_sizes_ = {k: tuple(v) for k, v in state["embedding_sizes"].items()}
+        self._check_state()
         return self
+
+    def _check_state(self) -> None:
+        """A restored state fits together (a damaged file must not fail later, at predict)."""
+        def damaged(why):
+            return ValueError(f"damaged TabularPreprocessor state: {why}")
+
+        if self.continuous_scaling not in ("standard", "quantile", None):
+            raise damaged(f"continuous_scaling={self.continuous_scaling!r}")
+        inputs = set(self.feature_names_in_.tolist())
+        roles = self.cat_names_ + self.cont_names_ + self.date_names_
+        if not set(roles) <= inputs or len(set(roles)) != len(roles):
+            raise damaged(f"the column roles {roles} do not match the input columns "
+                          f"{sorted(map(str, inputs))}")
+        for column in self.cat_columns_:
+            values = self.categories_[column]
+            if not all(isinstance(v, str | int | float | bool) for v in values) \
+                    or len(set(values)) != len(values):
+                raise damaged(f"the vocabulary of {column!r} holds repeated or non-scalar values")
+        if list(self.embedding_sizes_) != self.cat_columns_:
+            raise damaged(f"embedding sizes are given for {list(self.embedding_sizes_)}, "
+                          f"the categorical columns are {self.cat_columns_}")
+        for column, size in self.embedding_sizes_.items():
+            if not (len(size) == 2 and all(isinstance(n, int) and n >= 1 for n in size)
+                    and size[0] == len(self.categories_[column]) + 1):
+                raise damaged(f"column {column!r} has {len(self.categories_[column])} values "
+                              f"but an embedding table of {size}")
+        for column in self.cont_columns_:
+            stats = [self.medians_.get(column), self.means_.get(column), self.stds_.get(column)]
+            if not all(isinstance(v, int | float) and np.isfinite(v) for v in stats) \
+                    or stats[2] <= 0:
+                raise damaged(f"continuous column {column!r} lacks a finite median, mean or "
+                              f"positive std: {stats}")
+            if self.continuous_scaling == "quantile":
+                quantiles = np.asarray(self.quantiles_.get(column, []), dtype=np.float64)
+                if quantiles.ndim != 1 or len(quantiles) < 2 or not np.isfinite(quantiles).all() \
+                        or (np.diff(quantiles) < 0).any():
+                    raise damaged(f"the quantiles of {column!r} are not increasing numbers")
+
+    def check_model_inputs(self, cardinalities, n_continuous: int) -> None:
+        """Raise ``ValueError`` unless a network's embedding tables and continuous inputs are
+        those of this preprocessor's output (a loaded file's parts must agree)."""
+        expected = [self.embedding_sizes_[c][0] for c in self.cat_columns_]
+        if list(cardinalities) != expected or n_continuous != len(self.cont_columns_):
+            raise ValueError(
+                f"the network's embedding tables have {list(cardinalities)} rows and "
+                f"{n_continuous} continuous inputs, but the preprocessor's vocabularies need "
+                f"{expected} and {len(self.cont_columns_)}")
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -350,6 +350,10 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
         model, kwargs, _ = persistence.load_network(meta, tensors, [DotBias, NeuralCF])
         recommender.model_, recommender.model_kwargs_ = model, kwargs
         recommender.preprocessor_ = TabularPreprocessor.from_dict(meta["preprocessor"])
+        # The file's parts must agree, or predict would index past a table.
+        recommender.preprocessor_.check_model_inputs(
+            [kwargs["n_users"], kwargs["n_items"], *(n for n, _ in kwargs["side_embedding_sizes"])],
+            kwargs["n_continuous"])
         recommender.learner_ = inference_learner(model, loss_for_task("regression"),
                                                  output_activation=flatten, device=device)
         fitted, extra = meta["fitted"], meta["recommender"]
@@ -368,8 +372,12 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
         recommender.context_features_ = list(extra["context_features"])
         recommender._user_table = _table_from_json(extra["user_table"], recommender.user_column)
         recommender._item_table = _table_from_json(extra["item_table"], recommender.item_column)
-        recommender.seen_users_ = tensors["seen_users"].numpy()
-        recommender.seen_items_ = tensors["seen_items"].numpy()
+        recommender.seen_users_ = persistence.check_ids("seen_users", tensors.get("seen_users"),
+                                                        kwargs["n_users"])
+        recommender.seen_items_ = persistence.check_ids("seen_items", tensors.get("seen_items"),
+                                                        kwargs["n_items"])
+        if len(recommender.seen_users_) != len(recommender.seen_items_):
+            raise persistence.DamagedFileError("seen_users and seen_items differ in length")
         return recommender
 
     # ------------------------------------------------------------ predicting

@@ -185,4 +185,23 @@ class TargetTransformer(TransformerMixin, BaseEstimator):
                 self._binarizer = MultiLabelBinarizer(classes=list(self.classes_)).fit([])
         if self.task_ == "regression":
             self.mean_, self.std_ = state["mean"], state["std"]
+        self._check_state()
         return self
+
+    def _check_state(self) -> None:
+        """A restored state fits together (a damaged file must not fail later, at predict)."""
+        if self.task_ not in TASKS or self.scale not in _SCALES:
+            raise ValueError(f"damaged TargetTransformer state: task {self.task_!r}, "
+                             f"scale {self.scale!r}")
+        if self.task_ == "regression":
+            if not all(isinstance(v, int | float) and np.isfinite(v)
+                       for v in (self.mean_, self.std_)) or self.std_ <= 0:
+                raise ValueError(f"damaged TargetTransformer state: mean {self.mean_!r}, "
+                                 f"std {self.std_!r}")
+            return
+        classes = getattr(self, "classes_", None)
+        minimum = 1 if self.task_ == "multilabel" else 2
+        if classes is None or classes.ndim != 1 or len(classes) < minimum \
+                or len(np.unique(classes)) != len(classes):
+            raise ValueError(f"damaged TargetTransformer state: classes {classes!r} for a "
+                             f"{self.task_} target")
