@@ -67,8 +67,10 @@ def _arrow_frame(X) -> pd.DataFrame:
 
     if isinstance(X, ds.Dataset):
         raise TypeError(
-            "a pyarrow.dataset.Dataset is read in record batches, never whole: pass it to "
-            "TabularPreprocessor.fit (streaming statistics), or read the part you need with "
+            "a pyarrow.dataset.Dataset is read in record batches, never whole: estimators "
+            "fit from it with fit(dataset, y='target column') and predict with "
+            "predict_to_parquet(dataset, destination); TabularPreprocessor.fit streams it "
+            "too. To use it in memory, read the part you need with "
             "dataset.to_table().to_pandas()"
         )
     raise TypeError(f"unsupported pyarrow input {type(X).__name__}; pass a pyarrow.Table or a "

@@ -251,7 +251,7 @@ class _EmbeddingMLP(BaseEstimator):
 
         if not isinstance(y, str):
             raise TypeError(f"to fit from {type(source).__name__} data, name its target column: "
-                            "fit(source, y='column'); got y of type {type(y).__name__}")
+                            f"fit(source, y='column'); got y of type {type(y).__name__}")
         if sample_weight is not None or eval_set is not None or incremental or self.warm_start:
             raise ValueError("sample_weight, eval_set, partial_fit and warm_start need a "
                              "DataFrame; a Parquet stream takes the target column's name only")

@@ -17,6 +17,8 @@ Rules, each chosen to avoid a silent corruption we have seen elsewhere:
 
 from __future__ import annotations
 
+import re
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -45,6 +47,7 @@ DATE_PARTS = (
     "is_year_start", "is_year_end",
 )
 _NUMERIC_KINDS = {"integer", "floating", "mixed-integer-float", "decimal", "empty"}
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def embedding_size(cardinality: int, max_size: int = 50) -> int:
@@ -103,6 +106,16 @@ def _numeric(series: pd.Series, column) -> np.ndarray:
             f"continuous column {column!r} has {infinite} infinite value(s); replace them "
             "(NaN is filled with the training median) before fitting or transforming"
         )
+    with np.errstate(invalid="ignore"):
+        huge = np.abs(values) > _FLOAT32_MAX
+    if huge.any():
+        # The network computes in float32: such a value would become inf, then NaN.
+        example = values[huge][0]
+        raise ValueError(
+            f"continuous column {column!r} holds {int(huge.sum())} value(s) beyond float32's "
+            f"range (e.g. {float(example)!r}, row {int(np.flatnonzero(huge)[0])}); rescale the "
+            f"column (e.g. divide it by a constant or take a log) so that |value| < 3.4e38"
+        )
     return values
 
 
@@ -126,7 +139,59 @@ def _python_scalar(value):
     return value.item() if isinstance(value, np.generic) else value
 
 
-_KEYED = ("categories", "embedding_sizes", "medians", "means", "stds", "quantiles")
+_KEYED = ("categories", "embedding_sizes", "medians", "means", "stds", "quantiles",
+          "column_kinds", "timezones")
+
+_OBJECT_KINDS = {"string": "string", "unicode": "string", "bytes": "bytes",
+                 "integer": "integer", "floating": "float", "mixed-integer-float": "float",
+                 "decimal": "float", "boolean": "bool", "datetime64": "datetime",
+                 "datetime": "datetime", "date": "datetime"}
+# ISO 8601 dates, optionally with a time and an offset: 2024-01-31, 2024-01-31T12:00:00Z.
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?"
+                       r"(Z|[+-]\d{2}:?\d{2})?)?")
+
+
+def _kind(series: pd.Series) -> str | None:
+    """The type family of a column's values: bool, integer, float, string, datetime, or
+    mixed (None when it has no values to tell)."""
+    dtype = series.dtype
+    if isinstance(dtype, pd.CategoricalDtype):
+        return _kind(pd.Series(dtype.categories))
+    if pd.api.types.is_bool_dtype(dtype):
+        return "bool"
+    if pd.api.types.is_integer_dtype(dtype):
+        return "integer"
+    if pd.api.types.is_float_dtype(dtype):
+        return "float"
+    if pd.api.types.is_datetime64_any_dtype(dtype):
+        return "datetime"
+    if pd.api.types.is_string_dtype(dtype) and not pd.api.types.is_object_dtype(dtype):
+        return "string"
+    inferred = pd.api.types.infer_dtype(series, skipna=True)
+    return None if inferred == "empty" else _OBJECT_KINDS.get(inferred, "mixed")
+
+
+def _compatible(trained: str | None, given: str | None) -> bool:
+    # Integers and floats index the same vocabulary (1 == 1.0); nothing else does.
+    return (trained is None or given is None or trained == given
+            or {trained, given} == {"integer", "float"})
+
+
+def _looks_like_dates(series: pd.Series) -> bool:
+    """Whether a string column holds ISO dates (judged on up to 50 distinct values)."""
+    try:
+        sample = series.dropna().unique()[:50]
+    except TypeError:   # unhashable values: reported as such by fit
+        return False
+    return len(sample) > 0 and all(isinstance(v, str) and _ISO_DATE.fullmatch(v)
+                                   for v in sample)
+
+
+def _timezone(series: pd.Series):
+    dates = series if pd.api.types.is_datetime64_any_dtype(series.dtype) \
+        else pd.to_datetime(series)
+    tz = getattr(dates.dt, "tz", None)
+    return None if tz is None else str(tz)
 
 
 def _column_names(names) -> list:
@@ -258,6 +323,7 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         if first is None or len(first) == 0:
             raise ValueError("cannot fit TabularPreprocessor on an empty frame (0 rows)")
         cats, conts, dates, integers = self._roles(first)
+        self.timezones_ = {d: _timezone(first[d]) for d in dates}
         counts = {c: {} for c in cats + integers}
         moments = {c: Moments() for c in conts + integers + [f"{d}_elapsed" for d in dates]}
         n_rows = 0
@@ -274,9 +340,10 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
             for column in conts:
                 moments[column].update(_numeric(frame[column], column))
             for column in dates:
-                for part, values in _date_parts(frame[column], column).items():
+                series = self._dates(frame[column], column)
+                for part, values in _date_parts(series, column).items():
                     merge_counts(counts.setdefault(part, {}), values.value_counts())
-                moments[f"{column}_elapsed"].update(_elapsed(frame[column]))
+                moments[f"{column}_elapsed"].update(_elapsed(series))
         for column in integers:
             if column in counts:
                 cats.append(column)
@@ -286,6 +353,8 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         self.feature_names_in_ = np.asarray(columns, dtype=object)
         self.n_features_in_ = len(columns)
         self.cat_names_, self.cont_names_, self.date_names_ = cats, conts, dates
+        # What each categorical input held, to notice a type change at transform.
+        self.column_kinds_ = {c: _kind(first[c]) for c in cats}
         self._fit_categories(counts, cats, dates, n_rows)
         self._fit_continuous(passes, moments)
         self._finish()
@@ -313,10 +382,23 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
             dtype = frame[column].dtype
             if pd.api.types.is_complex_dtype(dtype):
                 raise ValueError(f"Complex data not supported (column {column!r})")
+            kind = _kind(frame[column]) if pd.api.types.is_object_dtype(dtype) else None
             if pd.api.types.is_datetime64_any_dtype(dtype):
                 inferred["date"].append(column)
+            elif kind == "integer":
+                # An object column of numbers (a ColumnTransformer's numpy output): numeric.
+                inferred["int"].append(column)
+            elif kind == "float":
+                inferred["cont"].append(column)
             elif pd.api.types.is_bool_dtype(dtype) or not pd.api.types.is_numeric_dtype(dtype):
                 inferred["cat"].append(column)
+                if self.date_names is None and _looks_like_dates(frame[column]):
+                    warnings.warn(
+                        f"column {column!r} holds ISO date strings; it is treated as a "
+                        "categorical column (one embedding per distinct value). To expand it "
+                        f"into date parts, pass date_names=[{column!r}] (or convert it with "
+                        "pd.to_datetime); to keep it categorical without this warning, list "
+                        "it in cat_names", UserWarning, stacklevel=3)
             elif pd.api.types.is_integer_dtype(dtype):
                 inferred["int"].append(column)
             else:
@@ -432,29 +514,85 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
                 f"columns missing from the frame: {missing}; the preprocessor was fitted "
                 f"with {needed}"
             )
+        self._check_extra_columns(X.columns)
         n = len(X)
         codes = np.zeros((n, len(self.cat_columns_)), dtype=np.int64)
         conts = np.empty((n, len(self.cont_columns_)), dtype=np.float32)
         position = {c: i for i, c in enumerate(self.cat_columns_)}
+        kinds = getattr(self, "column_kinds_", {})
         for column in self.cat_names_:
+            given = _kind(X[column]) if column in kinds else None
+            if not _compatible(kinds.get(column), given):
+                warnings.warn(
+                    f"column {column!r} held {kinds[column]} values at fit but holds {given} "
+                    f"values here (dtype {X[column].dtype}); they do not match the training "
+                    "categories and map to the unknown token: convert the column to its "
+                    "training type", UserWarning, stacklevel=3)
             codes[:, position[column]] = self._encode(X[column], column)
         sources = {c: X[c] for c in self.cont_names_}
-        for date in self.date_names_:
-            for part, values in _date_parts(X[date], date).items():
+        dates = {d: self._dates(X[d], d) for d in self.date_names_}
+        for date, series in dates.items():
+            for part, values in _date_parts(series, date).items():
                 codes[:, position[part]] = self._encode(values, part)
         for j, column in enumerate(self.cont_columns_):
             if column in sources:
                 values = _numeric(sources[column], column)
             else:
-                values = _elapsed(X[column[: -len("_elapsed")]])
+                values = _elapsed(dates[column[: -len("_elapsed")]])
             missing_rows = np.isnan(values)
             if column in self.na_names_:
                 codes[:, position[f"{column}_na"]] = missing_rows + 1
             values = np.where(missing_rows, self.medians_[column], values)   # never in place
             if self.continuous_scaling == "quantile":
                 values = _to_normal(values, np.asarray(self.quantiles_[column]))
-            conts[:, j] = (values - self.means_[column]) / self.stds_[column]
+            with np.errstate(over="ignore"):
+                conts[:, j] = (values - self.means_[column]) / self.stds_[column]
+        if conts.size and not np.isfinite(conts).all():
+            self._report_overflow(conts)
         return codes, conts
+
+    def _check_extra_columns(self, columns) -> None:
+        """Columns not seen at fit are ignored; say so once per fitted preprocessor."""
+        known = set(self.feature_names_in_.tolist())
+        extra = [c for c in columns if c not in known]
+        warned = self.__dict__.setdefault("_warned_extra", set())
+        new = [c for c in extra if c not in warned]
+        if new:
+            warned.update(new)
+            warnings.warn(
+                f"X has column(s) {new} that were not seen at fit; they are ignored (the model "
+                f"uses {list(self.feature_names_in_)})", UserWarning, stacklevel=4)
+
+    def _dates(self, series: pd.Series, column) -> pd.Series:
+        """A date column as datetimes in the training timezone: the same instants give the
+        same date parts whatever timezone they arrive in."""
+        dates = series if pd.api.types.is_datetime64_any_dtype(series.dtype) \
+            else pd.to_datetime(series)
+        trained = getattr(self, "timezones_", {}).get(column)
+        given = getattr(dates.dt, "tz", None)
+        if trained is None and given is None:
+            return dates
+        if trained is None:
+            raise ValueError(
+                f"date column {column!r} was timezone-naive at fit but is in {given} here; "
+                f"drop the timezone the same way as in training (e.g. "
+                f"X[{column!r}].dt.tz_convert(None) for UTC wall times)")
+        if given is None:
+            raise ValueError(
+                f"date column {column!r} was in timezone {trained} at fit but is "
+                f"timezone-naive here; localize it: X[{column!r}].dt.tz_localize({trained!r})")
+        return dates if str(given) == trained else dates.dt.tz_convert(trained)
+
+    def _report_overflow(self, conts: np.ndarray) -> None:
+        """A value so far outside the training data that its scaled form overflows float32."""
+        row, j = np.argwhere(~np.isfinite(conts))[0]
+        column = self.cont_columns_[j]
+        raise ValueError(
+            f"continuous column {column!r} holds a value (row {row}) so far outside the "
+            f"training data (mean {self.means_[column]:.4g}, std {self.stds_[column]:.4g}) "
+            "that scaled it overflows float32; check that row, or clip the column to a "
+            "plausible range"
+        )
 
     def encode(self, column, values) -> np.ndarray:
         """Codes of ``values`` in categorical output ``column`` (0 for unknown or missing)."""
@@ -537,6 +675,8 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
             "embedding_sizes": {k: list(v) for k, v in self.embedding_sizes_.items()},
             "medians": self.medians_, "means": self.means_, "stds": self.stds_,
             "quantiles": self.quantiles_,
+            "column_kinds": getattr(self, "column_kinds_", {}),
+            "timezones": getattr(self, "timezones_", {}),
         }
         # JSON keys are strings: remember the columns whose names are not (ints, floats).
         used = [*self.feature_names_in_, *self.cat_names_, *self.cont_names_, *self.date_names_,
@@ -580,6 +720,9 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         self.means_ = dict(state["means"])
         self.stds_ = dict(state["stds"])
         self.quantiles_ = dict(state.get("quantiles", {}))
+        # Files of the first release lack these: no type-change warnings, naive dates.
+        self.column_kinds_ = dict(state.get("column_kinds", {}))
+        self.timezones_ = dict(state.get("timezones", {}))
         self._finish()
         self.embedding_sizes_ = {k: tuple(v) for k, v in state["embedding_sizes"].items()}
         self._check_state()

@@ -100,10 +100,19 @@ class TargetTransformer(TransformerMixin, BaseEstimator):
         values = np.asarray(y)
         if pd.isna(values).any():
             count = int(pd.isna(values).sum())
-            raise ValueError(f"the target has {count} missing value(s); drop those rows first")
-        if values.dtype.kind in "fc" and np.isinf(values).any():
-            raise ValueError(f"Input y contains infinity ({int(np.isinf(values).sum())} "
-                             "value(s)); drop or clip those rows first")
+            raise ValueError(f"the target has {count} missing value(s) (NaN, None or pd.NA); "
+                             "drop those rows first")
+        if values.dtype.kind in "fc":
+            infinite = int(np.isinf(values).sum())
+        elif values.dtype.kind == "O":
+            # Numbers among objects (a target read as object): look for inf among them.
+            numbers = pd.to_numeric(pd.Series(values.ravel()), errors="coerce")
+            infinite = int(np.isinf(numbers.to_numpy(dtype=np.float64, na_value=0.0)).sum())
+        else:
+            infinite = 0
+        if infinite:
+            raise ValueError(f"Input y contains infinity ({infinite} value(s)); drop or clip "
+                             "those rows first")
         return values
 
     def _fit_regression(self, values: np.ndarray) -> None:
@@ -113,8 +122,15 @@ class TargetTransformer(TransformerMixin, BaseEstimator):
             raise ValueError(f"a regression target must be numeric: {error}") from error
         if self.scale == "log" and (values <= -1).any():
             raise ValueError("scale='log' needs targets greater than -1 (it applies log1p)")
-        self.mean_ = float(values.mean())
-        self.std_ = float(values.std()) or 1.0
+        # Scaled by the largest magnitude first, so that targets up to float64's range
+        # (1e200 and beyond) do not overflow the squares of the variance.
+        scale = float(np.abs(values).max()) or 1.0
+        if not np.isfinite(scale):
+            raise ValueError("a regression target must be finite numbers")
+        self.mean_ = float((values / scale).mean() * scale)
+        self.std_ = float((values / scale).std() * scale) or 1.0
+        if self.scale == "standard" and self.std_ / scale < 1e-12:
+            self.std_ = scale       # (near-)constant targets: unit-scale them, never divide by 0
 
     def transform(self, y) -> np.ndarray:
         """Codes (int64) for classes, a float32 matrix for multi-label, float32 for regression."""
