@@ -951,7 +951,7 @@ class_weight :
                 fit_target(X, y).task_ if distributed.is_main_process() else None
             ) == "regression" else "classification"
         elif task == "auto":
-            kind = type_of_target(np.asarray(y))
+            kind = type_of_target(TargetTransformer.check_values(y))
             task = "classification" if kind in ("binary", "multiclass") else "regression"
         options = {k: v for k, v in self.get_params().items() if k != "task"}
         cls = EmbeddingMLPClassifier if task == "classification" else EmbeddingMLPRegressor

@@ -187,9 +187,19 @@ def _looks_like_dates(series: pd.Series) -> bool:
                                    for v in sample)
 
 
-def _timezone(series: pd.Series):
-    dates = series if pd.api.types.is_datetime64_any_dtype(series.dtype) \
-        else pd.to_datetime(series)
+def _as_datetimes(series: pd.Series, column) -> pd.Series:
+    if pd.api.types.is_datetime64_any_dtype(series.dtype):
+        return series
+    try:
+        return pd.to_datetime(series)
+    except (ValueError, TypeError, OverflowError) as error:
+        raise ValueError(f"date column {column!r} holds values that are not dates ({error}); "
+                         "convert it with pd.to_datetime, or list the column in cat_names "
+                         "or cont_names") from error
+
+
+def _timezone(series: pd.Series, column):
+    dates = _as_datetimes(series, column)
     tz = getattr(dates.dt, "tz", None)
     return None if tz is None else str(tz)
 
@@ -323,7 +333,7 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         if first is None or len(first) == 0:
             raise ValueError("cannot fit TabularPreprocessor on an empty frame (0 rows)")
         cats, conts, dates, integers = self._roles(first)
-        self.timezones_ = {d: _timezone(first[d]) for d in dates}
+        self.timezones_ = {d: _timezone(first[d], d) for d in dates}
         counts = {c: {} for c in cats + integers}
         moments = {c: Moments() for c in conts + integers + [f"{d}_elapsed" for d in dates]}
         n_rows = 0
@@ -442,17 +452,21 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         if self.continuous_scaling not in ("standard", "quantile", None):
             raise ValueError("continuous_scaling must be 'standard', 'quantile' or None, got "
                              f"{self.continuous_scaling!r}")
+        dates = {f"{d}_elapsed": d for d in self.date_names_}
         for column, moment in moments.items():
             if moment.count == 0:
+                what = (f"date column {dates[column]!r}" if column in dates
+                        else f"continuous column {column!r}")
                 raise ValueError(
-                    f"continuous column {column!r} has no non-missing value in the training "
-                    "data; drop it or fill it before fitting"
+                    f"{what} has no non-missing value in the training data; drop it or fill "
+                    "it before fitting"
                 )
 
         def numeric_passes():
             for frame in passes():
                 arrays = {c: _numeric(frame[c], c) for c in self.cont_names_}
-                arrays.update({f"{d}_elapsed": _elapsed(frame[d]) for d in self.date_names_})
+                arrays.update({f"{d}_elapsed": _elapsed(self._dates(frame[d], d))
+                               for d in self.date_names_})
                 yield arrays
 
         histograms = column_histograms(numeric_passes, moments)
@@ -531,6 +545,7 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
             codes[:, position[column]] = self._encode(X[column], column)
         sources = {c: X[c] for c in self.cont_names_}
         dates = {d: self._dates(X[d], d) for d in self.date_names_}
+        elapsed = {f"{d}_elapsed": d for d in self.date_names_}   # names need not be strings
         for date, series in dates.items():
             for part, values in _date_parts(series, date).items():
                 codes[:, position[part]] = self._encode(values, part)
@@ -538,7 +553,7 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
             if column in sources:
                 values = _numeric(sources[column], column)
             else:
-                values = _elapsed(dates[column[: -len("_elapsed")]])
+                values = _elapsed(dates[elapsed[column]])
             missing_rows = np.isnan(values)
             if column in self.na_names_:
                 codes[:, position[f"{column}_na"]] = missing_rows + 1
@@ -566,8 +581,7 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
     def _dates(self, series: pd.Series, column) -> pd.Series:
         """A date column as datetimes in the training timezone: the same instants give the
         same date parts whatever timezone they arrive in."""
-        dates = series if pd.api.types.is_datetime64_any_dtype(series.dtype) \
-            else pd.to_datetime(series)
+        dates = _as_datetimes(series, column)
         trained = getattr(self, "timezones_", {}).get(column)
         given = getattr(dates.dt, "tz", None)
         if trained is None and given is None:

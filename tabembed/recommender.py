@@ -100,7 +100,14 @@ def _ratings(y, n_rows: int) -> np.ndarray:
     if not np.isfinite(ratings).all():
         raise ValueError(f"y has {int((~np.isfinite(ratings)).sum())} missing or infinite "
                          "rating(s); drop them")
+    if len(ratings) and np.abs(ratings).max() > _MAX_RATING:
+        # Ratings train in float32 without scaling: their squared errors must stay finite.
+        raise ValueError(f"y holds rating(s) as large as {np.abs(ratings).max():.3g}; ratings "
+                         f"must be within +-{_MAX_RATING:g}: rescale y (divide it by a constant)")
     return ratings
+
+
+_MAX_RATING = 1e15
 
 
 @persistence.persistable
