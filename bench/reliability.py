@@ -99,8 +99,11 @@ def inputs() -> None:
     probe(s, "1e30 at predict in a column whose training std is 1e-7",
           lambda: TabularPreprocessor().fit(pd.DataFrame({"t": np.linspace(0, 3e-7, 9)}))
           .transform_arrays(pd.DataFrame({"t": [1e33]})))
-    probe(s, "regression target ~1e200",
-          lambda: f"ok: predictions finite, max {np.abs(EmbeddingMLPRegressor(**SMALL).fit(X, (X['a'] + 3) * 1e200).predict(X)).max():.2g}")
+    def huge_target():
+        predictions = EmbeddingMLPRegressor(**SMALL).fit(X, (X["a"] + 3) * 1e200).predict(X)
+        finite = "finite" if np.isfinite(predictions).all() else "NOT FINITE"
+        return f"ok: predictions {finite}, largest {np.abs(predictions).max():.2g}"
+    probe(s, "regression target ~1e200", huge_target)
     target = pd.Series(Y.astype(object))
     probe(s, "pd.NA in an object-dtype target",
           lambda: EmbeddingMLPClassifier(**SMALL).fit(X, target.where(target.index != 0, pd.NA)))
@@ -122,7 +125,8 @@ def inputs() -> None:
     probe(s, "an extra column at predict (warns once per model)",
           lambda: MODEL.predict(X.assign(extra=1)) is not None and "ok")
     probe(s, "a missing column at predict", lambda: MODEL.predict(X.drop(columns="c")))
-    probe(s, "columns reordered at predict", lambda: _same(MODEL.predict_proba(X[X.columns[::-1]])))
+    probe(s, "columns reordered at predict",
+          lambda: _same(MODEL.predict_proba(X[X.columns[::-1]])))
     probe(s, "tz-aware dates given in another timezone",
           lambda: _same(MODEL.predict_proba(X.assign(when=X["when"].dt.tz_convert("UTC")))))
     probe(s, "tz-aware training dates given naive",
