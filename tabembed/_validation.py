@@ -109,14 +109,20 @@ def check_rows(frame: pd.DataFrame, minimum: int = 1) -> None:
                          "minimum of 1 is required.")
 
 
-def check_finite_predictions(values: np.ndarray) -> np.ndarray:
-    """A fitted model never returns NaN or inf silently: name the rows instead."""
+def check_finite_predictions(values: np.ndarray, describe=None) -> np.ndarray:
+    """A fitted model never returns NaN or inf silently: name the rows instead.
+
+    ``describe(row)``, when given, names the input that is furthest out in that row
+    (:meth:`TabularPreprocessor.describe_extreme`).
+    """
     finite = np.isfinite(values)
     if not finite.all():
         rows = np.flatnonzero(~finite.reshape(len(values), -1).all(axis=1))
+        culprit = describe(int(rows[0])) if describe is not None else None
         raise ValueError(
             f"the network's output is not finite for {len(rows)} row(s) (first: row "
-            f"{rows[0]}); their inputs are far outside the training data's range: check them")
+            f"{rows[0]}); their inputs are far outside the training data's range"
+            + (f": {culprit}" if culprit else ": check them"))
     return values
 
 

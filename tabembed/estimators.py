@@ -539,7 +539,9 @@ class _EmbeddingMLP(BaseEstimator):
         check_is_fitted(self, "learner_")
         frame = frame_for_prediction(self, X)
         codes, continuous = self.preprocessor_.to_tensors(frame)
-        return check_finite_predictions(self.learner_.predict((codes, continuous)).numpy())
+        return check_finite_predictions(
+            self.learner_.predict((codes, continuous)).numpy(),
+            lambda row: self.preprocessor_.describe_extreme(continuous.numpy(), row))
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

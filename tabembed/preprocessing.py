@@ -90,6 +90,9 @@ def _numeric(series: pd.Series, column) -> np.ndarray:
         values = series.to_numpy(dtype=np.float64, na_value=np.nan)
     elif pd.api.types.infer_dtype(series, skipna=True) in _NUMERIC_KINDS:
         values = pd.to_numeric(series).to_numpy(dtype=np.float64, na_value=np.nan)
+    elif not series.notna().any():
+        # Nothing but missing values (NaT, None, pd.NA): filled like any missing value.
+        values = np.full(len(series), np.nan)
     else:
         present = series[series.notna()]
         coerced = pd.to_numeric(present.astype(object), errors="coerce")
@@ -596,6 +599,19 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
                 f"date column {column!r} was in timezone {trained} at fit but is "
                 f"timezone-naive here; localize it: X[{column!r}].dt.tz_localize({trained!r})")
         return dates if str(given) == trained else dates.dt.tz_convert(trained)
+
+    def describe_extreme(self, conts: np.ndarray, row: int) -> str | None:
+        """The continuous input of ``row`` furthest from the training data, in words
+        (for errors about a non-finite output); ``None`` without continuous inputs."""
+        if conts.shape[1] == 0:
+            return None
+        j = int(np.argmax(np.abs(conts[row])))
+        column, scaled = self.cont_columns_[j], float(conts[row, j])
+        if self.continuous_scaling == "standard":
+            value = scaled * self.stds_[column] + self.means_[column]
+            return (f"continuous column {column!r} is {value:.4g} there, {abs(scaled):.3g} "
+                    "standard deviations from the training mean: check or clip that value")
+        return f"continuous column {column!r} is {scaled:.4g} there (as scaled): check it"
 
     def _report_overflow(self, conts: np.ndarray) -> None:
         """A value so far outside the training data that its scaled form overflows float32."""

@@ -396,7 +396,8 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
         self._check_id_types(frame)
         codes, continuous = self.preprocessor_.to_tensors(frame)
         ratings = self.learner_.predict((codes, continuous)).numpy().astype(np.float64)
-        return check_finite_predictions(ratings)
+        return check_finite_predictions(
+            ratings, lambda row: self.preprocessor_.describe_extreme(continuous.numpy(), row))
 
     def _check_id_types(self, frame: pd.DataFrame) -> None:
         for column in (self.user_column, self.item_column):

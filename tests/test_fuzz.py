@@ -376,3 +376,19 @@ def test_found_huge_ratings_are_an_error_not_a_divergence():
     X = pd.DataFrame({"user": [0] * 6, "item": [0] * 6})
     with pytest.raises(ValueError, match="ratings must be within"):
         EmbeddingRecommender(epochs=1, random_state=0).fit(X, [0, 0, 0, 0, 0, 1e200])
+
+
+def test_found_all_missing_column_of_another_type_is_filled():
+    """An all-NaT column given for a float column raised IndexError (no value to quote)."""
+    pre = TabularPreprocessor().fit(pd.DataFrame({"a": [0.0, 1.0, 2.0]}))
+    _, conts = pre.transform_arrays(pd.DataFrame({"a": pd.Series([pd.NaT, pd.NaT])}))
+    np.testing.assert_array_equal(conts, 0.0)      # the median, standardised
+
+
+def test_found_an_input_overflowing_the_network_is_named():
+    """3.2e38 (inside float32) in a column that was constant in training overflowed the
+    network; the error named only the row."""
+    X = pd.DataFrame({"a": [0.0, 0.0, np.nan]})
+    model = EmbeddingMLPClassifier(**TINY).fit(X, [0, 0, 1])
+    with pytest.raises(ValueError, match=r"column 'a' is 3.228e\+38 there"):
+        model.predict_proba(pd.DataFrame({"a": [3.22822e38]}))
