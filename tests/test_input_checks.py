@@ -157,7 +157,7 @@ def test_timezone_aware_dates_remember_their_timezone(tmp_path):
     when = pd.Series(pd.date_range("2024-01-01 20:00", periods=200, freq="7h",
                                    tz="Europe/Paris"))
     X = pd.DataFrame({"when": when, "a": rng.normal(size=200)})
-    y = (when.dt.dayofweek >= 5).astype(int)
+    y = (when.dt.day_of_week >= 5).astype(int)
     model = EmbeddingMLPClassifier(**SMALL).fit(X, y)
     reference = model.predict_proba(X)
     same_instants = X.assign(when=X["when"].dt.tz_convert("America/New_York"))
