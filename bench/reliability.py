@@ -104,6 +104,8 @@ def inputs() -> None:
         finite = "finite" if np.isfinite(predictions).all() else "NOT FINITE"
         return f"ok: predictions {finite}, largest {np.abs(predictions).max():.2g}"
     probe(s, "regression target ~1e200", huge_target)
+    probe(s, "regression target 1.7e308", lambda: EmbeddingMLPRegressor(**SMALL).fit(
+        X, np.where(X["a"] > 0, 1.7e308, 0.0)))
     target = pd.Series(Y.astype(object))
     probe(s, "pd.NA in an object-dtype target",
           lambda: EmbeddingMLPClassifier(**SMALL).fit(X, target.where(target.index != 0, pd.NA)))

@@ -20,6 +20,7 @@ __all__ = ["TASKS", "TargetTransformer"]
 
 TASKS = ("binary", "multiclass", "multilabel", "regression")
 _SCALES = (None, "standard", "log")
+_MAX_TARGET = 1e300
 
 
 def is_label_sets(y) -> bool:
@@ -127,6 +128,11 @@ class TargetTransformer(TransformerMixin, BaseEstimator):
         scale = float(np.abs(values).max()) or 1.0
         if not np.isfinite(scale):
             raise ValueError("a regression target must be finite numbers")
+        if scale > _MAX_TARGET:
+            # Predictions are decoded as value * std + mean: leave room to extrapolate.
+            raise ValueError(f"the regression target reaches {scale:.3g}; targets beyond "
+                             f"+-{_MAX_TARGET:g} would overflow when predictions are decoded: "
+                             "rescale y (divide it by a constant)")
         self.mean_ = float((values / scale).mean() * scale)
         self.std_ = float((values / scale).std() * scale) or 1.0
         if self.scale == "standard" and self.std_ / scale < 1e-12:
