@@ -82,3 +82,18 @@ def test_plr_learns_an_oscillating_target_that_raw_inputs_cannot():
     assert plr > 0.8, plr
     assert raw < 0.5, raw
     assert np.isfinite([plr, raw]).all()
+
+
+def test_feature_major_layout_gives_the_row_major_values_and_gradients():
+    torch.manual_seed(0)
+    fast = PeriodicEmbeddings(n_features=5, d_embedding=8, n_frequencies=12,
+                              frequency_init_scale=2.0)
+    x = torch.randn(64, 5)
+    output = fast(x)
+    reference = fast.activation(fast.linear(fast.periodic(x))).flatten(1)
+    torch.testing.assert_close(output, reference, rtol=1e-5, atol=1e-6)
+    weights = torch.randn_like(output)
+    gradients = torch.autograd.grad((output * weights).sum(), list(fast.parameters()))
+    expected = torch.autograd.grad((reference * weights).sum(), list(fast.parameters()))
+    for got, want in zip(gradients, expected):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
