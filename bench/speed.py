@@ -27,6 +27,7 @@ from peers import (
     table,
 )
 
+from tabembed.config import LR_FINDER_OPTIONS
 from tabembed.datasets import load_adult, load_movielens
 from tabembed.estimators import EmbeddingMLPClassifier
 from tabembed.recommender import EmbeddingRecommender
@@ -51,7 +52,7 @@ def adult_fit_rows(train, test) -> list[dict]:
         ours.append(time.perf_counter() - start)
         # The LR finder's share: the same sweep again on the fitted learner's data.
         start = time.perf_counter()
-        model.learner_.lr_find()
+        model.learner_.lr_find(**LR_FINDER_OPTIONS["minimum"])   # the sweep lr="auto" runs
         finder.append(time.perf_counter() - start)
     with quiet():
         fastai = [run_fastai_adult(train, test, seed)[3] for seed in range(3)]

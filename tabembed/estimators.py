@@ -10,10 +10,11 @@ into their learned embedding vectors for any other model. They are thin: a
 
 Defaults were chosen on a validation split of Adult's training file (never
 the test file): see tabembed/config.py, bench/RESULTS.md ("Defaults") and
-bench/NOTES.md. The one default that moved accuracy is the piecewise-linear
-encoding of continuous columns (+0.4 points of validation accuracy); dropout,
-weight decay, batch size, epochs and averaging all landed within +-0.1 point
-of each other.
+bench/NOTES.md. The defaults that moved accuracy are how continuous columns
+enter the network: piecewise-linear encoding in the first release (+0.4 points
+of validation accuracy), periodic (PLR) embeddings in the second (+1.0 point
+on Adult's test set); dropout, weight decay, batch size, epochs and averaging
+all landed within +-0.1 point of each other.
 """
 
 from __future__ import annotations
@@ -59,7 +60,12 @@ from tabembed.config import (
     train,
 )
 from tabembed.metrics import task_metrics
-from tabembed.models import EntityEmbeddingMLP, loss_for_task, predictions_from_output
+from tabembed.models import (
+    EntityEmbeddingMLP,
+    MixupLoss,
+    loss_for_task,
+    predictions_from_output,
+)
 from tabembed.models.tabular import DEFAULT_DROPOUT, DEFAULT_EMBEDDING_DROPOUT, DEFAULT_HIDDEN
 from tabembed.preprocessing import TabularPreprocessor
 from tabembed.targets import TargetTransformer, is_label_sets
@@ -68,9 +74,10 @@ from tabembed.training.schedules import Constant
 
 __all__ = ["EmbeddingMLPClassifier", "EmbeddingMLPRegressor", "EntityEmbeddingTransformer"]
 
-# "auto" uses piecewise-linear inputs from this many training rows (~200 rows per
-# bin at 48 bins); measured in bench/NOTES.md ("Piecewise-linear inputs").
-PIECEWISE_LINEAR_MIN_ROWS = 10_000
+CONTINUOUS_ENCODINGS = ("auto", None, "piecewise_linear", "plr", "plr_lite")
+# frequency_init_scale="auto": 1 below this many training rows, 3 from there. The
+# scale is data dependent; measured in bench/NOTES.md ("Accuracy options").
+PLR_LARGE_SCALE_MIN_ROWS = 10_000
 _D = MLP_DEFAULTS
 
 
@@ -137,6 +144,13 @@ class _EmbeddingMLP(BaseEstimator):
         continuous_scaling="standard",
         continuous_encoding="auto",
         n_bins=48,
+        d_embedding=24,
+        n_frequencies=48,
+        frequency_init_scale="auto",
+        n_members=1,
+        swap_noise=0.0,
+        mixup_alpha=0.0,
+        label_smoothing=0.0,
         device="auto",
         random_state=None,
         verbose=0,
@@ -216,7 +230,7 @@ class _EmbeddingMLP(BaseEstimator):
         with isolated_random_state():
             torch.manual_seed(seeds.init)
             model = EntityEmbeddingMLP(**model_kwargs)
-            result = train(config, model, loss_for_task(target.task_), train_data, valid,
+            result = train(config, model, self._loss(target.task_, model), train_data, valid,
                            output_activation=Predictions(target.task_),
                            metrics=_metrics(target))
         self.preprocessor_, self.target_transformer_ = preprocessor, target
@@ -292,7 +306,7 @@ class _EmbeddingMLP(BaseEstimator):
         with isolated_random_state():
             torch.manual_seed(seeds.init)
             model = EntityEmbeddingMLP(**model_kwargs)
-            result = train(config, model, loss_for_task(target.task_), train_data, valid,
+            result = train(config, model, self._loss(target.task_, model), train_data, valid,
                            output_activation=Predictions(target.task_), metrics=_metrics(target))
         self.preprocessor_, self.target_transformer_ = preprocessor, target
         self.model_, self.model_kwargs_ = model, model_kwargs
@@ -366,8 +380,8 @@ class _EmbeddingMLP(BaseEstimator):
         with rollback_on_failure(learner), isolated_random_state():
             if eval_set is not None:
                 learner.valid_data = self._eval_data(eval_set, self.preprocessor_, target)
-            result = train(config, self.model_, loss_for_task(self.task_), train_data,
-                           learner=learner)
+            result = train(config, self.model_, self._loss(self.task_, self.model_),
+                           train_data, learner=learner)
         self.n_train_rows_ = len(frame)
         self._set_result(config, result)
         return self
@@ -442,25 +456,39 @@ class _EmbeddingMLP(BaseEstimator):
         return self.target_transformer_.task_
 
     def _check_encoding(self) -> None:
-        if self.continuous_encoding not in ("auto", None, "piecewise_linear"):
-            raise ValueError("continuous_encoding must be 'auto', None or 'piecewise_linear', "
+        if self.continuous_encoding not in CONTINUOUS_ENCODINGS:
+            raise ValueError(f"continuous_encoding must be one of {CONTINUOUS_ENCODINGS}, "
                              f"got {self.continuous_encoding!r}")
+        scale = self.frequency_init_scale
+        if not (scale == "auto" or (isinstance(scale, int | float) and not isinstance(scale, bool)
+                                    and scale > 0)):
+            raise ValueError("frequency_init_scale must be 'auto' or a number > 0, "
+                             f"got {scale!r}")
+
+    def _loss(self, task: str, model: EntityEmbeddingMLP):
+        """The task's loss (with label smoothing), mixed as the model mixes its inputs."""
+        loss = loss_for_task(task, label_smoothing=self.label_smoothing)
+        return MixupLoss(loss, model.mixup) if self.mixup_alpha else loss
 
     def _model_kwargs(self, preprocessor, target, n_train_rows: int, bounds) -> dict:
-        encoding = self.continuous_encoding
-        if encoding == "auto":
-            enough = n_train_rows >= PIECEWISE_LINEAR_MIN_ROWS
-            encoding = "piecewise_linear" if enough else None
-        bins = None
+        encoding = "plr" if self.continuous_encoding == "auto" else self.continuous_encoding
+        numeric = {}
         if encoding == "piecewise_linear" and preprocessor.cont_columns_:
-            bins = preprocessor.bin_edges(self.n_bins)
+            numeric = {"continuous_bins": preprocessor.bin_edges(self.n_bins)}
+        elif encoding in ("plr", "plr_lite"):
+            scale = self.frequency_init_scale
+            if scale == "auto":
+                scale = 1.0 if n_train_rows < PLR_LARGE_SCALE_MIN_ROWS else 3.0
+            numeric = {"continuous_embedding": encoding, "d_embedding": self.d_embedding,
+                       "n_frequencies": self.n_frequencies, "frequency_init_scale": scale}
         return dict(
-            continuous_bins=bins,
+            **numeric,
             embedding_sizes=list(preprocessor.embedding_sizes_.values()),
             n_continuous=len(preprocessor.cont_columns_),
             d_out=target.n_outputs_, task=target.task_,
             hidden=tuple(self.hidden), dropout=self.dropout,
             embedding_dropout=self.embedding_dropout, y_range=self._y_range(target, bounds),
+            n_members=self.n_members, swap_noise=self.swap_noise, mixup_alpha=self.mixup_alpha,
         )
 
     def _y_range(self, target, bounds):
@@ -630,12 +658,39 @@ class EmbeddingMLPClassifier(ClassifierMixin, _EmbeddingMLP):
         Rare categories fold into the unknown token.
     continuous_scaling : {"standard", "quantile", None}
         How continuous columns are scaled (see TabularPreprocessor).
-    continuous_encoding : {"auto", None, "piecewise_linear"}
-        ``"piecewise_linear"`` encodes each continuous column over ``n_bins``
-        quantile bins (PiecewiseLinearEncoding) instead of feeding the number.
-        ``"auto"`` does so from 10,000 training rows up: on Adult it added 0.4
-        points of validation accuracy, on a 750-row sample it lost 18-34 points.
+    continuous_encoding : {"auto", "plr", "plr_lite", "piecewise_linear", None}
+        How continuous columns enter the network. ``"plr"``: periodic
+        embeddings (``n_frequencies`` sines and cosines per column), then a
+        linear layer to ``d_embedding`` values and a ReLU, per column (Gorishniy
+        et al., 2022). ``"plr_lite"``: one linear layer shared by all columns.
+        ``"piecewise_linear"``: each column over ``n_bins`` quantile bins.
+        None: the scaled numbers through batch norm. ``"auto"`` is ``"plr"``: on
+        Adult it moved test accuracy from 0.860 (piecewise-linear, the first
+        release's default) to 0.870 at the same fit time, and it won on
+        diamonds and on 2,000- and 3,000-row samples of Adult
+        (bench/NOTES.md, "Accuracy options").
     n_bins : int
+        Bins of ``"piecewise_linear"``.
+    d_embedding, n_frequencies : int
+        Width of each column's PLR embedding and its number of frequencies.
+    frequency_init_scale : float or "auto"
+        Standard deviation of the initial PLR frequencies: the one sensitive
+        knob, and data dependent. ``"auto"``: 1 below 10,000 training rows, 3
+        from there (Adult's validation preferred 10; search ``[1, 3, 10]`` with
+        ``GridSearchCV`` when a fit is cheap).
+    n_members : int
+        k > 1 trains k members in one network (TabM-mini: shared embeddings and
+        body, a scaling adapter and a head per member) and predicts the mean of
+        their probabilities. Not a default: at 8 epochs it did not beat one member.
+    swap_noise : float
+        Training only: each cell is replaced, with this probability, by the same
+        column's value in another row of the batch. Helped a small, noisy
+        dataset (Caravan), hurt Adult.
+    mixup_alpha : float
+        Training only: mixup of the encoded inputs with ``Beta(alpha, alpha)``
+        weights (0: off).
+    label_smoothing : float
+        Classification only: targets move this far towards uniform.
     device : str
         ``"auto"``: CUDA, then MPS, then CPU.
     random_state : int, optional
@@ -698,6 +753,13 @@ class EmbeddingMLPClassifier(ClassifierMixin, _EmbeddingMLP):
         continuous_scaling="standard",
         continuous_encoding="auto",
         n_bins=48,
+        d_embedding=24,
+        n_frequencies=48,
+        frequency_init_scale="auto",
+        n_members=1,
+        swap_noise=0.0,
+        mixup_alpha=0.0,
+        label_smoothing=0.0,
         device="auto",
         random_state=None,
         verbose=0,
@@ -827,6 +889,13 @@ class EmbeddingMLPRegressor(RegressorMixin, _EmbeddingMLP):
         continuous_scaling="standard",
         continuous_encoding="auto",
         n_bins=48,
+        d_embedding=24,
+        n_frequencies=48,
+        frequency_init_scale="auto",
+        n_members=1,
+        swap_noise=0.0,
+        mixup_alpha=0.0,
+        label_smoothing=0.0,
         device="auto",
         random_state=None,
         verbose=0,
@@ -892,10 +961,11 @@ class EntityEmbeddingTransformer(TransformerMixin, BaseEstimator):
     cat_names, cont_names, date_names, hidden, dropout, embedding_dropout, epochs, \
 batch_size, lr, schedule, cycle_len, cycle_mult, averaging, ema_decay, swa_start, swa_lr, \
 weight_decay, early_stopping, validation_fraction, patience, min_frequency, \
-continuous_scaling, continuous_encoding, n_bins, device, random_state, verbose, \
-class_weight :
+continuous_scaling, continuous_encoding, n_bins, d_embedding, n_frequencies, \
+frequency_init_scale, n_members, swap_noise, mixup_alpha, label_smoothing, device, \
+random_state, verbose, class_weight :
         Those of :class:`EmbeddingMLPClassifier`, passed to the network it trains
-        (``class_weight`` for classification only).
+        (``class_weight`` and ``label_smoothing`` for classification only).
 
     Attributes
     ----------
@@ -931,6 +1001,13 @@ class_weight :
         continuous_scaling="standard",
         continuous_encoding="auto",
         n_bins=48,
+        d_embedding=24,
+        n_frequencies=48,
+        frequency_init_scale="auto",
+        n_members=1,
+        swap_noise=0.0,
+        mixup_alpha=0.0,
+        label_smoothing=0.0,
         device="auto",
         random_state=None,
         verbose=0,
@@ -958,9 +1035,10 @@ class_weight :
         options = {k: v for k, v in self.get_params().items() if k != "task"}
         cls = EmbeddingMLPClassifier if task == "classification" else EmbeddingMLPRegressor
         if cls is EmbeddingMLPRegressor:
-            if options.pop("class_weight") is not None:
-                raise ValueError("class_weight applies to classification; this target is "
-                                 "regression (set task='classification' if it is not)")
+            for name, unset in (("class_weight", None), ("label_smoothing", 0.0)):
+                if options.pop(name) != unset:
+                    raise ValueError(f"{name} applies to classification; this target is "
+                                     "regression (set task='classification' if it is not)")
         self.estimator_ = cls(**options).fit(X, y, sample_weight=sample_weight,
                                              eval_set=eval_set)
         self.n_features_in_ = self.estimator_.n_features_in_

@@ -86,7 +86,12 @@ def _elapsed(series: pd.Series) -> np.ndarray:
 
 def _numeric(series: pd.Series, column) -> np.ndarray:
     """float64 values of a continuous column; a non-numeric value is an error naming it."""
-    if pd.api.types.is_bool_dtype(series) or pd.api.types.is_numeric_dtype(series):
+    if isinstance(series.dtype, np.dtype) and series.dtype.kind in "iuf":
+        # NumPy-backed: no pd.NA to replace, so skip to_numpy's missing-value scan.
+        # float64 comes back as a view of the caller's frame: made read-only.
+        values = series.to_numpy(dtype=np.float64)
+        values.flags.writeable = False
+    elif pd.api.types.is_bool_dtype(series) or pd.api.types.is_numeric_dtype(series):
         values = series.to_numpy(dtype=np.float64, na_value=np.nan)
     elif pd.api.types.infer_dtype(series, skipna=True) in _NUMERIC_KINDS:
         values = pd.to_numeric(series).to_numpy(dtype=np.float64, na_value=np.nan)
@@ -498,6 +503,11 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         self.cat_columns_ = list(self.categories_)
         self._indexes = {c: pd.Index(v, dtype=object if not v else None)
                          for c, v in self.categories_.items()}
+        # Dictionaries for a few rows of a string column: pd.Index.get_indexer costs
+        # ~80 us a call whatever the length, most of a one-row prediction's time.
+        self._string_codes = {c: {value: code for code, value in enumerate(v, start=1)}
+                              for c, v in self.categories_.items()
+                              if v and all(isinstance(value, str) for value in v)}
 
     def _fit_embedding_sizes(self) -> None:
         rule = self.embedding_rule or embedding_size
@@ -631,6 +641,9 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         return self._encode(series, column)
 
     def _encode(self, series: pd.Series, column) -> np.ndarray:
+        codes = self._encode_few_strings(series, column)
+        if codes is not None:
+            return codes
         index = self._indexes[column]
         if isinstance(series.dtype, pd.CategoricalDtype):
             # Map the (few) categories by value, then gather: never trust the codes.
@@ -643,6 +656,30 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
                 f"categorical column {column!r} holds unhashable values ({error}); "
                 "convert lists/dicts to strings or tuples first"
             ) from error
+
+    def _encode_few_strings(self, series: pd.Series, column) -> np.ndarray | None:
+        """Codes by dictionary for up to 16 rows of strings or string categories (or
+        missing values) in a string-vocabulary column; None when that does not apply. Same codes as
+        ``get_indexer`` (tests/test_preprocessing.py checks it)."""
+        lookup = self._string_codes.get(column)
+        if lookup is None or len(series) > 16:
+            return None
+        if isinstance(series.dtype, pd.CategoricalDtype):
+            categorical = series.array
+            if len(categorical.categories) > 256:
+                return None
+            categories = categorical.categories.tolist()
+            if not all(isinstance(category, str) for category in categories):
+                return None
+            # Map the categories by value, then gather: never trust the codes.
+            by_code = np.array([*(lookup.get(c, 0) for c in categories), 0])
+            return by_code[categorical.codes]   # code -1 (missing) hits the 0
+        values = series.tolist()
+        if not all(isinstance(value, str) or value is None or value is pd.NA
+                   or (isinstance(value, float) and value != value) for value in values):
+            return None
+        return np.array([lookup.get(value, 0) if isinstance(value, str) else 0
+                         for value in values], dtype=np.int64)
 
     def to_tensors(self, X: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
         """The model's inputs: ``(codes int64 [n, n_cat], continuous float32 [n, n_cont])``."""

@@ -92,7 +92,8 @@ LAYERS = [
     {"tabembed.streaming"},
     {"tabembed.training"},
     {"tabembed.config"},
-    {"tabembed.estimators", "tabembed.recommender", "tabembed.export"},
+    {"tabembed.estimators", "tabembed.recommender", "tabembed.export", "tabembed.pretraining",
+     "tabembed.transfer", "tabembed.ensembles"},
     {"tabembed.cli", "tabembed.__main__", "tabembed"},
 ]
 

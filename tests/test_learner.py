@@ -17,6 +17,7 @@ from tabembed.training.callbacks import (
     GradualUnfreezing,
 )
 from tabembed.training.learner import Learner, TrainingDivergedError, split_learning_rates
+from tabembed.training.lr_finder import suggest
 from tabembed.training.schedules import SGDR, Constant, OneCycle
 
 
@@ -159,6 +160,22 @@ def test_gradual_unfreezing_unfreezes_one_group_per_epoch(synthetic):
     changed = [[not torch.equal(a[k], b[k]) for k in (embedding, body, head)]
                for a, b in zip([initial, *snapshots], snapshots)]
     assert changed == [[False, False, True], [False, True, True], [True, True, True]]
+
+
+def test_gradual_unfreezing_sets_batch_norm_modes_in_the_epoch_it_unfreezes(synthetic):
+    # The continuous inputs' batch norm is in the first layer group: it must use
+    # running statistics while frozen and batch statistics from the epoch it thaws.
+    modes = []
+
+    class Probe(Callback):
+        def on_batch_begin(self, learner):
+            if learner.batch_index == 0:
+                modes.append(learner.model.continuous_norm.training)
+
+    learner = _learner(synthetic, dropout=0.0)
+    assert isinstance(learner.model.continuous_norm, nn.BatchNorm1d)
+    learner.fit(3, 1e-2, callbacks=[GradualUnfreezing(), Probe()])
+    assert modes == [False, False, True]
 
 
 # ------------------------------------------------------------------ callbacks
@@ -307,6 +324,22 @@ def test_lr_finder_suggests_within_10x_of_a_known_good_rate():
     # but never past the point of divergence.
     assert known_good / 100 <= result.suggestions["valley"] < 1.0
     assert result.lrs[-1] < 10     # stopped early once the loss exploded
+
+
+def test_minimum_floor_ignores_a_noisy_low_at_the_start_of_the_sweep():
+    # A sweep whose loss never falls: its lowest point is noise at the smallest
+    # rates. Unfloored, "minimum" suggests a tenth of that; floored, the lowest
+    # point among rates >= 10 x floor (here at 1e-1, suggesting 1e-2).
+    lrs = np.geomspace(1e-7, 10, 60)
+    losses = np.full(60, 1.0)
+    losses[8] = 0.9                       # noise, at ~7e-7
+    losses[np.searchsorted(lrs, 1e-1)] = 0.95
+    losses[-8:] = np.linspace(1.2, 4.0, 8)
+    assert suggest(lrs, losses)["minimum"] == pytest.approx(lrs[8] / 10)
+    floored = suggest(lrs, losses, minimum_floor=1e-3)["minimum"]
+    assert floored == pytest.approx(lrs[np.searchsorted(lrs, 1e-1)] / 10)
+    # A floor above the whole sweep leaves the suggestion as it was.
+    assert suggest(lrs, losses, minimum_floor=100.0)["minimum"] == pytest.approx(lrs[8] / 10)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")

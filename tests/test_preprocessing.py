@@ -344,3 +344,26 @@ def test_transform_never_crashes_and_codes_stay_in_range(train, test):
     decoded = pre.decode("cat", train_codes[:, 0])
     present = train["cat"].notna().to_numpy()
     assert list(decoded[present]) == list(train["cat"].astype(object)[present])
+
+
+def test_few_rows_encode_exactly_as_many_rows():
+    """A few rows of a string column take a dictionary path (fast one-row prediction);
+    it must give the codes the general path gives, unknown and missing values included."""
+    train = pd.DataFrame({"colour": ["red", "green", "blue", "green"] * 5,
+                          "size": pd.Categorical(["s", "m", "l", "m"] * 5)})
+    preprocessor = TabularPreprocessor(cat_names=["colour", "size"]).fit(train)
+    probe = pd.DataFrame({
+        "colour": pd.array(["green", "purple", None, "red", ""], dtype="string"),
+        "size": pd.Categorical(["l", "xl", None, "s", "m"], categories=["xl", "s", "m", "l"]),
+    })
+    many = pd.concat([probe] * 10, ignore_index=True)      # over the 16-row limit
+    assert len(many) > 16
+    codes_few, _ = preprocessor.transform_arrays(probe)
+    codes_many, _ = preprocessor.transform_arrays(many)
+    np.testing.assert_array_equal(codes_many[: len(probe)], codes_few)
+    assert codes_few[:, 0].tolist()[1:3] == [0, 0] and codes_few[:, 1].tolist()[1:3] == [0, 0]
+    # Values of other types fall back to the general path: 1 is not the string "1".
+    mixed = pd.DataFrame({"colour": pd.Series(["red", 1], dtype=object),
+                          "size": ["s", "m"]})
+    assert preprocessor.transform_arrays(mixed)[0][:, 0].tolist() == [
+        preprocessor.encode("colour", ["red"])[0], 0]

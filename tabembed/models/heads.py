@@ -15,14 +15,18 @@ def check_task(task: str) -> str:
     return task
 
 
-def loss_for_task(task: str) -> nn.Module:
+def loss_for_task(task: str, *, label_smoothing: float = 0.0) -> nn.Module:
     """MSE for regression, BCE-with-logits for binary and multi-label, cross-entropy otherwise.
 
     Binary and regression targets are ``[n]``; the model's ``[n, 1]`` output is
     flattened so the two line up. Every loss takes optional per-row ``weight``
-    (sample weights): then it is the weighted mean of the rows' losses.
+    (sample weights): then it is the weighted mean of the rows' losses. An
+    ensemble's ``[n, k, d]`` output gets the mean of its k members' losses
+    (:class:`MemberMeanLoss`). ``label_smoothing`` (classification) moves the
+    targets that far towards uniform: ``y (1 - s) + s / n_classes``, with two
+    classes per label for binary and multi-label.
     """
-    return TaskLoss(task)
+    return MemberMeanLoss(TaskLoss(task, label_smoothing=label_smoothing))
 
 
 _FUNCTIONS = {
@@ -36,18 +40,26 @@ _FUNCTIONS = {
 class TaskLoss(nn.Module):
     """The training loss of ``task``: ``loss(output, target, weight=None)``."""
 
-    def __init__(self, task: str):
+    def __init__(self, task: str, *, label_smoothing: float = 0.0):
         super().__init__()
         self.task = check_task(task)
+        if not 0 <= label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing=}")
+        if label_smoothing and task == "regression":
+            raise ValueError(f"label_smoothing applies to classification, not {task=}")
+        self.label_smoothing = float(label_smoothing)
 
     def forward(self, output: torch.Tensor, target: torch.Tensor,
                 weight: torch.Tensor | None = None) -> torch.Tensor:
         function = _FUNCTIONS[self.task]
         if self.task == "multiclass":
-            per_row = function(output, target, reduction="none" if weight is not None else "mean")
+            per_row = function(output, target, reduction="none" if weight is not None else "mean",
+                               label_smoothing=self.label_smoothing)
         else:
             n = output.shape[0]
             output, target = output.reshape(n, -1), target.reshape(n, -1).to(output.dtype)
+            if self.label_smoothing:
+                target = target * (1 - self.label_smoothing) + self.label_smoothing / 2
             if weight is None:
                 return function(output.reshape(-1), target.reshape(-1))
             per_row = function(output, target, reduction="none").mean(dim=1)
@@ -57,14 +69,44 @@ class TaskLoss(nn.Module):
         return (per_row * weight).sum() / weight.sum()
 
     def extra_repr(self) -> str:
-        return f"task={self.task!r}"
+        smoothing = f", label_smoothing={self.label_smoothing}" if self.label_smoothing else ""
+        return f"task={self.task!r}{smoothing}"
+
+
+class MemberMeanLoss(nn.Module):
+    """The mean over members of ``loss`` for ``[n, k, d]`` outputs; ``loss`` itself otherwise.
+
+    Each member sees the same targets (and weights), so the rows are flattened
+    to ``n * k`` and the targets repeated: with a (weighted) mean-reduced loss
+    that is exactly the mean of the k member losses.
+    """
+
+    def __init__(self, loss: nn.Module):
+        super().__init__()
+        self.loss = loss
+
+    def forward(self, output: torch.Tensor, target: torch.Tensor,
+                weight: torch.Tensor | None = None) -> torch.Tensor:
+        if output.ndim == 3:
+            n, k, d = output.shape
+            output, target = output.reshape(n * k, d), target.repeat_interleave(k, dim=0)
+            if weight is not None:
+                weight = weight.repeat_interleave(k, dim=0)
+        return self.loss(output, target) if weight is None else self.loss(output, target, weight)
 
 
 def predictions_from_output(output: torch.Tensor, task: str) -> torch.Tensor:
     """Regression values ``[n]``; probabilities of the positive class ``[n]`` (binary);
     class probabilities ``[n, k]`` summing to 1 (multiclass); independent per-label
-    probabilities ``[n, k]`` (multi-label)."""
+    probabilities ``[n, k]`` (multi-label).
+
+    An ensemble's ``[n, members, d]`` output gives the mean over members of
+    each member's prediction (probabilities are averaged, never logits).
+    """
     check_task(task)
+    if output.ndim == 3:
+        return torch.stack([predictions_from_output(output[:, j], task)
+                            for j in range(output.shape[1])]).mean(dim=0)
     if task == "regression":
         return output.reshape(-1) if output.shape[-1] == 1 else output
     if task == "binary":

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from tabembed.models.augmentation import EmbeddingMixup, SwapNoise
+from tabembed.models.ensemble import ADAPTER_INITS, LinearEnsemble, MemberScaling
 from tabembed.models.heads import check_task
 from tabembed.models.layers import (
     MLP,
@@ -15,6 +17,7 @@ from tabembed.models.layers import (
     ScaledSigmoid,
     init_linear,
 )
+from tabembed.models.numeric_embeddings import PeriodicEmbeddings
 
 # Measured on a validation split of Adult (bench/RESULTS.md, "Defaults"): hidden
 # dropout 0 / 0.1 / 0.3 / 0.5 gave validation accuracy 0.8515 / 0.8518 / 0.8518 /
@@ -24,6 +27,7 @@ from tabembed.models.layers import (
 DEFAULT_HIDDEN = (200, 100)
 DEFAULT_DROPOUT = 0.1
 DEFAULT_EMBEDDING_DROPOUT = 0.0
+CONTINUOUS_EMBEDDINGS = (None, "plr", "plr_lite")
 
 
 class EntityEmbeddingMLP(nn.Module):
@@ -53,6 +57,27 @@ class EntityEmbeddingMLP(nn.Module):
         Bin edges per continuous input (``TabularPreprocessor.bin_edges``): the
         inputs then enter through :class:`PiecewiseLinearEncoding` instead of
         batch norm.
+    continuous_embedding : {None, "plr", "plr_lite"}
+        Periodic embeddings of the continuous inputs, then a linear layer per
+        feature (``"plr"``) or shared (``"plr_lite"``) and a ReLU
+        (:class:`~tabembed.models.numeric_embeddings.PeriodicEmbeddings`);
+        not together with ``continuous_bins``.
+    d_embedding, n_frequencies, frequency_init_scale : int, int, float
+        Sizes of the periodic embeddings and the std of their initial frequencies.
+    n_members : int
+        k > 1 trains k members in one model (TabM-mini): shared embeddings and
+        body, a scaling adapter and a head per member; the output is then
+        ``[n, k, d_out]`` (the losses and predictions in
+        :mod:`tabembed.models.heads` average over members).
+    member_init : {"random_signs", "ones"}
+        Initial adapters; ``"ones"`` starts every member equal.
+    swap_noise : float
+        Training only: the probability that a cell is replaced by the same
+        column's value in another row of the batch.
+    mixup_alpha : float
+        Training only: mixup of the encoded inputs with ``Beta(alpha, alpha)``
+        weights; train with :class:`~tabembed.models.augmentation.MixupLoss`
+        around the loss (``MixupLoss(loss, model.mixup)``).
     """
 
     def __init__(
@@ -68,6 +93,14 @@ class EntityEmbeddingMLP(nn.Module):
         continuous_batch_norm: bool = True,
         y_range: tuple[float, float] | None = None,
         continuous_bins: Sequence[Sequence[float]] | None = None,
+        continuous_embedding: str | None = None,
+        d_embedding: int = 24,
+        n_frequencies: int = 48,
+        frequency_init_scale: float = 0.01,
+        n_members: int = 1,
+        member_init: str = "random_signs",
+        swap_noise: float = 0.0,
+        mixup_alpha: float = 0.0,
     ):
         super().__init__()
         self.task = check_task(task)
@@ -79,9 +112,26 @@ class EntityEmbeddingMLP(nn.Module):
             raise ValueError(f"y_range applies to regression, not {task=}")
         if not embedding_sizes and n_continuous == 0:
             raise ValueError("the model needs at least one categorical or continuous input")
+        if continuous_embedding not in CONTINUOUS_EMBEDDINGS:
+            raise ValueError(f"continuous_embedding must be one of {CONTINUOUS_EMBEDDINGS}, "
+                             f"got {continuous_embedding=}")
+        if continuous_embedding is not None and continuous_bins is not None:
+            raise ValueError("pass continuous_bins (piecewise-linear) or continuous_embedding, "
+                             f"not both; got {continuous_embedding=}")
+        if n_members < 1:
+            raise ValueError(f"n_members must be at least 1, got {n_members=}")
+        if member_init not in ADAPTER_INITS:
+            raise ValueError(f"member_init must be one of {ADAPTER_INITS}, got {member_init=}")
+        self.swap_noise = SwapNoise(p=swap_noise)
+        self.mixup = EmbeddingMixup(alpha=mixup_alpha)
         self.embeddings = CategoricalEmbeddings(embedding_sizes, dropout=embedding_dropout)
         self.n_continuous = n_continuous
-        if continuous_bins is not None:
+        if continuous_embedding is not None and n_continuous:
+            self.continuous_norm = PeriodicEmbeddings(
+                n_features=n_continuous, d_embedding=d_embedding, n_frequencies=n_frequencies,
+                frequency_init_scale=frequency_init_scale, lite=continuous_embedding == "plr_lite")
+            d_continuous = self.continuous_norm.d_out
+        elif continuous_bins is not None:
             if len(continuous_bins) != n_continuous:
                 raise ValueError(f"continuous_bins has {len(continuous_bins)} features, "
                                  f"expected {n_continuous=}")
@@ -91,17 +141,35 @@ class EntityEmbeddingMLP(nn.Module):
             use_norm = continuous_batch_norm and n_continuous > 0
             self.continuous_norm = nn.BatchNorm1d(n_continuous) if use_norm else nn.Identity()
             d_continuous = n_continuous
-        self.body = MLP(self.embeddings.d_out + d_continuous, hidden, dropout=dropout)
-        self.head = init_linear(nn.Linear(self.body.d_out, d_out))
+        d_inputs = self.embeddings.d_out + d_continuous
+        self.n_members = n_members
+        self.member_scaling = (MemberScaling(n_members=n_members, d=d_inputs, init=member_init)
+                               if n_members > 1 else None)
+        self.body = MLP(d_inputs, hidden, dropout=dropout)
+        self.head = (LinearEnsemble(n_members=n_members, d_in=self.body.d_out, d_out=d_out)
+                     if n_members > 1 else init_linear(nn.Linear(self.body.d_out, d_out)))
         self.output_range = ScaledSigmoid(*y_range) if y_range is not None else nn.Identity()
 
-    def forward(self, codes: torch.Tensor, continuous: torch.Tensor) -> torch.Tensor:
-        inputs = self.embeddings(codes)
+    def encode(self, codes: torch.Tensor, continuous: torch.Tensor) -> torch.Tensor:
+        """The body's input ``[n, d]``: embeddings and encoded numbers (after swap noise)."""
+        inputs = self.embeddings(self.swap_noise(codes))
         if self.n_continuous:
-            inputs = torch.cat([inputs, self.continuous_norm(continuous)], dim=1)
-        return self.output_range(self.head(self.body(inputs)))
+            inputs = torch.cat([inputs, self.continuous_norm(self.swap_noise(continuous))], dim=1)
+        return inputs
+
+    def forward(self, codes: torch.Tensor, continuous: torch.Tensor) -> torch.Tensor:
+        inputs = self.mixup(self.encode(codes, continuous))
+        if self.member_scaling is None:
+            return self.output_range(self.head(self.body(inputs)))
+        scaled = self.member_scaling(inputs)                        # [n, k, d]
+        n, k, d = scaled.shape
+        hidden = self.body(scaled.reshape(n * k, d)).reshape(n, k, -1)
+        return self.output_range(self.head(hidden))                 # [n, k, d_out]
 
     def layer_groups(self) -> list[nn.Module]:
-        """Embeddings (with the continuous input norm), body, head: earliest first."""
-        return [nn.ModuleList([self.embeddings, self.continuous_norm]), self.body,
+        """Embeddings (with the continuous input encoding), body (with the members'
+        adapters), head: earliest first."""
+        body = self.body if self.member_scaling is None else nn.ModuleList(
+            [self.member_scaling, self.body])
+        return [nn.ModuleList([self.embeddings, self.continuous_norm]), body,
                 nn.ModuleList([self.head, self.output_range])]

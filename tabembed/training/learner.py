@@ -423,8 +423,10 @@ class Learner:
 
     def _train_epoch(self) -> None:
         started = time.perf_counter()
-        self._train_mode()
         self._emit("on_epoch_begin")
+        # After the event: a callback that freezes or unfreezes layers there
+        # (GradualUnfreezing) gets batch norm's mode right in this very epoch.
+        self._train_mode()
         first = getattr(self.train_data, "resume_position", 0)   # a pass resumed mid-epoch
         total, rows = self.epoch_progress if first else (0.0, 0)
         for batch_index, batch in enumerate(self.train_data, start=first):

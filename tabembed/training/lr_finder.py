@@ -55,17 +55,29 @@ def _valley(losses: np.ndarray) -> int:
     return int(start + int(section) + int(section / 2))
 
 
-def suggest(lrs: np.ndarray, losses: np.ndarray) -> dict[str, float]:
-    """Steepest descent, valley, and minimum / 10, skipping the noisy ends like fastai."""
+def suggest(lrs: np.ndarray, losses: np.ndarray, *,
+            minimum_floor: float | None = None) -> dict[str, float]:
+    """Steepest descent, valley, and minimum / 10, skipping the noisy ends like fastai.
+
+    ``minimum_floor``: "minimum" looks for the lowest loss among rates of at
+    least ten times the floor only, so it never suggests less than the floor.
+    On small data (a few hundred rows, batches of 16) the loss hardly moves
+    during the sweep, and its noise put the lowest point at 1e-7 to 1e-6 in 2
+    of 5 seeds (bench/NOTES.md, "LR finder on small data").
+    """
     if len(lrs) < 5:
         return {}
     head, tail = len(lrs) // 10, max(1, min(5, len(lrs) // 10))
     lrs, losses = lrs[head:-tail], losses[head:-tail]
     slopes = np.gradient(losses, np.log(lrs))
+    candidates = np.ones(len(lrs), dtype=bool)
+    if minimum_floor is not None and (lrs >= 10 * minimum_floor).any():
+        candidates = lrs >= 10 * minimum_floor
+    lowest = int(np.flatnonzero(candidates)[np.argmin(losses[candidates])])
     return {
         "valley": float(lrs[_valley(losses)]),
         "steepest": float(lrs[int(np.argmin(slopes))]),
-        "minimum": float(lrs[int(np.argmin(losses))] / 10),
+        "minimum": float(lrs[lowest] / 10),
     }
 
 
@@ -85,18 +97,22 @@ class LRFinder(Callback):
         the smoothing spans the same range of rates whatever ``num_steps``.
     divergence : float
         Stop once the smoothed loss exceeds this multiple of its best.
+    minimum_floor : float, optional
+        The lowest rate the "minimum" suggestion may give (see :func:`suggest`).
     """
 
     order = 0
 
     def __init__(self, *, start_lr: float = 1e-7, end_lr: float = 10.0, num_steps: int = 100,
-                 beta: float | None = None, divergence: float = 4.0):
+                 beta: float | None = None, divergence: float = 4.0,
+                 minimum_floor: float | None = None):
         if beta is None:
             beta = 0.98 ** (100 / num_steps)
         if not 0 <= beta < 1:
             raise ValueError(f"beta must be in [0, 1), got {beta=}")
         self.schedule = RangeTest(start_lr, end_lr, num_steps)
         self.num_steps, self.beta, self.divergence = num_steps, beta, divergence
+        self.minimum_floor = minimum_floor
         self.lrs: list[float] = []
         self.losses: list[float] = []
         self._average, self._best = 0.0, math.inf
@@ -125,4 +141,5 @@ class LRFinder(Callback):
     def result(self) -> LRFinderResult:
         lrs, losses = np.array(self.lrs), np.array(self.losses)
         finite = np.isfinite(losses)
-        return LRFinderResult(lrs, losses, suggest(lrs[finite], losses[finite]))
+        return LRFinderResult(lrs, losses, suggest(lrs[finite], losses[finite],
+                                                   minimum_floor=self.minimum_floor))
