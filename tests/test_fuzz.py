@@ -220,7 +220,16 @@ def targets(draw, n: int, task: str):
     return pd.Series(values, dtype="float64")
 
 
+ENCODINGS = st.sampled_from([None, "auto", "piecewise_linear", "plr_lite"])
+
+
 def _fit_predict(make, data, task: str) -> None:
+    encoding = data.draw(ENCODINGS)
+    make_default = make
+
+    def make():
+        return make_default().set_params(continuous_encoding=encoding)
+
     spec, X = data.draw(frames(min_rows=1, max_rows=6))
     y = data.draw(targets(len(X), task))
     snapshots = _copy(X), y.copy(deep=True)
