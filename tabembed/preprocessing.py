@@ -114,8 +114,7 @@ def _numeric(series: pd.Series, column) -> np.ndarray:
             f"continuous column {column!r} has {infinite} infinite value(s); replace them "
             "(NaN is filled with the training median) before fitting or transforming"
         )
-    with np.errstate(invalid="ignore"):
-        huge = np.abs(values) > _FLOAT32_MAX
+    huge = (values > _FLOAT32_MAX) | (values < -_FLOAT32_MAX)   # NaN compares False
     if huge.any():
         # The network computes in float32: such a value would become inf, then NaN.
         example = values[huge][0]
@@ -161,22 +160,21 @@ _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?"
 
 def _kind(series: pd.Series) -> str | None:
     """The type family of a column's values: bool, integer, float, string, datetime, or
-    mixed (None when it has no values to tell)."""
+    mixed (None when it has no values to tell). Cheap: from the dtype when it tells."""
     dtype = series.dtype
-    if isinstance(dtype, pd.CategoricalDtype):
-        return _kind(pd.Series(dtype.categories))
-    if pd.api.types.is_bool_dtype(dtype):
-        return "bool"
-    if pd.api.types.is_integer_dtype(dtype):
-        return "integer"
-    if pd.api.types.is_float_dtype(dtype):
-        return "float"
-    if pd.api.types.is_datetime64_any_dtype(dtype):
-        return "datetime"
-    if pd.api.types.is_string_dtype(dtype) and not pd.api.types.is_object_dtype(dtype):
+    if isinstance(dtype, pd.CategoricalDtype):   # the (cached) type of its categories
+        inferred = dtype.categories.inferred_type
+        return None if inferred == "empty" else _OBJECT_KINDS.get(inferred, "mixed")
+    if isinstance(dtype, pd.StringDtype):
         return "string"
+    kind = getattr(dtype, "kind", "O")
+    if kind in _DTYPE_KINDS:
+        return _DTYPE_KINDS[kind]
     inferred = pd.api.types.infer_dtype(series, skipna=True)
     return None if inferred == "empty" else _OBJECT_KINDS.get(inferred, "mixed")
+
+
+_DTYPE_KINDS = {"b": "bool", "i": "integer", "u": "integer", "f": "float", "M": "datetime"}
 
 
 def _compatible(trained: str | None, given: str | None) -> bool:
@@ -496,6 +494,8 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
 
     def _finish(self) -> None:
         """Derive the output column lists and lookup indexes from the fitted state."""
+        self.__dict__.pop("_known_columns", None)    # caches of the previous fit
+        self.__dict__.pop("_warned_extra", None)
         self.cont_columns_ = self.cont_names_ + [f"{d}_elapsed" for d in self.date_names_]
         self.na_names_ = [c for c in self.cont_columns_ if c in self.na_names_]
         for column in self.na_names_:
@@ -548,32 +548,33 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         position = {c: i for i, c in enumerate(self.cat_columns_)}
         kinds = getattr(self, "column_kinds_", {})
         for column in self.cat_names_:
-            given = _kind(X[column]) if column in kinds else None
+            series = X[column]
+            given = _kind(series) if column in kinds else None
             if not _compatible(kinds.get(column), given):
                 warnings.warn(
                     f"column {column!r} held {kinds[column]} values at fit but holds {given} "
-                    f"values here (dtype {X[column].dtype}); they do not match the training "
+                    f"values here (dtype {series.dtype}); they do not match the training "
                     "categories and map to the unknown token: convert the column to its "
                     "training type", UserWarning, stacklevel=3)
-            codes[:, position[column]] = self._encode(X[column], column)
+            codes[:, position[column]] = self._encode(series, column)
         sources = {c: X[c] for c in self.cont_names_}
         dates = {d: self._dates(X[d], d) for d in self.date_names_}
         elapsed = {f"{d}_elapsed": d for d in self.date_names_}   # names need not be strings
         for date, series in dates.items():
             for part, values in _date_parts(series, date).items():
                 codes[:, position[part]] = self._encode(values, part)
-        for j, column in enumerate(self.cont_columns_):
-            if column in sources:
-                values = _numeric(sources[column], column)
-            else:
-                values = _elapsed(dates[elapsed[column]])
-            missing_rows = np.isnan(values)
-            if column in self.na_names_:
-                codes[:, position[f"{column}_na"]] = missing_rows + 1
-            values = np.where(missing_rows, self.medians_[column], values)   # never in place
-            if self.continuous_scaling == "quantile":
-                values = _to_normal(values, np.asarray(self.quantiles_[column]))
-            with np.errstate(over="ignore"):
+        with np.errstate(over="ignore"):   # an overflow is reported below, by column
+            for j, column in enumerate(self.cont_columns_):
+                if column in sources:
+                    values = _numeric(sources[column], column)
+                else:
+                    values = _elapsed(dates[elapsed[column]])
+                missing_rows = np.isnan(values)
+                if column in self.na_names_:
+                    codes[:, position[f"{column}_na"]] = missing_rows + 1
+                values = np.where(missing_rows, self.medians_[column], values)   # never in place
+                if self.continuous_scaling == "quantile":
+                    values = _to_normal(values, np.asarray(self.quantiles_[column]))
                 conts[:, j] = (values - self.means_[column]) / self.stds_[column]
         if conts.size and not np.isfinite(conts).all():
             self._report_overflow(conts)
@@ -581,7 +582,9 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
 
     def _check_extra_columns(self, columns) -> None:
         """Columns not seen at fit are ignored; say so once per fitted preprocessor."""
-        known = set(self.feature_names_in_.tolist())
+        known = self.__dict__.get("_known_columns")
+        if known is None:
+            known = self.__dict__["_known_columns"] = frozenset(self.feature_names_in_.tolist())
         extra = [c for c in columns if c not in known]
         warned = self.__dict__.setdefault("_warned_extra", set())
         new = [c for c in extra if c not in warned]
