@@ -37,7 +37,8 @@ def temporary_name(path: Path) -> Path:
 
 
 def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
+    if pid == os.getpid() or os.name != "posix":
+        # On Windows os.kill(pid, 0) would send CTRL_C_EVENT: never probe, keep the file.
         return True
     try:
         os.kill(pid, 0)
