@@ -401,3 +401,14 @@ def test_found_an_input_overflowing_the_network_is_named():
     model = EmbeddingMLPClassifier(**TINY).fit(X, [0, 0, 1])
     with pytest.raises(ValueError, match=r"column 'a' is 3.228e\+38 there"):
         model.predict_proba(pd.DataFrame({"a": [3.22822e38]}))
+
+
+def test_found_a_loss_rising_on_six_rows_is_not_divergence():
+    """Six rows, one outlier target: two Adam steps took the loss from 1.5 to 3.7 and the
+    'worse than it started' check called it divergence (with PLR inputs)."""
+    when = pd.Series([pd.NaT, pd.NaT, pd.Timestamp("2000-01-01 01:00", tz="Europe/Paris"),
+                      pd.NaT, pd.NaT, pd.NaT])
+    y = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 1e200])
+    model = EmbeddingMLPRegressor(**{**TINY, "continuous_encoding": "auto"})
+    model.fit(pd.DataFrame({"0": when}), y)
+    assert np.isfinite(model.predict(pd.DataFrame({"0": when}))).all()
