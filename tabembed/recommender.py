@@ -14,6 +14,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import torch
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.exceptions import DataConversionWarning
@@ -46,8 +47,14 @@ from tabembed.metrics import task_metrics
 from tabembed.models import DotBias, NeuralCF, loss_for_task
 from tabembed.models.collab import DEFAULT_FACTORS, DEFAULT_NEURAL_DROPOUT
 from tabembed.preprocessing import TabularPreprocessor
+from tabembed.ranking_metrics import CHUNK_SCORES, top_k
 
 _D = RECOMMENDER_DEFAULTS
+# Ranking defaults, measured on validation splits (bench/RESULTS.md, "Ranking"):
+RANKING_SHRINKAGE = 0.0
+MIN_SUPPORT = 0
+# Rows per forward pass when a neural model scores users x items (its MLP sees each pair).
+_NEURAL_GRID_ROWS = 2**18
 
 __all__ = ["EmbeddingRecommender"]
 
@@ -126,6 +133,14 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
         (bench/RESULTS.md; ``tabembed.config.RECOMMENDER_AUTO``): dot-bias 512,
         0 and 0.05 (validation RMSE 0.9129, against 0.9168 for the best
         decoupled decay alone), neural CF 256, 0.1 and 0.
+    ranking_shrinkage : float or "auto"
+        How :meth:`recommend` and :meth:`similar_items` discount items with few
+        training interactions: an item with ``n`` keeps ``n / (n + shrinkage)``
+        of its bias (and of its similarity). ``0`` ranks by predicted rating.
+        ``"auto"``: ``RANKING_SHRINKAGE``, chosen on a validation split.
+    min_support : int or "auto"
+        Items with fewer training interactions are never recommended nor
+        returned as similar. ``"auto"``: ``MIN_SUPPORT``.
     epochs, lr, schedule, cycle_len, cycle_mult, averaging, ema_decay,
     swa_start, swa_lr, early_stopping, validation_fraction, patience, device,
     random_state, verbose :
@@ -159,6 +174,8 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
         swa_lr=_D.swa_lr,
         weight_decay=_D.weight_decay,
         embedding_l2="auto",
+        ranking_shrinkage="auto",
+        min_support="auto",
         early_stopping=False,
         validation_fraction=_D.validation_fraction,
         patience=_D.patience,
@@ -241,6 +258,7 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
                            output_activation=flatten, metrics=task_metrics("regression", flatten),
                            penalty=EmbeddingPenalty(strength) if strength else None)
         self.preprocessor_ = preprocessor
+        self._grid_cache = None
         self.feature_names_in_ = np.asarray(frame.columns, dtype=object)
         self.n_features_in_ = frame.shape[1]
         (self.seen_users_, self.seen_items_, self.user_features_, self.item_features_,
@@ -400,41 +418,206 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
                     "training type, or every id will be treated as unknown"
                 )
 
-    def _item_rows(self, user) -> pd.DataFrame:
-        items = pd.Index(self.preprocessor_.categories_[self.item_column])
-        frame = self._item_table.reindex(items).reset_index(names=self.item_column)
-        frame[self.user_column] = [user] * len(frame)
-        if self.user_features_:
-            known = user in self._user_table.index
-            for column in self.user_features_:
-                value = self._user_table.at[user, column] if known else np.nan
-                frame[column] = [value] * len(frame)
+    # ------------------------------------------------------------ ranking
+
+    def _item_support(self) -> np.ndarray:
+        """Training interactions per item, in the order of the item vocabulary."""
+        n_items = len(self.preprocessor_.categories_[self.item_column])
+        return np.bincount(self.seen_items_, minlength=n_items + 1)[1:]
+
+    def _ranking_weights(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(w, eligible)`` per item: the share ``n / (n + ranking_shrinkage)`` of its bias
+        (and of its similarity) kept when ranking, and whether it has ``min_support``."""
+        shrinkage = RANKING_SHRINKAGE if self.ranking_shrinkage == "auto" else \
+            self.ranking_shrinkage
+        support = self._item_support()
+        minimum = MIN_SUPPORT if self.min_support == "auto" else self.min_support
+        if not (isinstance(shrinkage, int | float) and shrinkage >= 0):
+            raise ValueError(f"ranking_shrinkage must be a number >= 0 or 'auto', "
+                             f"got {self.ranking_shrinkage!r}")
+        if not (isinstance(minimum, int | np.integer) and minimum >= 0):
+            raise ValueError(f"min_support must be an integer >= 0 or 'auto', "
+                             f"got {self.min_support!r}")
+        weights = support / (support + shrinkage) if shrinkage else np.ones(len(support))
+        return weights, support >= minimum
+
+    def _grid_tables(self) -> tuple[torch.Tensor, ...]:
+        """Encoded rows of every known user (row = user code; row 0 the unknown user) and
+        every item (row = item position), each holding its own side's columns only."""
+        cached = getattr(self, "_grid_cache", None)
+        if cached is not None:
+            return cached
         if self.context_features_:
             raise ValueError(
                 f"columns {self.context_features_} vary within users and items (context "
                 "features), so recommend() cannot fill them; score candidates with predict()"
             )
-        return frame
+        pre = self.preprocessor_
+        columns = list(self.feature_names_in_)
 
-    def recommend(self, user, k: int = 10, *, exclude_seen: bool = True) -> pd.DataFrame:
-        """The ``k`` best-scored items for ``user`` (an unknown user gets the most liked items)."""
+        def encoded(id_column, table):
+            ids = pd.Index(pre.categories_[id_column])
+            frame = table.reindex(ids).reset_index(names=id_column)
+            for column in columns:
+                if column not in frame.columns:
+                    frame[column] = np.nan
+            return pre.to_tensors(frame[columns])
+
+        def masks(id_column, features):
+            codes = torch.tensor([c == id_column or c in features for c in pre.cat_columns_])
+            conts = torch.tensor([c in features for c in pre.cont_columns_], dtype=torch.bool)
+            return codes.long(), conts.float()
+
+        unknown = pre.to_tensors(pd.DataFrame({c: [np.nan] for c in columns}))
+        user_codes, user_cont = encoded(self.user_column, self._user_table)
+        user_codes, user_cont = (torch.cat([unknown[0], user_codes]),
+                                 torch.cat([unknown[1], user_cont]))
+        item_codes, item_cont = encoded(self.item_column, self._item_table)
+        user_mask, user_cont_mask = masks(self.user_column, self.user_features_)
+        item_mask, item_cont_mask = masks(self.item_column, self.item_features_)
+        device = self.learner_.device
+        cached = tuple(t.to(device) for t in (user_codes * user_mask, user_cont * user_cont_mask,
+                                              item_codes * item_mask, item_cont * item_cont_mask))
+        self._grid_cache = cached
+        return cached
+
+    def _member_states(self) -> list:
+        """The weights to average over: each snapshot of an ensemble, else the model's own."""
+        predictor = self.learner_.predictor
+        return list(getattr(predictor, "snapshots", None) or [None])
+
+    @torch.inference_mode()
+    def _grid_scores(self, user_codes: np.ndarray) -> np.ndarray:
+        """Ranking scores ``[len(user_codes), n_items]`` in rating units: the predicted
+        rating with each item's bias shrunk by its support (``ranking_shrinkage``)."""
+        users, users_cont, items, items_cont = self._grid_tables()
+        model = self.model_
+        rows = torch.as_tensor(user_codes, dtype=torch.long, device=users.device)
+        weights, _ = self._ranking_weights()
+        keep = torch.as_tensor(weights, dtype=torch.float32, device=users.device)
+        step = len(rows) if isinstance(model, DotBias) else max(
+            1, _NEURAL_GRID_ROWS // max(len(items), 1))
+        states = self._member_states()
+        final = {k: v.clone() for k, v in model.state_dict().items()} if states[0] else None
+        was_training = model.training
+        model.eval()
+        total = None
+        try:
+            for state in states:
+                if state is not None:
+                    model.load_state_dict(self.learner_.predictor._state(state))
+                # The bias share dropped by shrinkage, per item (code 0 is not an item).
+                dropped = (1 - keep) * model.item_bias.weight[1:, 0]
+                parts = []
+                for start in range(0, len(rows), step):
+                    chunk = rows[start:start + step]
+                    logits = model.score_grid(users[chunk], users_cont[chunk], items, items_cont)
+                    parts.append(model.output_range(logits - dropped))
+                scores = torch.cat(parts)
+                total = scores if total is None else total + scores
+        finally:
+            if final is not None:
+                model.load_state_dict(final)
+            model.train(was_training)
+        return (total / len(states)).cpu().numpy().astype(np.float64)
+
+    def _seen_matrix(self) -> sp.csr_matrix:
+        """Training (user code, item position) pairs as a sparse matrix (row 0: unknown)."""
+        n_users = len(self.preprocessor_.categories_[self.user_column]) + 1
+        n_items = len(self.preprocessor_.categories_[self.item_column])
+        matrix = sp.csr_matrix((np.ones(len(self.seen_users_), np.float32),
+                                (self.seen_users_, self.seen_items_ - 1)),
+                               shape=(n_users, n_items))
+        matrix.sum_duplicates()
+        return matrix
+
+    def _top_k(self, users, k: int, exclude_seen: bool, filter_items
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Item positions ``[n, k]`` (-1: none left) and scores for the ``users`` ids."""
+        codes = self.preprocessor_.encode(self.user_column, list(users)).astype(np.int64)
+        item_ids = pd.Index(self.preprocessor_.categories_[self.item_column])
+        _, eligible = self._ranking_weights()
+        excluded = np.flatnonzero(~eligible)
+        if filter_items is not None:
+            wanted = item_ids.get_indexer(pd.Index(np.atleast_1d(np.asarray(filter_items,
+                                                                            dtype=object))))
+            excluded = np.union1d(excluded, wanted[wanted >= 0])
+        seen = self._seen_matrix() if exclude_seen else None
+        chunk = max(1, CHUNK_SCORES // max(len(item_ids), 1))
+        found, values = [], []
+        for start in range(0, len(codes), chunk):
+            rows = codes[start:start + chunk]
+            items, scores = top_k(self._grid_scores(rows), k,
+                                  exclude=None if seen is None else seen[rows],
+                                  exclude_columns=excluded)
+            found.append(items)
+            values.append(scores)
+        width = min(k, len(item_ids))
+        if not found:
+            return np.zeros((0, width), np.int64), np.zeros((0, width))
+        return np.concatenate(found), np.concatenate(values)
+
+    def recommend(self, user, k: int = 10, *, exclude_seen: bool = True,
+                  filter_items=None) -> pd.DataFrame:
+        """The ``k`` best-ranked items for one user, or for each of a list of users.
+
+        Ranking: the predicted rating, with each item's bias shrunk toward zero
+        by its support, ``bias * n / (n + ranking_shrinkage)`` for an item with
+        ``n`` training ratings, and items below ``min_support`` ratings left out;
+        so items with one or two high ratings do not crowd the lists (measured
+        choice: see ``RANKING_SHRINKAGE``). ``ranking_shrinkage=0, min_support=0``
+        ranks by the predicted rating alone.
+
+        Parameters
+        ----------
+        user : id or list of ids
+            An unknown user gets the items best for the average user.
+        k : int
+        exclude_seen : bool
+            Leave out the items the user interacted with in training.
+        filter_items : list of item ids, optional
+            Items never to recommend (already in a basket, out of stock).
+
+        Returns
+        -------
+        DataFrame
+            For one user: columns ``item, score`` (``item`` named after
+            ``item_column``), best first. For a list: ``user, item, score``,
+            the users in the order given, each with up to ``k`` rows, best
+            first. ``score`` is the ranking score in rating units. Scoring is
+            vectorised over users, in chunks bounded in memory (about
+            ``CHUNK_SCORES`` scores at a time); ties go to the lower item code.
+        """
         check_is_fitted(self, "learner_")
         k = _check_k(k)
-        frame = self._item_rows(user)
-        scores = self.predict(frame[list(self.feature_names_in_)])
-        if exclude_seen:
-            code = self.preprocessor_.encode(self.user_column, [user])[0]
-            start, stop = np.searchsorted(self.seen_users_, [code, code + 1]) if code else (0, 0)
-            seen = self.seen_items_[start:stop] - 1    # codes are positions + 1
-            scores[seen] = -np.inf
-        k = min(k, int(np.isfinite(scores).sum()))
-        best = np.argpartition(-scores, k - 1)[:k] if k > 0 else np.array([], dtype=int)
-        best = best[np.argsort(-scores[best], kind="stable")]
-        return pd.DataFrame({self.item_column: frame[self.item_column].to_numpy()[best],
-                             "score": scores[best]})
+        single = np.ndim(user) == 0
+        users = [user] if single else list(user)
+        items, scores = self._top_k(users, k, exclude_seen, filter_items)
+        item_ids = pd.Index(self.preprocessor_.categories_[self.item_column]).to_numpy()
+        valid = items >= 0
+        if single:
+            return pd.DataFrame({self.item_column: item_ids[items[0][valid[0]]],
+                                 "score": scores[0][valid[0]]})
+        rows = np.repeat(np.arange(len(users)), valid.sum(1))
+        return pd.DataFrame({self.user_column: pd.Index(users).to_numpy()[rows],
+                             self.item_column: item_ids[items[valid]],
+                             "score": scores[valid]})
+
+    def recommend_all(self, k: int = 10, *, exclude_seen: bool = True,
+                      filter_items=None) -> pd.DataFrame:
+        """:meth:`recommend` for every user seen in training (columns ``user, item, score``)."""
+        check_is_fitted(self, "learner_")
+        return self.recommend(list(self.preprocessor_.categories_[self.user_column]), k,
+                              exclude_seen=exclude_seen, filter_items=filter_items)
 
     def similar_items(self, item, k: int = 10) -> pd.DataFrame:
-        """The ``k`` items whose embeddings have the highest cosine similarity to ``item``'s."""
+        """The ``k`` items whose embeddings are most similar to ``item``'s.
+
+        The cosine similarity of item factors, multiplied by the candidate's
+        support share ``n / (n + ranking_shrinkage)``, and items below
+        ``min_support`` left out, so barely-rated items (whose vectors are
+        mostly noise) do not crowd the list. Ties go to the lower item code.
+        """
         check_is_fitted(self, "learner_")
         k = _check_k(k)
         vectors = self.item_embeddings_
@@ -444,13 +627,16 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
         matrix = vectors.to_numpy()
         norms = np.linalg.norm(matrix, axis=1)
         norms[norms == 0] = 1.0
-        target = matrix[vectors.index.get_loc(item)]
+        position = vectors.index.get_loc(item)
+        target = matrix[position]
         similarity = matrix @ target / (norms * (np.linalg.norm(target) or 1.0))
-        similarity[vectors.index.get_loc(item)] = -np.inf
-        k = min(k, len(similarity) - 1)
-        best = np.argsort(-similarity, kind="stable")[:k]
-        return pd.DataFrame({self.item_column: vectors.index[best],
-                             "similarity": similarity[best]})
+        weights, eligible = self._ranking_weights()
+        similarity = similarity * weights
+        excluded = np.union1d(np.flatnonzero(~eligible), [position])
+        best, values = top_k(similarity[None, :], k, exclude_columns=excluded)
+        keep = best[0] >= 0
+        return pd.DataFrame({self.item_column: vectors.index[best[0][keep]],
+                             "similarity": values[0][keep]})
 
     def _embeddings(self, table: torch.nn.Embedding, column) -> pd.DataFrame:
         weights = table.weight.detach().cpu().numpy()[1:]    # row 0 is the unknown token

@@ -175,3 +175,77 @@ def test_eval_set_reports_rmse_and_mae_each_epoch_and_weights_shift_the_fit():
         return np.mean((model.predict(X[heavy]) - y[heavy]) ** 2)
 
     assert error(weighted) < 0.8 * error(plain)
+
+
+def _side_frame(n_users=40, n_items=30, seed=0):
+    """Ratings with a categorical and a numeric user feature and a categorical item feature."""
+    rng = np.random.default_rng(seed)
+    pairs = np.argwhere(rng.random((n_users, n_items)) < 0.4)
+    u, i = pairs[:, 0], pairs[:, 1]
+    frame = pd.DataFrame({"user": u, "item": i * 10, "band": [f"b{v % 3}" for v in u],
+                          "age": (u % 7).astype(float) * 5, "kind": [f"k{v % 4}" for v in i]})
+    rating = 3 + np.sin(u) * np.cos(i) + (i % 4) * 0.2 + rng.normal(0, 0.1, len(u))
+    return frame, rating
+
+
+@pytest.mark.parametrize("model", ["dot", "neural"])
+def test_batched_recommend_matches_predict_and_excludes_seen(model):
+    X, y = _side_frame()
+    recommender = EmbeddingRecommender(model=model, n_factors=4, epochs=3, lr=1e-2,
+                                       ranking_shrinkage=0, min_support=0, random_state=0)
+    recommender.fit(X, y)
+    users = [0, 5, 39, 12345]     # the last one is unknown
+    lists = recommender.recommend(users, k=4)
+    assert list(lists.columns) == ["user", "item", "score"]
+    assert lists["user"].tolist() == [u for u in users for _ in range(4)]
+    items = X["item"].unique()
+    for user in users:
+        rows = pd.DataFrame({"user": user, "item": items})
+        rows = rows.merge(X[["item", "kind"]].drop_duplicates(), on="item")
+        known = X[X["user"] == user][["band", "age"]].drop_duplicates()
+        rows["band"] = known["band"].iloc[0] if len(known) else np.nan
+        rows["age"] = known["age"].iloc[0] if len(known) else np.nan
+        predicted = pd.Series(recommender.predict(rows[list(X.columns)]),
+                              index=rows["item"])
+        seen = set(X.loc[X["user"] == user, "item"])
+        single = recommender.recommend(user, k=4)
+        assert list(single.columns) == ["item", "score"]
+        mine = lists[lists["user"] == user]
+        assert single["item"].tolist() == mine["item"].tolist()
+        assert not seen & set(single["item"])
+        np.testing.assert_allclose(single["score"], predicted.loc[single["item"]], rtol=1e-5)
+        unseen = predicted.drop(list(seen)).sort_values(ascending=False)
+        assert single["score"].iloc[0] == pytest.approx(unseen.iloc[0], rel=1e-5)
+    filtered = recommender.recommend(users, k=4, filter_items=[lists["item"].iloc[0], -7])
+    assert lists["item"].iloc[0] not in set(filtered.loc[filtered["user"] == 0, "item"])
+    everyone = recommender.recommend_all(k=2)
+    assert len(everyone) == 2 * X["user"].nunique()
+
+
+def test_top_k_is_deterministic_and_chunked(monkeypatch):
+    import tabembed.recommender as module
+
+    X, y = _planted(n_users=50, n_items=40)
+    recommender = EmbeddingRecommender(n_factors=4, epochs=2, random_state=0).fit(X, y)
+    users = X["user"].unique()
+    whole = recommender.recommend(users, k=5)
+    monkeypatch.setattr(module, "CHUNK_SCORES", 3 * 40)    # three users per chunk
+    pd.testing.assert_frame_equal(recommender.recommend(users, k=5), whole)
+
+
+def test_shrinkage_and_min_support_keep_rare_items_out():
+    # Item "rare" has two perfect ratings: ranked by predicted rating it wins.
+    X, y = _planted(n_users=60, n_items=30)
+    X = pd.concat([X, pd.DataFrame({"user": ["u0", "u1"], "item": ["rare"] * 2})],
+                  ignore_index=True)
+    y = pd.concat([y, pd.Series([12.0, 12.0])], ignore_index=True)
+    options = dict(n_factors=4, epochs=10, lr=3e-2, random_state=0, y_range=None,
+                   embedding_l2=0)
+    plain = EmbeddingRecommender(ranking_shrinkage=0, min_support=0, **options).fit(X, y)
+    others = list(X["user"].unique()[2:])
+    assert "rare" in set(plain.recommend(others, k=1)["item"])
+    shrunk = EmbeddingRecommender(ranking_shrinkage=100, min_support=0, **options).fit(X, y)
+    assert "rare" not in set(shrunk.recommend(others, k=1)["item"])
+    strict = EmbeddingRecommender(ranking_shrinkage=0, min_support=3, **options).fit(X, y)
+    assert "rare" not in set(strict.recommend(others, k=10)["item"])
+    assert "rare" not in set(strict.similar_items("i0", k=30)["item"])

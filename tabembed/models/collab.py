@@ -64,14 +64,37 @@ class _Collaborative(nn.Module):
         raise NotImplementedError
 
     def forward(self, codes: torch.Tensor, continuous: torch.Tensor) -> torch.Tensor:
+        return self.output_range(self.logits(codes, continuous))
+
+    def logits(self, codes: torch.Tensor, continuous: torch.Tensor) -> torch.Tensor:
+        """The output ``[n, 1]`` before ``y_range``'s sigmoid (the same order of pairs)."""
         users, items = codes[:, 0], codes[:, 1]
         output = (self.interaction(codes, continuous, users, items)
                   + self.user_bias(users) + self.item_bias(items))
+        return self.offset(self._side_terms(codes, continuous, output))
+
+    def _side_terms(self, codes, continuous, output):
+        """``output`` plus the side features' linear terms."""
         if self.side_bias.embeddings:
             output = output + self.side_bias(codes[:, 2:]).sum(dim=1, keepdim=True)
         if self.side_linear is not None:
             output = output + self.side_linear(continuous)
-        return self.output_range(self.offset(output))
+        return output
+
+    def score_grid(self, user_codes: torch.Tensor, user_continuous: torch.Tensor,
+                   item_codes: torch.Tensor, item_continuous: torch.Tensor) -> torch.Tensor:
+        """Logits ``[n_users, n_items]`` of every (user row, item row) pair.
+
+        ``user_codes`` rows hold the user and user-side columns (zeros elsewhere),
+        ``item_codes`` rows the item and item-side columns; a pair's input is their
+        sum (likewise for the continuous columns). This generic version scores the
+        ``n_users * n_items`` rows; :class:`DotBias` does it with one matrix product.
+        """
+        n_users, n_items = user_codes.shape[0], item_codes.shape[0]
+        codes = (user_codes[:, None, :] + item_codes[None, :, :]).reshape(n_users * n_items, -1)
+        continuous = (user_continuous[:, None, :] + item_continuous[None, :, :]).reshape(
+            n_users * n_items, -1)
+        return self.logits(codes, continuous).reshape(n_users, n_items)
 
     def embedding_penalty(self, codes: torch.Tensor, continuous=None) -> torch.Tensor:
         """Mean over the rows of ``codes`` of the squared user and item factors and biases.
@@ -126,6 +149,18 @@ class DotBias(_Collaborative):
 
     def interaction(self, codes, continuous, users, items):
         return (self.user_factors(users) * self.item_factors(items)).sum(dim=1, keepdim=True)
+
+    def score_grid(self, user_codes, user_continuous, item_codes, item_continuous):
+        # Every term but the dot product is a sum over columns, so it splits into a
+        # user part and an item part; the all-zero row's terms were counted twice.
+        users, items = user_codes[:, 0], item_codes[:, 1]
+        user_part = self._side_terms(user_codes, user_continuous, self.user_bias(users))
+        item_part = self._side_terms(item_codes, item_continuous, self.item_bias(items))
+        zero = self._side_terms(torch.zeros_like(user_codes[:1]),
+                                torch.zeros_like(user_continuous[:1]),
+                                torch.zeros(1, 1, device=user_codes.device))
+        dot = self.user_factors(users) @ self.item_factors(items).T
+        return self.offset(dot + user_part + item_part.T - zero)
 
     def layer_groups(self) -> list[nn.Module]:
         return [nn.ModuleList(self._bias_modules()), nn.ModuleList(self._head_modules())]
