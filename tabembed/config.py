@@ -38,6 +38,8 @@ from tabembed.training.schedules import SGDR, Schedule, get_schedule
 
 __all__ = [
     "AVERAGING",
+    "IMPLICIT_AUTO",
+    "IMPLICIT_DEFAULTS",
     "LR_SUGGESTIONS",
     "MLP_DEFAULTS",
     "RECOMMENDER_DEFAULTS",
@@ -91,6 +93,15 @@ RECOMMENDER_DEFAULTS = EstimatorDefaults(epochs=5, lr=5e-3, averaging=None, weig
 RECOMMENDER_AUTO = {
     "dot": {"batch_size": 512, "weight_decay": 0.0, "embedding_l2": 0.05},
     "neural": {"batch_size": 256, "weight_decay": 0.1, "embedding_l2": 0.0},
+}
+
+# Implicit feedback (ImplicitRecommender), measured on validation splits of MovieLens 100K
+# and latest-small (bench/RESULTS.md, "Ranking"; tabembed.recommender explains the choice).
+IMPLICIT_DEFAULTS = EstimatorDefaults(epochs=20, lr=5e-3, averaging=None, weight_decay=0.0,
+                                      batch_size=1024)
+IMPLICIT_AUTO = {
+    "bpr": {"embedding_l2": 1e-3, "n_negatives": 4},
+    "softmax": {"embedding_l2": 1e-3, "n_negatives": 256},
 }
 
 # The LR finder's sweep per suggestion. For "minimum" (lr="auto"), 60 steps instead of

@@ -30,7 +30,10 @@ from tabembed._validation import (
     require_target,
     store_parameters,
 )
+from tabembed.batches import TensorBatches
 from tabembed.config import (
+    IMPLICIT_AUTO,
+    IMPLICIT_DEFAULTS,
     RECOMMENDER_AUTO,
     RECOMMENDER_DEFAULTS,
     Seeds,
@@ -46,8 +49,10 @@ from tabembed.config import (
 from tabembed.metrics import task_metrics
 from tabembed.models import DotBias, NeuralCF, loss_for_task
 from tabembed.models.collab import DEFAULT_FACTORS, DEFAULT_NEURAL_DROPOUT
+from tabembed.models.ranking import RANKING_LOSSES, CandidateScores, ranking_loss
 from tabembed.preprocessing import TabularPreprocessor
-from tabembed.ranking_metrics import CHUNK_SCORES, top_k
+from tabembed.ranking_metrics import CHUNK_SCORES, evaluate, top_k
+from tabembed.sampling import NegativeSampling, sampling_probabilities
 
 _D = RECOMMENDER_DEFAULTS
 # Ranking defaults, measured on validation splits (bench/RESULTS.md, "Ranking"):
@@ -56,7 +61,7 @@ MIN_SUPPORT = 0
 # Rows per forward pass when a neural model scores users x items (its MLP sees each pair).
 _NEURAL_GRID_ROWS = 2**18
 
-__all__ = ["EmbeddingRecommender"]
+__all__ = ["EmbeddingRecommender", "ImplicitRecommender"]
 
 
 class EmbeddingPenalty:
@@ -271,6 +276,10 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
         self.lr_ = result.lr
         return self
 
+    def _auto(self) -> dict:
+        """The values of this model's ``"auto"`` parameters."""
+        return RECOMMENDER_AUTO[self.model]
+
     def _eval_data(self, eval_set, preprocessor):
         """Validation batches from ``(X_val, y_val[, sample_weight_val])``."""
         if isinstance(eval_set, list) and len(eval_set) == 1:
@@ -375,7 +384,7 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
         recommender.lr_ = decode_lr(fitted["lr"])
         recommender.n_features_in_ = fitted["n_features_in"]
         recommender.feature_names_in_ = np.asarray(fitted["feature_names_in"], dtype=object)
-        auto = {**RECOMMENDER_AUTO[recommender.model]}
+        auto = {**recommender._auto()}
         if fitted.get("batch_size"):
             auto["batch_size"] = fitted["batch_size"]
         recommender.training_config_ = TrainingConfig.from_params(
@@ -464,7 +473,8 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
             return pre.to_tensors(frame[columns])
 
         def masks(id_column, features):
-            codes = torch.tensor([c == id_column or c in features for c in pre.cat_columns_])
+            codes = torch.tensor([c == id_column or c in features for c in pre.cat_columns_],
+                                 dtype=torch.bool)
             conts = torch.tensor([c in features for c in pre.cont_columns_], dtype=torch.bool)
             return codes.long(), conts.float()
 
@@ -475,9 +485,8 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
         item_codes, item_cont = encoded(self.item_column, self._item_table)
         user_mask, user_cont_mask = masks(self.user_column, self.user_features_)
         item_mask, item_cont_mask = masks(self.item_column, self.item_features_)
-        device = self.learner_.device
-        cached = tuple(t.to(device) for t in (user_codes * user_mask, user_cont * user_cont_mask,
-                                              item_codes * item_mask, item_cont * item_cont_mask))
+        cached = (user_codes * user_mask, user_cont * user_cont_mask,
+                  item_codes * item_mask, item_cont * item_cont_mask)
         self._grid_cache = cached
         return cached
 
@@ -490,8 +499,9 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
     def _grid_scores(self, user_codes: np.ndarray) -> np.ndarray:
         """Ranking scores ``[len(user_codes), n_items]`` in rating units: the predicted
         rating with each item's bias shrunk by its support (``ranking_shrinkage``)."""
-        users, users_cont, items, items_cont = self._grid_tables()
         model = self.model_
+        device = self.learner_.device
+        users, users_cont, items, items_cont = (t.to(device) for t in self._grid_tables())
         rows = torch.as_tensor(user_codes, dtype=torch.long, device=users.device)
         weights, _ = self._ranking_weights()
         keep = torch.as_tensor(weights, dtype=torch.float32, device=users.device)
@@ -660,3 +670,244 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
     def item_embeddings_(self) -> pd.DataFrame:
         check_is_fitted(self, "learner_")
         return self._embeddings(self.model_.item_factors, self.item_column)
+
+
+_I = IMPLICIT_DEFAULTS
+
+
+@persistence.persistable
+class ImplicitRecommender(EmbeddingRecommender):
+    """Collaborative filtering from implicit feedback: (user, item) interactions, no ratings.
+
+    Each row of ``X`` is one interaction (a click, a play, a rating above a
+    threshold). The model (dot-bias or neural CF, as in
+    :class:`EmbeddingRecommender`, with side features) learns to score each
+    interaction above items the user did not pick, drawn at random
+    (:class:`~tabembed.sampling.NegativeSampling`), through the same training
+    loop, schedules and averaging. ``recommend``, ``recommend_all``,
+    ``similar_items``, the embeddings and ``save``/``tabembed.load`` work as for
+    the explicit recommender; ``predict`` returns the score of each pair (a
+    logit: higher means more likely; not a rating) and ``score`` is NDCG@10.
+
+    Parameters
+    ----------
+    loss : {"softmax", "bpr"}
+        ``"softmax"``: the sampled softmax, each positive against
+        ``n_negatives`` items drawn once per batch and shared by its rows (the
+        stronger default, see bench/RESULTS.md "Ranking"); ``"bpr"``: Bayesian
+        personalised ranking, ``n_negatives`` draws per row.
+    negatives : {"uniform", "popularity"}
+        How negatives are drawn: every item alike, or in proportion to
+        ``count ** 0.75``. With the softmax, popularity draws are corrected
+        by subtracting ``log q`` from the scores (Yi et al., 2019).
+    n_negatives : int or "auto"
+        ``"auto"``: ``tabembed.config.IMPLICIT_AUTO`` for the loss.
+    embedding_l2 : float or "auto"
+        L2 penalty on the factors and biases of the batch's users, positives
+        and negatives; ``"auto"`` as ``IMPLICIT_AUTO``.
+    ranking_shrinkage, min_support : float, int
+        As in :class:`EmbeddingRecommender`; off (0) by default, since a
+        ranking loss already scores rarely seen items low.
+    Other parameters are those of :class:`EmbeddingRecommender`; the
+    defaults differ (``tabembed.config.IMPLICIT_DEFAULTS``).
+    """
+
+    def __init__(
+        self,
+        *,
+        user_column="user",
+        item_column="item",
+        model="dot",
+        loss="softmax",
+        negatives="uniform",
+        n_negatives="auto",
+        n_factors=DEFAULT_FACTORS,
+        hidden=(100, 50),
+        dropout=DEFAULT_NEURAL_DROPOUT,
+        epochs=_I.epochs,
+        batch_size=_I.batch_size,
+        lr=_I.lr,
+        schedule=_I.schedule,
+        cycle_len=_I.cycle_len,
+        cycle_mult=_I.cycle_mult,
+        averaging=_I.averaging,
+        ema_decay=_I.ema_decay,
+        swa_start=_I.swa_start,
+        swa_lr=_I.swa_lr,
+        weight_decay=_I.weight_decay,
+        embedding_l2="auto",
+        ranking_shrinkage=0,
+        min_support=0,
+        early_stopping=False,
+        validation_fraction=_I.validation_fraction,
+        patience=_I.patience,
+        device="auto",
+        random_state=None,
+        verbose=0,
+    ):
+        store_parameters(self, locals())
+
+    def _auto(self) -> dict:
+        return {"batch_size": _I.batch_size, "weight_decay": _I.weight_decay,
+                **IMPLICIT_AUTO.get(self.loss, IMPLICIT_AUTO["softmax"])}
+
+    def _interactions(self, X, y, sample_weight):
+        """The rows of ``X`` that are interactions (``y > 0`` when ``y`` is given)."""
+        frame = as_frame(X)
+        check_rows(frame, minimum=2)
+        missing = [c for c in (self.user_column, self.item_column) if c not in frame.columns]
+        if missing:
+            raise ValueError(f"X has {frame.shape[1]} feature(s) and no column {missing}; set "
+                             f"user_column/item_column (X has {list(frame.columns)})")
+        weights = None if sample_weight is None else check_sample_weight(sample_weight,
+                                                                         len(frame))
+        if y is not None:
+            keep = _ratings(y, len(frame)) > 0
+            frame = frame[keep]
+            weights = None if weights is None else weights[keep]
+            check_rows(frame, minimum=2)
+        if weights is not None and np.all(weights == weights[0]):
+            weights = None
+        return frame, weights
+
+    def fit(self, X, y=None, sample_weight=None, *, eval_set=None):
+        """Learn embeddings that rank each user's interactions above other items.
+
+        Parameters
+        ----------
+        X : DataFrame
+            One row per interaction: the user and item columns, and optional
+            side-feature columns (user, item and multi-valued features as in
+            :class:`EmbeddingRecommender`).
+        y : array-like, optional
+            When given, only rows with ``y > 0`` are interactions (0/1 click
+            labels; threshold ratings yourself, e.g. ``X[ratings >= 4]``).
+        sample_weight : array-like, optional
+            Per-interaction weights of the loss (a confidence, a play count).
+        eval_set : DataFrame or (X_val, y_val), optional
+            Held-out interactions whose sampled loss is reported each epoch
+            (and watched by early stopping).
+        """
+        if self.model not in RECOMMENDER_AUTO:
+            raise ValueError(f"model must be 'dot' or 'neural', got {self.model!r}")
+        if self.loss not in RANKING_LOSSES:
+            raise ValueError(f"loss must be one of {RANKING_LOSSES}, got {self.loss!r}")
+        seed = draw_seed(self.random_state)
+        seeds = Seeds.from_seed(seed)
+        frame, weights = self._interactions(X, y, sample_weight)
+        auto = self._auto()
+        config = TrainingConfig.from_params(self.get_params(), seed=seed, auto=auto)
+        strength = auto["embedding_l2"] if self.embedding_l2 == "auto" else self.embedding_l2
+        if not (isinstance(strength, int | float) and strength >= 0):
+            raise ValueError(f"embedding_l2 must be a number >= 0 or 'auto', "
+                             f"got {self.embedding_l2!r}")
+        n_negatives = auto["n_negatives"] if self.n_negatives == "auto" else self.n_negatives
+        if not (isinstance(n_negatives, int | np.integer) and n_negatives >= 1):
+            raise ValueError(f"n_negatives must be a positive integer or 'auto', "
+                             f"got {self.n_negatives!r}")
+        cats, conts = self._roles(frame)
+        preprocessor = TabularPreprocessor(
+            cat_names=[self.user_column, self.item_column, *cats], cont_names=conts,
+            date_names=[], add_missing_indicators=False,
+        ).fit(frame)
+        codes, continuous = preprocessor.to_tensors(frame)
+        features = self._features(frame, codes)
+        self.preprocessor_ = preprocessor
+        self._grid_cache = None
+        self.feature_names_in_ = np.asarray(frame.columns, dtype=object)
+        self.n_features_in_ = frame.shape[1]
+        (self.seen_users_, self.seen_items_, self.user_features_, self.item_features_,
+         self.context_features_, self._user_table, self._item_table) = features
+        self.rating_range_ = (1.0, 1.0)
+        n_items = len(preprocessor.categories_[self.item_column])
+        probabilities = sampling_probabilities(codes[:, 1].numpy(), n_items, kind=self.negatives)
+        log_q = None
+        if probabilities is not None and self.loss == "softmax":
+            log_q = torch.from_numpy(np.log(np.concatenate([[1.0], probabilities])))
+        item_codes, item_continuous, item_columns, item_numeric = self._item_side()
+        sampling = dict(n_items=n_items, n_negatives=int(n_negatives),
+                        probabilities=probabilities, shared=self.loss == "softmax")
+        rows, valid = np.arange(len(frame)), None
+        if eval_set is not None:
+            valid_frame, _ = self._interactions(*_eval_pair(eval_set), None)
+            valid_codes, valid_continuous = preprocessor.to_tensors(valid_frame)
+            valid = NegativeSampling(
+                TensorBatches((valid_codes, valid_continuous), batch_size=config.batch_size,
+                              has_target=False), random_state=seeds.split, fixed=True,
+                **sampling)
+        elif config.early_stopping:
+            chosen = np.random.default_rng(seeds.split).random(len(frame)) < \
+                config.validation_fraction
+            rows = rows[~chosen]
+            valid = NegativeSampling(
+                TensorBatches((codes[chosen], continuous[chosen]), batch_size=config.batch_size,
+                              has_target=False), random_state=seeds.split, fixed=True,
+                **sampling)
+        tensors = [codes[rows], continuous[rows]]
+        if weights is not None:
+            tensors.append(torch.as_tensor(weights[rows], dtype=torch.float32))
+        positives = TensorBatches(tensors, batch_size=config.batch_size, shuffle=True,
+                                  has_target=False, has_weight=weights is not None,
+                                  random_state=0)
+        train_data = NegativeSampling(positives, random_state=seeds.shuffle, **sampling)
+        model_kwargs = self._model_kwargs(preprocessor, 0.0, self.rating_range_)
+        with isolated_random_state():
+            torch.manual_seed(seeds.init)
+            model = (NeuralCF if self.model == "neural" else DotBias)(**model_kwargs)
+            scorer = CandidateScores(model, item_codes, item_continuous, item_columns,
+                                     item_numeric, log_q)
+            result = train(config, scorer, ranking_loss(self.loss), train_data, valid,
+                           penalty=EmbeddingPenalty(strength) if strength else None)
+        snapshots = _model_snapshots(result.learner)
+        self.model_, self.model_kwargs_ = model, model_kwargs
+        self.training_config_ = config
+        self.learner_ = inference_learner(model, loss_for_task("regression"),
+                                          output_activation=flatten, device=config.device,
+                                          snapshots=snapshots)
+        self.history_ = result.history
+        self.lr_ = result.lr
+        return self
+
+    def _item_side(self) -> tuple[torch.Tensor, ...]:
+        """Item codes ``c`` -> their side's columns (row 0 zeros), and the side's masks."""
+        items, items_cont = self._grid_tables()[2:]
+        item_mask = torch.tensor([c == self.item_column or c in self.item_features_
+                                  for c in self.preprocessor_.cat_columns_], dtype=torch.bool)
+        numeric = torch.tensor([c in self.item_features_
+                                for c in self.preprocessor_.cont_columns_], dtype=torch.bool)
+        pad = torch.zeros(1, items.shape[1], dtype=items.dtype)
+        pad_cont = torch.zeros(1, items_cont.shape[1], dtype=items_cont.dtype)
+        return (torch.cat([pad, items]), torch.cat([pad_cont, items_cont]), item_mask, numeric)
+
+    def score(self, X, y=None, sample_weight=None) -> float:
+        """NDCG@10 of :meth:`recommend` for the users of ``X`` against their rows of ``X``
+        (those with ``y > 0`` when ``y`` is given); training items excluded."""
+        frame, _ = self._interactions(X, y, None)
+        users = pd.unique(frame[self.user_column])
+        lists = self.recommend(list(users), k=10)
+        return evaluate(lists, frame, k=10, user_column=self.user_column,
+                        item_column=self.item_column, metrics=("ndcg",))["ndcg@10"]
+
+    def _y_range(self, rating_range):
+        return None
+
+
+def _eval_pair(eval_set) -> tuple:
+    """``(X_val, y_val or None)`` from a frame or a tuple."""
+    if isinstance(eval_set, list) and len(eval_set) == 1:
+        eval_set = eval_set[0]
+    if isinstance(eval_set, tuple | list):
+        if len(eval_set) not in (1, 2):
+            raise ValueError("eval_set must be X_val or (X_val, y_val)")
+        return (eval_set[0], eval_set[1] if len(eval_set) == 2 else None)
+    return eval_set, None
+
+
+def _model_snapshots(learner) -> list[dict]:
+    """An ensemble's snapshots of the wrapped model, as state dicts of the model alone."""
+    predictor = learner.predictor
+    if predictor is None or not getattr(predictor, "snapshots", None):
+        return []
+    prefix = "model."
+    return [{k[len(prefix):]: v for k, v in predictor._state(s).items() if k.startswith(prefix)}
+            for s in predictor.snapshots]

@@ -89,7 +89,7 @@ LAYERS = [
      "tabembed.datasets"},
     {"tabembed.preprocessing", "tabembed.targets", "tabembed.batches", "tabembed.models",
      "tabembed.persistence", "tabembed._validation", "tabembed.metrics",
-     "tabembed.ranking_metrics", "tabembed.interaction_splits"},
+     "tabembed.ranking_metrics", "tabembed.interaction_splits", "tabembed.sampling"},
     {"tabembed.streaming"},
     {"tabembed.training"},
     {"tabembed.config"},
