@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tabembed.models.collab import DotBias
+
 __all__ = ["RANKING_LOSSES", "CandidateScores", "ranking_loss"]
 
 RANKING_LOSSES = ("bpr", "softmax")
@@ -56,27 +58,34 @@ class CandidateScores(nn.Module):
 
     def forward(self, codes: torch.Tensor, continuous: torch.Tensor,
                 negatives: torch.Tensor) -> torch.Tensor:
-        positive = self.model.logits(codes, continuous)
         # The row's user side: every column that is not an item column.
         user_codes = codes * (1 - self.item_columns)
         user_continuous = continuous * (1 - self.item_numeric)
-        if negatives.dim() == 1:      # one draw for the whole batch
-            negative = self.model.score_grid(user_codes, user_continuous,
-                                             self.item_codes[negatives],
-                                             self.item_continuous[negatives])
-            negatives = negatives.expand(len(codes), -1)
+        rows = len(codes)
+        if negatives.dim() == 1 and isinstance(self.model, DotBias):
+            # One draw for the whole batch: a matrix product against every row.
+            scores = torch.cat([self.model.logits(codes, continuous),
+                                self.model.score_grid(user_codes, user_continuous,
+                                                      self.item_codes[negatives],
+                                                      self.item_continuous[negatives])], dim=1)
+            negatives = negatives.expand(rows, -1)
         else:
-            rows, n = negatives.shape
-            pair_codes = (user_codes[:, None, :] + self.item_codes[negatives]).reshape(
+            if negatives.dim() == 1:
+                negatives = negatives.expand(rows, -1)
+            # Positives and negatives in one forward pass: batch norm in a neural model
+            # must normalise them with the same statistics, or it tells them apart.
+            candidates = torch.cat([codes[:, 1:2], negatives], dim=1)
+            n = candidates.shape[1]
+            pair_codes = (user_codes[:, None, :] + self.item_codes[candidates]).reshape(
                 rows * n, -1)
             pair_continuous = (user_continuous[:, None, :]
-                               + self.item_continuous[negatives]).reshape(rows * n, -1)
-            negative = self.model.logits(pair_codes, pair_continuous).reshape(rows, n)
+                               + self.item_continuous[candidates]).reshape(rows * n, -1)
+            scores = self.model.logits(pair_codes, pair_continuous).reshape(rows, n)
         if self.training and self.log_q is not None:
-            positive = positive - self.log_q[codes[:, 1]].unsqueeze(1)
-            negative = negative - self.log_q[negatives]
-        negative = negative.masked_fill(negatives == codes[:, 1:2], _MASKED)
-        return torch.cat([positive, negative], dim=1)
+            scores = scores - self.log_q[torch.cat([codes[:, 1:2], negatives], dim=1)]
+        hits = torch.cat([torch.zeros_like(codes[:, 1:2], dtype=torch.bool),
+                          negatives == codes[:, 1:2]], dim=1)
+        return scores.masked_fill(hits, _MASKED)
 
     def embedding_penalty(self, codes, continuous=None, negatives=None) -> torch.Tensor:
         """The model's penalty on the batch's users and positives, plus the negatives' item
