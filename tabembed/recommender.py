@@ -56,6 +56,8 @@ from tabembed.sampling import NegativeSampling, sampling_probabilities
 
 _D = RECOMMENDER_DEFAULTS
 # Ranking defaults, measured on validation splits (bench/RESULTS.md, "Ranking"):
+RANKING = "rating"
+RANKING_RATING_WEIGHT = 1.0
 RANKING_SHRINKAGE = 0.0
 MIN_SUPPORT = 0
 # Rows per forward pass when a neural model scores users x items (its MLP sees each pair).
@@ -138,6 +140,15 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
         (bench/RESULTS.md; ``tabembed.config.RECOMMENDER_AUTO``): dot-bias 512,
         0 and 0.05 (validation RMSE 0.9129, against 0.9168 for the best
         decoupled decay alone), neural CF 256, 0.1 and 0.
+    ranking : {"hybrid", "rating"} or "auto"
+        What :meth:`recommend` ranks by. ``"rating"``: the predicted rating
+        (with ``ranking_shrinkage`` and ``min_support``). ``"hybrid"``: ``fit``
+        also trains an :class:`ImplicitRecommender` (sampled softmax) on the
+        same (user, item) rows, which learns *which* items a user rates, and
+        items are ranked by its score plus ``RANKING_RATING_WEIGHT`` times the
+        predicted rating, so what a user would watch *and* like comes first;
+        ``similar_items`` uses its item factors. The rating model, and so
+        ``predict``, is the same either way. ``"auto"``: ``RANKING``.
     ranking_shrinkage : float or "auto"
         How :meth:`recommend` and :meth:`similar_items` discount items with few
         training interactions: an item with ``n`` keeps ``n / (n + shrinkage)``
@@ -179,6 +190,7 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
         swa_lr=_D.swa_lr,
         weight_decay=_D.weight_decay,
         embedding_l2="auto",
+        ranking="auto",
         ranking_shrinkage="auto",
         min_support="auto",
         early_stopping=False,
@@ -217,6 +229,7 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
         require_target(self, y)
         if self.model not in RECOMMENDER_AUTO:
             raise ValueError(f"model must be 'dot' or 'neural', got {self.model!r}")
+        self._ranking()
         seed = draw_seed(self.random_state)
         seeds = Seeds.from_seed(seed)
         frame = as_frame(X)
@@ -274,7 +287,20 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
         self.learner_ = result.learner
         self.history_ = result.history
         self.lr_ = result.lr
+        self.ranker_ = None
+        if self._ranking() == "hybrid":
+            # Its own seed, drawn after the rating model's: predict() does not change.
+            self.ranker_ = ImplicitRecommender(
+                user_column=self.user_column, item_column=self.item_column, device=self.device,
+                random_state=seeds.split + 1, verbose=self.verbose,
+            ).fit(frame, sample_weight=sample_weight)
         return self
+
+    def _ranking(self) -> str:
+        ranking = RANKING if self.ranking == "auto" else self.ranking
+        if ranking not in ("hybrid", "rating"):
+            raise ValueError(f"ranking must be 'hybrid', 'rating' or 'auto', got {self.ranking!r}")
+        return ranking
 
     def _auto(self) -> dict:
         """The values of this model's ``"auto"`` parameters."""
@@ -369,6 +395,10 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
                 "item_table": _table_to_json(self._item_table),
             },
         })
+        ranker = getattr(self, "ranker_", None)
+        if ranker is not None:
+            meta["ranker"], ranker_tensors = ranker._to_state()
+            tensors.update({f"ranker.{k}": v for k, v in ranker_tensors.items()})
         return meta, tensors
 
     @classmethod
@@ -397,6 +427,11 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
         recommender._item_table = _table_from_json(extra["item_table"], recommender.item_column)
         recommender.seen_users_ = tensors["seen_users"].numpy()
         recommender.seen_items_ = tensors["seen_items"].numpy()
+        recommender.ranker_ = None
+        if "ranker" in meta:
+            recommender.ranker_ = ImplicitRecommender._from_state(
+                meta["ranker"], {k[len("ranker."):]: v for k, v in tensors.items()
+                                 if k.startswith("ranker.")}, device=device)
         return recommender
 
     # ------------------------------------------------------------ predicting
@@ -529,7 +564,11 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
             if final is not None:
                 model.load_state_dict(final)
             model.train(was_training)
-        return (total / len(states)).cpu().numpy().astype(np.float64)
+        scores = (total / len(states)).cpu().numpy().astype(np.float64)
+        ranker = getattr(self, "ranker_", None)
+        if ranker is not None:
+            scores = ranker._grid_scores(user_codes) + RANKING_RATING_WEIGHT * scores
+        return scores
 
     def _seen_matrix(self) -> sp.csr_matrix:
         """Training (user code, item position) pairs as a sparse matrix (row 0: unknown)."""
@@ -630,7 +669,8 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
         """
         check_is_fitted(self, "learner_")
         k = _check_k(k)
-        vectors = self.item_embeddings_
+        ranker = getattr(self, "ranker_", None)
+        vectors = (ranker if ranker is not None else self).item_embeddings_
         if item not in vectors.index:
             raise KeyError(f"item {item!r} was not seen in training; similar_items needs a "
                            "known item")

@@ -249,3 +249,26 @@ def test_shrinkage_and_min_support_keep_rare_items_out():
     strict = EmbeddingRecommender(ranking_shrinkage=0, min_support=3, **options).fit(X, y)
     assert "rare" not in set(strict.recommend(others, k=10)["item"])
     assert "rare" not in set(strict.similar_items("i0", k=30)["item"])
+
+
+def test_hybrid_ranking_keeps_predictions_and_survives_save(tmp_path):
+    import tabembed
+
+    X, y = _planted(n_users=50, n_items=40)
+    options = dict(n_factors=4, epochs=2, random_state=0)
+    rating = EmbeddingRecommender(ranking="rating", **options).fit(X, y)
+    hybrid = EmbeddingRecommender(ranking="hybrid", **options).fit(X, y)
+    np.testing.assert_array_equal(hybrid.predict(X), rating.predict(X))
+    assert hybrid.ranker_ is not None and rating.ranker_ is None
+    users = ["u0", "u7", "stranger"]
+    lists = hybrid.recommend(users, k=3)
+    ranker = hybrid.ranker_._grid_scores(hybrid.preprocessor_.encode("user", ["u0"]))
+    items = pd.Index(hybrid.preprocessor_.categories_["item"])
+    expected = ranker[0] + rating._grid_scores(rating.preprocessor_.encode("user", ["u0"]))[0]
+    first = lists.loc[lists["user"] == "u0", "score"].iloc[0]
+    assert first == pytest.approx(expected[items.get_loc(lists["item"].iloc[0])], rel=1e-5)
+    loaded = tabembed.load(hybrid.save(tmp_path / "hybrid.tabembed"))
+    pd.testing.assert_frame_equal(loaded.recommend(users, k=3), lists)
+    pd.testing.assert_frame_equal(loaded.similar_items("i1", k=3), hybrid.similar_items("i1", k=3))
+    with pytest.raises(ValueError, match="ranking must be"):
+        EmbeddingRecommender(ranking="best", **options).fit(X, y)
