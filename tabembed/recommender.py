@@ -652,6 +652,112 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
                              self.item_column: item_ids[items[valid]],
                              "score": scores[valid]})
 
+    # Fold-in: the new user's vector and bias are fitted by Adam, the model frozen.
+    _implicit_feedback = False
+    _FOLD_IN_STEPS = 200
+    _FOLD_IN_LR = 0.05
+
+    def _fold_in_logits(self, positions: np.ndarray, ratings) -> torch.Tensor:
+        """Scores ``[n_items]`` (before ``y_range``) of a user fitted to ``positions`` (item
+        positions) and ``ratings`` (None: implicit feedback) with every other weight fixed."""
+        model = self.model_
+        if not isinstance(model, DotBias):
+            raise ValueError("recommend_for_items (fold-in) needs model='dot': a neural "
+                             "model's user vector enters its MLP, with no closed role to refit")
+        device = self.learner_.device
+        users, users_cont, items, items_cont = (t.to(device) for t in self._grid_tables())
+        positions = torch.as_tensor(positions, dtype=torch.long, device=device)
+        strength = self._auto()["embedding_l2"] if self.embedding_l2 == "auto" else \
+            self.embedding_l2
+        with torch.no_grad():       # the unknown user: zero vector and bias
+            base = model.score_grid(users[:1], users_cont[:1], items, items_cont)[0]
+            factors = model.item_factors.weight[1:].detach()
+        if ratings is None and not self._implicit_feedback:
+            return base
+        vector = torch.zeros(factors.shape[1], device=device, requires_grad=True)
+        bias = torch.zeros((), device=device, requires_grad=True)
+        optimizer = torch.optim.Adam([vector, bias], lr=self._FOLD_IN_LR)
+        target = None if ratings is None else torch.tensor(np.asarray(ratings),
+                                                           dtype=torch.float32, device=device)
+        with torch.enable_grad():
+            for _ in range(self._FOLD_IN_STEPS):
+                logits = base + factors @ vector + bias
+                if target is None:      # the full softmax over the catalogue
+                    loss = -torch.log_softmax(logits, dim=0)[positions].mean()
+                else:
+                    loss = torch.mean((model.output_range(logits[positions]) - target) ** 2)
+                loss = loss + strength * (vector.pow(2).sum() + bias.pow(2))
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+        return (base + factors @ vector + bias).detach()
+
+    def _fold_in_scores(self, positions: np.ndarray, ratings) -> np.ndarray:
+        """Ranking scores of a folded-in user, as :meth:`_grid_scores` ranks known users."""
+        logits = self._fold_in_logits(positions, ratings)
+        weights, _ = self._ranking_weights()
+        keep = torch.as_tensor(weights, dtype=torch.float32, device=logits.device)
+        with torch.no_grad():
+            dropped = (1 - keep) * self.model_.item_bias.weight[1:, 0]
+            scores = self.model_.output_range(logits - dropped).cpu().numpy().astype(np.float64)
+        ranker = getattr(self, "ranker_", None)
+        if ranker is not None:
+            scores = ranker._fold_in_scores(positions, None) + RANKING_RATING_WEIGHT * scores
+        return scores
+
+    def recommend_for_items(self, items, k: int = 10, *, ratings=None,
+                            filter_items=None) -> pd.DataFrame:
+        """Recommendations for a new user from the items they interacted with, no retraining.
+
+        The user's vector and bias are fitted to ``items`` with every item's
+        parameters fixed ("fold-in", as ``recalculate_user=True`` in the
+        ``implicit`` package): by the full softmax over the catalogue for
+        implicit feedback, by the squared error of ``ratings`` for the explicit
+        model (with the hybrid ranking, its ranker folds in from ``items``
+        alone; without ``ratings`` the rating part is the prior). Needs
+        ``model="dot"``.
+
+        Parameters
+        ----------
+        items : list of item ids
+            Unknown ids are ignored.
+        k : int
+        ratings : list of float, optional
+            One per item (explicit model).
+        filter_items : list of item ids, optional
+            Never recommended (``items`` themselves are never recommended).
+
+        Returns
+        -------
+        DataFrame with columns ``item, score``, best first.
+        """
+        check_is_fitted(self, "learner_")
+        k = _check_k(k)
+        item_ids = pd.Index(self.preprocessor_.categories_[self.item_column])
+        positions = item_ids.get_indexer(pd.Index(np.atleast_1d(np.asarray(items, dtype=object))))
+        known = positions >= 0
+        if ratings is not None:
+            ratings = np.asarray(ratings, dtype=np.float64).reshape(-1)
+            if len(ratings) != len(positions):
+                raise ValueError(f"{len(positions)} items but {len(ratings)} ratings; give one "
+                                 "rating per item")
+            ratings = ratings[known]
+        positions = positions[known]
+        if not len(positions):
+            raise ValueError("none of the items was seen in training; a new user needs at "
+                             "least one known item (recommend() serves unknown users the prior)")
+        scores = self._fold_in_scores(positions, ratings)
+        _, eligible = self._ranking_weights()
+        excluded = np.union1d(np.flatnonzero(~eligible), positions)
+        if filter_items is not None:
+            wanted = item_ids.get_indexer(pd.Index(np.atleast_1d(np.asarray(filter_items,
+                                                                            dtype=object))))
+            excluded = np.union1d(excluded, wanted[wanted >= 0])
+        best, values = top_k(scores[None, :], k, exclude_columns=excluded)
+        keep = best[0] >= 0
+        return pd.DataFrame({self.item_column: item_ids.to_numpy()[best[0][keep]],
+                             "score": values[0][keep]})
+
     def recommend_all(self, k: int = 10, *, exclude_seen: bool = True,
                       filter_items=None) -> pd.DataFrame:
         """:meth:`recommend` for every user seen in training (columns ``user, item, score``)."""
@@ -786,6 +892,8 @@ class ImplicitRecommender(EmbeddingRecommender):
         verbose=0,
     ):
         store_parameters(self, locals())
+
+    _implicit_feedback = True
 
     def _auto(self) -> dict:
         return {"batch_size": _I.batch_size, "weight_decay": _I.weight_decay,

@@ -132,3 +132,15 @@ def _check_candidates(model, scorer, item_codes, codes, continuous):
                     assert scores[r, 1 + j] == pytest.approx(
                         model.logits(pair, continuous[:1]).item(), abs=1e-5)
     assert scores[:, 0].tolist() == pytest.approx(model.logits(codes, continuous)[:, 0].tolist())
+
+
+def test_fold_in_a_new_user_from_their_items():
+    frame, groups = _clusters()
+    recommender = ImplicitRecommender(n_factors=8, epochs=30, lr=2e-2, batch_size=64,
+                                      n_negatives=8, random_state=0).fit(frame)
+    liked = [f"i{i}" for i in groups[2][:4]]
+    top = recommender.recommend_for_items([*liked, "unknown"], k=6, filter_items=["i59"])
+    assert list(top.columns) == ["item", "score"] and len(top) == 6
+    assert set(top["item"]) <= {f"i{i}" for i in groups[2]} - set(liked) - {"i59"}
+    with pytest.raises(ValueError, match="none of the items"):
+        recommender.recommend_for_items(["nothing"])

@@ -272,3 +272,23 @@ def test_hybrid_ranking_keeps_predictions_and_survives_save(tmp_path):
     pd.testing.assert_frame_equal(loaded.similar_items("i1", k=3), hybrid.similar_items("i1", k=3))
     with pytest.raises(ValueError, match="ranking must be"):
         EmbeddingRecommender(ranking="best", **options).fit(X, y)
+
+
+def test_fold_in_recovers_a_new_users_taste():
+    X, y = _planted(n_users=150, n_items=60)
+    recommender = EmbeddingRecommender(n_factors=2, epochs=20, lr=1e-2, y_range=None,
+                                       ranking="rating", ranking_shrinkage=0, min_support=0,
+                                       random_state=0).fit(X, y)
+    # A known user's own ratings, given as a "new" user's: the folded-in scores rank the
+    # user's other items as the trained user vector does.
+    user = "u3"
+    mine = X["user"] == user
+    half = np.flatnonzero(mine.to_numpy())[::2]
+    scores = recommender._fold_in_scores(
+        pd.Index(recommender.preprocessor_.categories_["item"]).get_indexer(X["item"].iloc[half]),
+        y.iloc[half].to_numpy())
+    trained = recommender._grid_scores(recommender.preprocessor_.encode("user", [user]))[0]
+    assert np.corrcoef(scores, trained)[0, 1] > 0.8
+    top = recommender.recommend_for_items(X["item"].iloc[half], k=5,
+                                          ratings=y.iloc[half].to_numpy())
+    assert len(top) == 5 and not set(top["item"]) & set(X["item"].iloc[half])
