@@ -192,7 +192,8 @@ def _side_frame(n_users=40, n_items=30, seed=0):
 def test_batched_recommend_matches_predict_and_excludes_seen(model):
     X, y = _side_frame()
     recommender = EmbeddingRecommender(model=model, n_factors=4, epochs=3, lr=1e-2,
-                                       ranking_shrinkage=0, min_support=0, random_state=0)
+                                       ranking="rating", ranking_shrinkage=0, min_support=0,
+                                       random_state=0)
     recommender.fit(X, y)
     users = [0, 5, 39, 12345]     # the last one is unknown
     lists = recommender.recommend(users, k=4)
@@ -240,7 +241,7 @@ def test_shrinkage_and_min_support_keep_rare_items_out():
                   ignore_index=True)
     y = pd.concat([y, pd.Series([12.0, 12.0])], ignore_index=True)
     options = dict(n_factors=4, epochs=10, lr=3e-2, random_state=0, y_range=None,
-                   embedding_l2=0)
+                   embedding_l2=0, ranking="rating")
     plain = EmbeddingRecommender(ranking_shrinkage=0, min_support=0, **options).fit(X, y)
     others = list(X["user"].unique()[2:])
     assert "rare" in set(plain.recommend(others, k=1)["item"])
@@ -256,7 +257,7 @@ def test_hybrid_ranking_keeps_predictions_and_survives_save(tmp_path):
 
     X, y = _planted(n_users=50, n_items=40)
     options = dict(n_factors=4, epochs=2, random_state=0)
-    rating = EmbeddingRecommender(ranking="rating", **options).fit(X, y)
+    rating = EmbeddingRecommender(ranking="rating", ranking_shrinkage=0, **options).fit(X, y)
     hybrid = EmbeddingRecommender(ranking="hybrid", **options).fit(X, y)
     np.testing.assert_array_equal(hybrid.predict(X), rating.predict(X))
     assert hybrid.ranker_ is not None and rating.ranker_ is None
