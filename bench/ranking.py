@@ -5,7 +5,8 @@ seed 0; leave-last-out by timestamp): recall@10, NDCG@10, catalogue coverage
 and fit time of
 
 - tabembed EmbeddingRecommender (explicit ratings) as shipped before this
-  work (ranked by predicted rating) and with the new ranking defaults;
+  work (ranked by predicted rating), with ``ranking="rating"`` (shrunk item
+  biases, a minimum support) and with the new default ``ranking="hybrid"``;
 - tabembed ImplicitRecommender, BPR and sampled softmax (defaults);
 - the most popular unseen items;
 - the ``implicit`` package's ALS and BPR (their defaults, the binary matrix).
@@ -104,9 +105,13 @@ def implicit_method(kind: str):
 
 METHODS = {
     "tabembed explicit dot-bias, ranked by predicted rating (as shipped before)":
-        tabembed_method(lambda: EmbeddingRecommender(random_state=0, ranking_shrinkage=0,
-                                                     min_support=0), explicit=True),
-    "tabembed explicit dot-bias, new ranking defaults":
+        tabembed_method(lambda: EmbeddingRecommender(random_state=0, ranking="rating",
+                                                     ranking_shrinkage=0, min_support=0),
+                        explicit=True),
+    "tabembed explicit dot-bias, ranking='rating' (biases shrunk, 20 ratings needed)":
+        tabembed_method(lambda: EmbeddingRecommender(random_state=0, ranking="rating"),
+                        explicit=True),
+    "tabembed explicit dot-bias, new default (ranking='hybrid')":
         tabembed_method(lambda: EmbeddingRecommender(random_state=0), explicit=True),
     "tabembed implicit BPR (defaults)":
         tabembed_method(lambda: ImplicitRecommender(loss="bpr", random_state=0),

@@ -102,6 +102,42 @@ def _table_from_json(state, index_name) -> pd.DataFrame:
     return table.infer_objects()
 
 
+_SEPARATOR = "|"
+
+
+def _is_multi_valued(series: pd.Series) -> bool:
+    """List-like values, or strings of which at least a tenth hold ``|`` ("Action|Comedy")."""
+    values = series.dropna()
+    if values.empty:
+        return False
+    if isinstance(values.iloc[0], list | tuple | set | np.ndarray):
+        return True
+    if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+        return False
+    texts = values.astype(str)
+    return bool(texts.str.contains(_SEPARATOR, regex=False).mean() >= 0.1)
+
+
+def _tokens(value) -> list[str]:
+    if isinstance(value, list | tuple | set | np.ndarray):
+        return [str(token) for token in value]
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
+        return []
+    return [token.strip() for token in str(value).split(_SEPARATOR) if token.strip()]
+
+
+def _canonical(series: pd.Series) -> pd.Series:
+    """A multi-valued column as "|"-joined strings (hashable, JSON-safe), missing kept."""
+    joined = [_SEPARATOR.join(_tokens(v)) if not _missing(v) else None for v in series]
+    return pd.Series(joined, index=series.index, dtype=object, name=series.name)
+
+
+def _missing(value) -> bool:
+    if isinstance(value, list | tuple | set | np.ndarray):
+        return False
+    return value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value))
+
+
 def _check_k(k) -> int:
     if not (isinstance(k, int | np.integer) and not isinstance(k, bool) and k >= 1):
         raise ValueError(f"k must be a positive integer (how many items to return), got {k!r}")
@@ -145,6 +181,13 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
         (bench/RESULTS.md; ``tabembed.config.RECOMMENDER_AUTO``): dot-bias 512,
         0 and 0.05 (validation RMSE 0.9129, against 0.9168 for the best
         decoupled decay alone), neural CF 256, 0.1 and 0.
+    multi_valued : "auto" or list of str
+        Side-feature columns holding several values per row (a list, or a
+        ``"|"``-separated string such as genres ``"Action|Comedy"``): each
+        value gets an embedding, pooled by mean (``nn.EmbeddingBag``) into the
+        user's or item's vector, so a new item with known genres gets a
+        vector too. ``"auto"``: list-valued columns and string columns in
+        which at least a tenth of the values hold ``"|"``; ``[]``: none.
     ranking : {"hybrid", "rating"} or "auto"
         What :meth:`recommend` ranks by. ``"rating"``: the predicted rating
         (with ``ranking_shrinkage`` and ``min_support``). ``"hybrid"``: ``fit``
@@ -197,6 +240,7 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
         swa_lr=_D.swa_lr,
         weight_decay=_D.weight_decay,
         embedding_l2="auto",
+        multi_valued="auto",
         ranking="auto",
         ranking_shrinkage="auto",
         min_support="auto",
@@ -211,8 +255,59 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
 
     # ------------------------------------------------------------ fitting
 
-    def _roles(self, frame: pd.DataFrame) -> tuple[list, list]:
+    def _bag_columns(self, frame: pd.DataFrame) -> list:
+        """The multi-valued side columns of ``frame`` (the ``multi_valued`` parameter)."""
         side = [c for c in frame.columns if c not in (self.user_column, self.item_column)]
+        if self.multi_valued == "auto":
+            return [c for c in side if _is_multi_valued(frame[c])]
+        if not isinstance(self.multi_valued, list | tuple):
+            raise ValueError(f"multi_valued must be 'auto' or a list of column names, "
+                             f"got {self.multi_valued!r}")
+        missing = [c for c in self.multi_valued if c not in side]
+        if missing:
+            raise ValueError(f"multi_valued names {missing}, which are not side-feature "
+                             f"columns of X ({side})")
+        return list(self.multi_valued)
+
+    def _prepare(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Fit the bags' vocabularies (in ``fit``) and return ``frame`` with each bag column
+        as "|"-joined strings."""
+        self.bag_columns_ = self._bag_columns(frame)
+        frame = self._canonical_bags(frame)
+        self.bag_vocabulary_, self.bag_lengths_ = {}, {}
+        for column in self.bag_columns_:
+            tokens = [_tokens(v) for v in frame[column]]
+            self.bag_vocabulary_[column] = sorted({t for row in tokens for t in row})
+            self.bag_lengths_[column] = max(1, max((len(row) for row in tokens), default=1))
+        return frame
+
+    def _canonical_bags(self, frame: pd.DataFrame) -> pd.DataFrame:
+        bags = [c for c in getattr(self, "bag_columns_", []) if c in frame.columns]
+        if not bags:
+            return frame
+        return frame.assign(**{c: _canonical(frame[c]) for c in bags})
+
+    def _tensors(self, frame: pd.DataFrame, preprocessor=None) -> tuple[torch.Tensor, ...]:
+        """``(codes, continuous)``: the preprocessor's, then each bag's token codes."""
+        preprocessor = preprocessor if preprocessor is not None else self.preprocessor_
+        bags = getattr(self, "bag_columns_", [])
+        codes, continuous = preprocessor.to_tensors(frame.drop(columns=bags))
+        if not bags:
+            return codes, continuous
+        parts = [codes]
+        for column in bags:
+            index = {t: i + 1 for i, t in enumerate(self.bag_vocabulary_[column])}
+            length = self.bag_lengths_[column]
+            tokens = np.zeros((len(frame), length), np.int64)
+            for row, value in enumerate(frame[column]):
+                known = [index.get(t, 0) for t in _tokens(value)][:length]
+                tokens[row, :len(known)] = known
+            parts.append(torch.from_numpy(tokens))
+        return torch.cat(parts, dim=1), continuous
+
+    def _roles(self, frame: pd.DataFrame) -> tuple[list, list]:
+        side = [c for c in frame.columns if c not in (self.user_column, self.item_column)
+                and c not in getattr(self, "bag_columns_", [])]
         cats = [c for c in side if not pd.api.types.is_numeric_dtype(frame[c])
                 or pd.api.types.is_bool_dtype(frame[c])]
         conts = [c for c in side if c not in cats]
@@ -246,6 +341,7 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
             raise ValueError(f"X has {frame.shape[1]} feature(s) and no column {missing}; set "
                              f"user_column/item_column (X has {list(frame.columns)})")
         ratings = _ratings(y, len(frame))
+        frame = self._prepare(frame)
         weights = None if sample_weight is None else check_sample_weight(sample_weight,
                                                                          len(frame))
         if weights is not None and np.all(weights == weights[0]):
@@ -260,8 +356,8 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
         preprocessor = TabularPreprocessor(
             cat_names=[self.user_column, self.item_column, *cats], cont_names=conts,
             date_names=[], add_missing_indicators=False,
-        ).fit(frame)
-        codes, continuous = preprocessor.to_tensors(frame)
+        ).fit(frame.drop(columns=self.bag_columns_))
+        codes, continuous = self._tensors(frame, preprocessor)
         features = self._features(frame, codes)
         tensors = (codes, continuous, torch.tensor(ratings, dtype=torch.float32))
         rows, valid = np.arange(len(frame)), None
@@ -275,7 +371,8 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
         train_data = row_batches(tensors, rows, weights, batch_size=config.batch_size,
                                  shuffle=True)
         rating_range = (float(ratings.min()), float(ratings.max()))
-        model_kwargs = self._model_kwargs(preprocessor, float(ratings[rows].mean()), rating_range)
+        model_kwargs = self._model_kwargs(preprocessor, float(ratings[rows].mean()), rating_range,
+                                          features[3])
         with isolated_random_state():
             torch.manual_seed(seeds.init)
             model = (NeuralCF if self.model == "neural" else DotBias)(**model_kwargs)
@@ -299,7 +396,8 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
             # Its own seed, drawn after the rating model's: predict() does not change.
             self.ranker_ = ImplicitRecommender(
                 user_column=self.user_column, item_column=self.item_column, device=self.device,
-                random_state=seeds.split + 1, verbose=self.verbose,
+                multi_valued=list(self.bag_columns_), random_state=seeds.split + 1,
+                verbose=self.verbose,
             ).fit(frame, sample_weight=sample_weight)
         return self
 
@@ -321,21 +419,25 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
             raise ValueError("eval_set must be (X_val, y_val) or (X_val, y_val, "
                              f"sample_weight_val), got {type(eval_set).__name__}")
         X_val, y_val, *weight = eval_set
-        frame = as_frame(X_val)
+        frame = self._canonical_bags(as_frame(X_val))
         check_rows(frame)
         ratings = _ratings(y_val, len(frame))
         weights = check_sample_weight(weight[0], len(frame)) if weight else None
-        codes, continuous = preprocessor.to_tensors(frame)
+        codes, continuous = self._tensors(frame, preprocessor)
         tensors = (codes, continuous, torch.tensor(ratings, dtype=torch.float32))
         return row_batches(tensors, np.arange(len(frame)), weights)
 
-    def _model_kwargs(self, preprocessor, mean: float, rating_range) -> dict:
+    def _model_kwargs(self, preprocessor, mean: float, rating_range, item_features=()) -> dict:
         sizes = preprocessor.embedding_sizes_
         side = [sizes[c] for c in preprocessor.cat_columns_[2:]]
         options = dict(n_users=sizes[self.user_column][0], n_items=sizes[self.item_column][0],
                        n_factors=self.n_factors, y_range=self._y_range(rating_range),
                        side_embedding_sizes=side,
                        n_continuous=len(preprocessor.cont_columns_), global_bias=mean)
+        if self.bag_columns_:
+            options["bags"] = [(len(self.bag_vocabulary_[c]) + 1, self.bag_lengths_[c],
+                                "item" if c in item_features else "user")
+                               for c in self.bag_columns_]
         if self.model == "neural":
             options.update(hidden=tuple(self.hidden), dropout=self.dropout)
         return options
@@ -367,6 +469,9 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
                 item_features.append(column)
             elif per_user <= 1:
                 user_features.append(column)
+            elif column in getattr(self, "bag_columns_", []):
+                raise ValueError(f"the multi-valued column {column!r} varies within users and "
+                                 "within items; a bag must describe the user or the item")
             else:
                 context_features.append(column)
         user_table = frame.drop_duplicates(self.user_column)[
@@ -400,6 +505,9 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
                 "context_features": self.context_features_,
                 "user_table": _table_to_json(self._user_table),
                 "item_table": _table_to_json(self._item_table),
+                "bags": {"columns": persistence.json_safe(self.bag_columns_),
+                         "vocabulary": [self.bag_vocabulary_[c] for c in self.bag_columns_],
+                         "lengths": [self.bag_lengths_[c] for c in self.bag_columns_]},
             },
         })
         ranker = getattr(self, "ranker_", None)
@@ -434,6 +542,10 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
         recommender._item_table = _table_from_json(extra["item_table"], recommender.item_column)
         recommender.seen_users_ = tensors["seen_users"].numpy()
         recommender.seen_items_ = tensors["seen_items"].numpy()
+        bags = extra.get("bags", {"columns": [], "vocabulary": [], "lengths": []})
+        recommender.bag_columns_ = list(bags["columns"])
+        recommender.bag_vocabulary_ = dict(zip(bags["columns"], bags["vocabulary"], strict=True))
+        recommender.bag_lengths_ = dict(zip(bags["columns"], bags["lengths"], strict=True))
         recommender.ranker_ = None
         if "ranker" in meta:
             recommender.ranker_ = ImplicitRecommender._from_state(
@@ -446,9 +558,9 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
     def predict(self, X) -> np.ndarray:
         """Predicted ratings; unknown users or items get the prior (global and known biases)."""
         check_is_fitted(self, "learner_")
-        frame = frame_for_prediction(self, X)
+        frame = self._canonical_bags(frame_for_prediction(self, X))
         self._check_id_types(frame)
-        codes, continuous = self.preprocessor_.to_tensors(frame)
+        codes, continuous = self._tensors(frame)
         ratings = self.learner_.predict((codes, continuous)).numpy().astype(np.float64)
         return check_finite_predictions(ratings)
 
@@ -511,15 +623,13 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
             for column in columns:
                 if column not in frame.columns:
                     frame[column] = np.nan
-            return pre.to_tensors(frame[columns])
+            return self._tensors(frame[columns])
 
         def masks(id_column, features):
-            codes = torch.tensor([c == id_column or c in features for c in pre.cat_columns_],
-                                 dtype=torch.bool)
-            conts = torch.tensor([c in features for c in pre.cont_columns_], dtype=torch.bool)
+            codes, conts = self._side_masks(id_column, features)
             return codes.long(), conts.float()
 
-        unknown = pre.to_tensors(pd.DataFrame({c: [np.nan] for c in columns}))
+        unknown = self._tensors(pd.DataFrame({c: [np.nan] for c in columns}))
         user_codes, user_cont = encoded(self.user_column, self._user_table)
         user_codes, user_cont = (torch.cat([unknown[0], user_codes]),
                                  torch.cat([unknown[1], user_cont]))
@@ -535,6 +645,16 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
         """The weights to average over: each snapshot of an ensemble, else the model's own."""
         predictor = self.learner_.predictor
         return list(getattr(predictor, "snapshots", None) or [None])
+
+    def _side_masks(self, id_column, features) -> tuple[torch.Tensor, torch.Tensor]:
+        """Which columns of ``codes`` (bags included) and ``continuous`` belong to the side of
+        ``id_column`` with side ``features``."""
+        pre = self.preprocessor_
+        codes = [c == id_column or c in features for c in pre.cat_columns_]
+        for column in getattr(self, "bag_columns_", []):
+            codes += [column in features] * self.bag_lengths_[column]
+        conts = [c in features for c in pre.cont_columns_]
+        return torch.tensor(codes, dtype=torch.bool), torch.tensor(conts, dtype=torch.bool)
 
     def _check_no_context(self) -> None:
         if self.context_features_:
@@ -902,6 +1022,7 @@ class ImplicitRecommender(EmbeddingRecommender):
         swa_lr=_I.swa_lr,
         weight_decay=_I.weight_decay,
         embedding_l2="auto",
+        multi_valued="auto",
         ranking_shrinkage=0,
         min_support=0,
         early_stopping=False,
@@ -963,6 +1084,7 @@ class ImplicitRecommender(EmbeddingRecommender):
         seed = draw_seed(self.random_state)
         seeds = Seeds.from_seed(seed)
         frame, weights = self._interactions(X, y, sample_weight)
+        frame = self._prepare(frame)
         auto = self._auto()
         config = TrainingConfig.from_params(self.get_params(), seed=seed, auto=auto)
         strength = auto["embedding_l2"] if self.embedding_l2 == "auto" else self.embedding_l2
@@ -977,10 +1099,10 @@ class ImplicitRecommender(EmbeddingRecommender):
         preprocessor = TabularPreprocessor(
             cat_names=[self.user_column, self.item_column, *cats], cont_names=conts,
             date_names=[], add_missing_indicators=False,
-        ).fit(frame)
-        codes, continuous = preprocessor.to_tensors(frame)
-        features = self._features(frame, codes)
+        ).fit(frame.drop(columns=self.bag_columns_))
         self.preprocessor_ = preprocessor
+        codes, continuous = self._tensors(frame)
+        features = self._features(frame, codes)
         self._grid_cache = None
         self.feature_names_in_ = np.asarray(frame.columns, dtype=object)
         self.n_features_in_ = frame.shape[1]
@@ -998,7 +1120,7 @@ class ImplicitRecommender(EmbeddingRecommender):
         rows, valid = np.arange(len(frame)), None
         if eval_set is not None:
             valid_frame, _ = self._interactions(*_eval_pair(eval_set), None)
-            valid_codes, valid_continuous = preprocessor.to_tensors(valid_frame)
+            valid_codes, valid_continuous = self._tensors(self._canonical_bags(valid_frame))
             valid = NegativeSampling(
                 TensorBatches((valid_codes, valid_continuous), batch_size=config.batch_size,
                               has_target=False), random_state=seeds.split, fixed=True,
@@ -1018,7 +1140,8 @@ class ImplicitRecommender(EmbeddingRecommender):
                                   has_target=False, has_weight=weights is not None,
                                   random_state=0)
         train_data = NegativeSampling(positives, random_state=seeds.shuffle, **sampling)
-        model_kwargs = self._model_kwargs(preprocessor, 0.0, self.rating_range_)
+        model_kwargs = self._model_kwargs(preprocessor, 0.0, self.rating_range_,
+                                          self.item_features_)
         with isolated_random_state():
             torch.manual_seed(seeds.init)
             model = (NeuralCF if self.model == "neural" else DotBias)(**model_kwargs)
@@ -1039,10 +1162,7 @@ class ImplicitRecommender(EmbeddingRecommender):
     def _item_side(self) -> tuple[torch.Tensor, ...]:
         """Item codes ``c`` -> their side's columns (row 0 zeros), and the side's masks."""
         items, items_cont = self._grid_tables()[2:]
-        item_mask = torch.tensor([c == self.item_column or c in self.item_features_
-                                  for c in self.preprocessor_.cat_columns_], dtype=torch.bool)
-        numeric = torch.tensor([c in self.item_features_
-                                for c in self.preprocessor_.cont_columns_], dtype=torch.bool)
+        item_mask, numeric = self._side_masks(self.item_column, self.item_features_)
         pad = torch.zeros(1, items.shape[1], dtype=items.dtype)
         pad_cont = torch.zeros(1, items_cont.shape[1], dtype=items_cont.dtype)
         return (torch.cat([pad, items]), torch.cat([pad_cont, items_cont]), item_mask, numeric)

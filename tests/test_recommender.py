@@ -116,8 +116,10 @@ def test_side_features_split_into_user_and_item_features(shared_datasets):
         recommender.fit(X, frame["rating"])
         assert recommender.user_features_ == ["age", "occupation"]
         assert recommender.item_features_ == ["genres"]
-        assert recommender.preprocessor_.cat_columns_[:4] == ["user", "item", "occupation",
-                                                              "genres"]
+        # "Action|Comedy" is a bag of two genres, not one of 200+ combinations.
+        assert recommender.bag_columns_ == ["genres"]
+        assert "Comedy" in recommender.bag_vocabulary_["genres"]
+        assert recommender.preprocessor_.cat_columns_ == ["user", "item", "occupation"]
         top = recommender.recommend(1, k=5)
         assert len(top) == 5
         assert np.isfinite(recommender.predict(X.iloc[:100])).all()
@@ -293,3 +295,35 @@ def test_fold_in_recovers_a_new_users_taste():
     top = recommender.recommend_for_items(X["item"].iloc[half], k=5,
                                           ratings=y.iloc[half].to_numpy())
     assert len(top) == 5 and not set(top["item"]) & set(X["item"].iloc[half])
+
+
+@pytest.mark.parametrize("kind", ["explicit", "implicit"])
+def test_multi_valued_features_give_a_cold_item_its_genres_taste(kind):
+    from tabembed.recommender import ImplicitRecommender
+
+    # Two tastes: users of group 0 like (and watch) "a" items, group 1 "b" items.
+    rng = np.random.default_rng(0)
+    items = [f"m{i}" for i in range(40)]
+    genres = {item: ["a", "x"] if i % 2 == 0 else "b|x" for i, item in enumerate(items)}
+    rows, ratings = [], []
+    for user in range(80):
+        for item in rng.choice(items, 14, replace=False):
+            liked = (int(item[1:]) % 2) == (user % 2)
+            if kind == "implicit" and not liked:
+                continue
+            rows.append((user, item, genres[item]))
+            ratings.append(4.5 if liked else 1.5)
+    X = pd.DataFrame(rows, columns=["user", "item", "genres"])
+    if kind == "implicit":
+        recommender = ImplicitRecommender(n_factors=4, epochs=20, lr=2e-2, batch_size=64,
+                                          n_negatives=8, random_state=0).fit(X)
+    else:
+        recommender = EmbeddingRecommender(n_factors=4, epochs=20, lr=2e-2, batch_size=64,
+                                           ranking="rating", random_state=0).fit(X, ratings)
+    assert recommender.bag_columns_ == ["genres"]
+    assert recommender.model_kwargs_["bags"] == [(4, 2, "item")]
+    new = pd.DataFrame({"user": [0, 1, 2, 3], "item": "new", "genres": ["a|x"] * 4})
+    scores = recommender.predict(new)
+    assert scores[0] > scores[1] and scores[2] > scores[3]      # even users like "a"
+    other = recommender.predict(new.assign(genres="b|x"))
+    assert other[1] > other[0] and other[3] > other[2]
