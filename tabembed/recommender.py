@@ -905,30 +905,73 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
         return self.recommend(list(self.preprocessor_.categories_[self.user_column]), k,
                               exclude_seen=exclude_seen, filter_items=filter_items)
 
-    def similar_items(self, item, k: int = 10) -> pd.DataFrame:
-        """The ``k`` items whose embeddings are most similar to ``item``'s.
+    def item_vectors(self, X=None) -> pd.DataFrame:
+        """Items' full vectors: their factors plus their pooled multi-valued features.
 
-        The cosine similarity of item factors, multiplied by the candidate's
-        support share ``n / (n + ranking_shrinkage)``, and items below
-        ``min_support`` left out, so barely-rated items (whose vectors are
-        mostly noise) do not crowd the list. Ties go to the lower item code.
+        Without ``X``: every training item (equal to :attr:`item_embeddings_` when
+        there are no multi-valued features). With ``X`` (the item column and
+        item features, e.g. ``{"item": ["new"], "genres": ["Action|Sci-Fi"]}``):
+        those rows, new items included, whose vectors come from their features.
+        """
+        check_is_fitted(self, "learner_")
+        model = self.model_
+        if X is None:
+            codes = self._grid_tables()[2]
+            index = pd.Index(self.preprocessor_.categories_[self.item_column],
+                             name=self.item_column)
+        else:
+            frame = as_frame(X)
+            index = pd.Index(frame[self.item_column], name=self.item_column)
+            filled = frame.reindex(columns=list(self.feature_names_in_))
+            codes = self._tensors(self._canonical_bags(filled))[0] * \
+                self._side_masks(self.item_column, self.item_features_)[0].long()
+        with torch.inference_mode():
+            vectors = model.item_vectors(codes.to(self.learner_.device)).cpu().numpy()
+        return pd.DataFrame(vectors, index=index,
+                            columns=[f"factor_{i}" for i in range(vectors.shape[1])])
+
+    def similar_items(self, item, k: int = 10, *, item_features=None) -> pd.DataFrame:
+        """The ``k`` items whose vectors are most similar to ``item``'s.
+
+        The cosine similarity of item vectors (:meth:`item_vectors`; with the
+        hybrid ranking, the ranker's, which learned from co-occurrence),
+        multiplied by the candidate's support share ``n / (n + ranking_shrinkage)``,
+        and items below ``min_support`` left out, so barely-rated items (whose
+        vectors are mostly noise) do not crowd the list. Ties go to the lower
+        item code.
+
+        Parameters
+        ----------
+        item : id
+            A training item, or a new one described by ``item_features``.
+        k : int
+        item_features : dict, optional
+            A new item's features, e.g. ``{"genres": "Action|Sci-Fi"}`` (cold
+            start: its vector comes from its multi-valued features).
         """
         check_is_fitted(self, "learner_")
         k = _check_k(k)
         ranker = getattr(self, "ranker_", None)
-        vectors = (ranker if ranker is not None else self).item_embeddings_
-        if item not in vectors.index:
+        source = ranker if ranker is not None else self
+        vectors = source.item_vectors()
+        position = vectors.index.get_indexer([item])[0]
+        if position >= 0:
+            target = vectors.to_numpy()[position]
+        elif item_features is not None:
+            row = {self.item_column: [item], **{c: [v] for c, v in item_features.items()}}
+            target = source.item_vectors(pd.DataFrame(row)).to_numpy()[0]
+        else:
             raise KeyError(f"item {item!r} was not seen in training; similar_items needs a "
-                           "known item")
+                           "known item, or the new item's item_features")
         matrix = vectors.to_numpy()
         norms = np.linalg.norm(matrix, axis=1)
         norms[norms == 0] = 1.0
-        position = vectors.index.get_loc(item)
-        target = matrix[position]
         similarity = matrix @ target / (norms * (np.linalg.norm(target) or 1.0))
         weights, eligible = self._ranking_weights()
         similarity = similarity * weights
-        excluded = np.union1d(np.flatnonzero(~eligible), [position])
+        excluded = np.flatnonzero(~eligible)
+        if position >= 0:
+            excluded = np.union1d(excluded, [position])
         best, values = top_k(similarity[None, :], k, exclude_columns=excluded)
         keep = best[0] >= 0
         return pd.DataFrame({self.item_column: vectors.index[best[0][keep]],

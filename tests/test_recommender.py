@@ -327,3 +327,8 @@ def test_multi_valued_features_give_a_cold_item_its_genres_taste(kind):
     assert scores[0] > scores[1] and scores[2] > scores[3]      # even users like "a"
     other = recommender.predict(new.assign(genres="b|x"))
     assert other[1] > other[0] and other[3] > other[2]
+    similar = recommender.similar_items("new", k=6, item_features={"genres": "a|x"})
+    even = [int(item[1:]) % 2 == 0 for item in similar["item"]]
+    assert np.mean(even) > 0.8, similar
+    vectors = recommender.item_vectors()
+    assert vectors.shape == (40, 4) and vectors.index.name == "item"
