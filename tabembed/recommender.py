@@ -1025,10 +1025,11 @@ class ImplicitRecommender(EmbeddingRecommender):
         ``n_negatives`` items drawn once per batch and shared by its rows (the
         stronger default, see bench/RESULTS.md "Ranking"); ``"bpr"``: Bayesian
         personalised ranking, ``n_negatives`` draws per row.
-    negatives : {"uniform", "popularity"}
+    negatives : {"uniform", "popularity"} or "auto"
         How negatives are drawn: every item alike, or in proportion to
         ``count ** 0.75``. With the softmax, popularity draws are corrected
-        by subtracting ``log q`` from the scores (Yi et al., 2019).
+        by subtracting ``log q`` from the scores (Yi et al., 2019). ``"auto"``:
+        popularity for the softmax, uniform for BPR (``IMPLICIT_AUTO``).
     n_negatives : int or "auto"
         ``"auto"``: ``tabembed.config.IMPLICIT_AUTO`` for the loss.
     embedding_l2 : float or "auto"
@@ -1048,7 +1049,7 @@ class ImplicitRecommender(EmbeddingRecommender):
         item_column="item",
         model="dot",
         loss="softmax",
-        negatives="uniform",
+        negatives="auto",
         n_negatives="auto",
         n_factors=DEFAULT_FACTORS,
         hidden=(100, 50),
@@ -1153,7 +1154,8 @@ class ImplicitRecommender(EmbeddingRecommender):
          self.context_features_, self._user_table, self._item_table) = features
         self.rating_range_ = (1.0, 1.0)
         n_items = len(preprocessor.categories_[self.item_column])
-        probabilities = sampling_probabilities(codes[:, 1].numpy(), n_items, kind=self.negatives)
+        negatives = auto["negatives"] if self.negatives == "auto" else self.negatives
+        probabilities = sampling_probabilities(codes[:, 1].numpy(), n_items, kind=negatives)
         log_q = None
         if probabilities is not None and self.loss == "softmax":
             log_q = torch.from_numpy(np.log(np.concatenate([[1.0], probabilities])))
