@@ -144,3 +144,22 @@ def test_fold_in_a_new_user_from_their_items():
     assert set(top["item"]) <= {f"i{i}" for i in groups[2]} - set(liked) - {"i59"}
     with pytest.raises(ValueError, match="none of the items"):
         recommender.recommend_for_items(["nothing"])
+
+
+def test_grid_search_with_the_ranking_scorer():
+    from sklearn.model_selection import GridSearchCV, KFold
+
+    from tabembed.ranking_metrics import ranking_scorer
+
+    frame, _ = _clusters()
+    search = GridSearchCV(
+        ImplicitRecommender(epochs=5, lr=2e-2, batch_size=64, n_negatives=8, random_state=0),
+        {"n_factors": [1, 8]}, scoring=ranking_scorer("recall", k=5),
+        cv=KFold(2, shuffle=True, random_state=0))
+    search.fit(frame[["user", "item"]])
+    assert search.best_params_ == {"n_factors": 8}
+    assert 0 < search.best_score_ <= 1
+    # The estimator's own score (NDCG@10) is the default scoring.
+    default = GridSearchCV(ImplicitRecommender(epochs=2, batch_size=64, random_state=0),
+                           {"n_factors": [4]}, cv=2).fit(frame[["user", "item"]])
+    assert 0 <= default.best_score_ <= 1
