@@ -51,8 +51,9 @@ __all__ = [
     "top_k",
 ]
 
-# Scores per chunk of rows in top_k: ~80 MB of float32 plus masks, whatever the sizes.
-CHUNK_SCORES = 20_000_000
+# Scores per chunk of users when recommending: 8e6 float32 scores and the selection's
+# temporaries (about 20 bytes a score: 160 MB), whatever the numbers of users and items.
+CHUNK_SCORES = 8_000_000
 
 
 # ---------------------------------------------------------------- selecting
@@ -96,13 +97,17 @@ def top_k(scores: np.ndarray, k: int, *, exclude: sp.csr_matrix | None = None,
     k = min(int(k), n_items)
     if k == 0 or n_rows == 0:
         return np.full((n_rows, k), -1, np.int64), np.full((n_rows, k), -np.inf, scores.dtype)
-    candidates = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    candidates = np.argpartition(scores, n_items - k, axis=1)[:, n_items - k:]
     threshold = np.take_along_axis(scores, candidates, axis=1).min(axis=1, keepdims=True)
     above = scores > threshold
-    # Of the items tied at the threshold, keep the lowest indices that fill the k slots.
-    slots = k - above.sum(axis=1, keepdims=True)
     tied = scores == threshold
-    chosen = above | (tied & (np.cumsum(tied, axis=1) <= slots))
+    chosen = above | tied
+    # Rows with more items tied at the threshold than free slots keep the lowest indices.
+    slots = k - above.sum(axis=1, keepdims=True)
+    crowded = np.flatnonzero(tied.sum(axis=1, keepdims=True) > slots)
+    if len(crowded):
+        ties = tied[crowded]
+        chosen[crowded] = above[crowded] | (ties & (np.cumsum(ties, axis=1) <= slots[crowded]))
     items = np.nonzero(chosen)[1].reshape(n_rows, k)        # ascending within each row
     values = np.take_along_axis(scores, items, axis=1)
     order = np.argsort(-values, axis=1, kind="stable")       # stable: lower index first

@@ -708,7 +708,7 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
             if final is not None:
                 model.load_state_dict(final)
             model.train(was_training)
-        scores = (total / len(states)).cpu().numpy().astype(np.float64)
+        scores = (total / len(states)).cpu().numpy()      # float32: half the memory
         ranker = getattr(self, "ranker_", None)
         if ranker is not None:
             scores = ranker._grid_scores(user_codes) + RANKING_RATING_WEIGHT * scores
@@ -795,11 +795,11 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
         valid = items >= 0
         if single:
             return pd.DataFrame({self.item_column: item_ids[items[0][valid[0]]],
-                                 "score": scores[0][valid[0]]})
+                                 "score": scores[0][valid[0]].astype(np.float64)})
         rows = np.repeat(np.arange(len(users)), valid.sum(1))
         return pd.DataFrame({self.user_column: pd.Index(users).to_numpy()[rows],
                              self.item_column: item_ids[items[valid]],
-                             "score": scores[valid]})
+                             "score": scores[valid].astype(np.float64)})
 
     # Fold-in: the new user's vector and bias are fitted by Adam, the model frozen.
     _implicit_feedback = False
