@@ -1,10 +1,15 @@
-"""EmbeddingRecommender: rating prediction, top-k recommendations and similar items.
+"""Recommenders: rating prediction, top-k recommendations and similar items.
 
-``fit(X, y)`` takes a user column, an item column and optional side-feature
-columns, with ratings in ``y``. Side features are split automatically into
-user features (constant per user), item features (constant per item) and
-context features (neither); ``recommend`` needs no context features, since
-it scores every item for one user from the stored user and item features.
+:class:`EmbeddingRecommender` learns from ratings, :class:`ImplicitRecommender`
+from interactions without ratings (clicks, plays). ``fit(X, y)`` takes a user
+column, an item column and optional side-feature columns. Side features are
+split automatically into user features (constant per user), item features
+(constant per item) and context features (neither); multi-valued ones (lists,
+``"a|b"`` strings) become bags of embeddings. ``recommend`` needs no context
+features, since it scores every item from the stored user and item features,
+for one user or many at once (chunked users x items products, seen items
+excluded through a sparse matrix); ``recommend_for_items`` folds in a new
+user; ``similar_items`` compares item vectors.
 """
 
 from __future__ import annotations
@@ -223,6 +228,10 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
     ----------
     user_embeddings_, item_embeddings_ : DataFrame
         Learned factors indexed by the original ids.
+    ranker_ : ImplicitRecommender or None
+        The hybrid ranking's implicit model (None with ``ranking="rating"``).
+    bag_columns_ : list
+        The multi-valued side-feature columns; ``bag_vocabulary_`` their values.
     """
 
     def __init__(
