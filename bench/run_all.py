@@ -42,6 +42,8 @@ SECTIONS = [
     ("Training loop overhead (issue 5)", ["loop_overhead.py", "--threads", "1"], None),
     ("Threads (issue 5)", ["threads.py"], None),
     ("Scale: streaming Parquet and several processes (issue 13)", ["scale.py"], None),
+    ("Ranking: top-10 lists against peers (issue 14)", ["ranking.py", "{data}"], None),
+    ("Ranking defaults: validation evidence (issue 14)", ["tune_ranking.py", "{data}"], None),
 ]
 
 

@@ -133,21 +133,26 @@ def prediction_rows(train, test, folder: Path) -> list[dict]:
 def recommender_rows(data_home) -> list[dict]:
     train, _ = load_movielens("100k", data_home=data_home, fold="u1")
     X, y = train[["user", "item"]], train["rating"]
-    EmbeddingRecommender(epochs=1, random_state=0).fit(X.iloc[:5000], y.iloc[:5000])
-    fit = _median_seconds(lambda: EmbeddingRecommender(random_state=0).fit(X, y))
+    EmbeddingRecommender(epochs=1, ranking="rating", random_state=0).fit(X.iloc[:5000],
+                                                                          y.iloc[:5000])
+    # The rating model alone (what the RMSE tables measure), then the default, which
+    # also trains the hybrid ranking's implicit ranker.
+    rating_fit = _median_seconds(
+        lambda: EmbeddingRecommender(ranking="rating", random_state=0).fit(X, y))
+    default_fit = _median_seconds(lambda: EmbeddingRecommender(random_state=0).fit(X, y),
+                                  repeat=1)
     small = load_movielens("latest-small")
     recommender = EmbeddingRecommender(random_state=0).fit(small[["user", "item"]],
                                                            small["rating"])
-    users = small["user"].unique()
+    users = list(small["user"].unique())
+    recommender.recommend(users[:10], k=10)
     start = time.perf_counter()
-    if hasattr(recommender, "recommend_many"):
-        recommender.recommend_many(users, k=10)
-    else:
-        for user in users:
-            recommender.recommend(user, k=10)
+    recommender.recommend(users, k=10)        # one vectorised call for every user
     every_user = time.perf_counter() - start
-    return [{"measure": "ml-100k dot-bias default fit per fold (s)", "tabembed": f"{fit:.2f}",
-             "peer": "", "ratio": "", "goal": "under 0.5 s"},
+    return [{"measure": "ml-100k dot-bias rating model fit per fold (s)",
+             "tabembed": f"{rating_fit:.2f}", "peer": "", "ratio": "", "goal": "under 0.5 s"},
+            {"measure": "ml-100k default fit per fold, hybrid ranker included (s)",
+             "tabembed": f"{default_fit:.2f}", "peer": "", "ratio": "", "goal": "measured"},
             {"measure": f"top-10 for every user of ml-latest-small ({len(users)} users)",
              "tabembed": f"{every_user:.3f} s", "peer": "", "ratio": "", "goal": "under 0.1 s"}]
 

@@ -15,6 +15,7 @@ _PUBLIC = {
     "EmbeddingMLPRegressor": "tabembed.estimators",
     "EntityEmbeddingTransformer": "tabembed.estimators",
     "EmbeddingRecommender": "tabembed.recommender",
+    "ImplicitRecommender": "tabembed.recommender",
     "TabularPreprocessor": "tabembed.preprocessing",
     "TargetTransformer": "tabembed.targets",
     "embedding_size": "tabembed.preprocessing",

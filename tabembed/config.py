@@ -38,6 +38,8 @@ from tabembed.training.schedules import SGDR, Schedule, get_schedule
 
 __all__ = [
     "AVERAGING",
+    "IMPLICIT_AUTO",
+    "IMPLICIT_DEFAULTS",
     "LR_SUGGESTIONS",
     "MLP_DEFAULTS",
     "RECOMMENDER_DEFAULTS",
@@ -91,6 +93,21 @@ RECOMMENDER_DEFAULTS = EstimatorDefaults(epochs=5, lr=5e-3, averaging=None, weig
 RECOMMENDER_AUTO = {
     "dot": {"batch_size": 512, "weight_decay": 0.0, "embedding_l2": 0.05},
     "neural": {"batch_size": 256, "weight_decay": 0.1, "embedding_l2": 0.0},
+}
+
+# Implicit feedback (ImplicitRecommender), measured on validation splits of MovieLens 100K
+# and latest-small (bench/RESULTS.md, "Ranking"; tabembed.recommender explains the choice).
+IMPLICIT_DEFAULTS = EstimatorDefaults(epochs=20, lr=5e-3, averaging=None, weight_decay=0.0,
+                                      batch_size=1024)
+# Validation recall@10 on 100K / latest-small (ratings >= 4 relevant; bench/RESULTS.md,
+# "Ranking"): softmax, embedding_l2 1e-3, uniform negatives 0.212 / 0.132; popularity
+# negatives (log-Q corrected) 0.218 / 0.155; with embedding_l2 1e-2 0.223 / 0.161 (3e-2:
+# 0.221 / 0.159). BPR 0.198 / 0.111, with 1e-2 0.201 / 0.118 (popularity negatives: 0.104
+# on 100K). 10 epochs 0.196 / 0.082, 40 epochs 0.190 / 0.138; 64 or 1024 negatives, 100
+# factors, lr 1e-2: no better.
+IMPLICIT_AUTO = {
+    "bpr": {"embedding_l2": 1e-2, "n_negatives": 4, "negatives": "uniform"},
+    "softmax": {"embedding_l2": 1e-2, "n_negatives": 256, "negatives": "popularity"},
 }
 
 # The LR finder's sweep per suggestion. For "minimum" (lr="auto"), 60 steps instead of

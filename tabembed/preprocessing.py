@@ -550,7 +550,8 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         for column in self.cat_names_:
             series = X[column]
             given = _kind(series) if column in kinds else None
-            if not _compatible(kinds.get(column), given):
+            # (a column of missing values only, whatever its dtype, tells nothing)
+            if not _compatible(kinds.get(column), given) and series.notna().any():
                 warnings.warn(
                     f"column {column!r} held {kinds[column]} values at fit but holds {given} "
                     f"values here (dtype {series.dtype}); they do not match the training "

@@ -15,6 +15,8 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 @pytest.mark.parametrize("script, expected", [
     ("adult_classification.py", ["defaults", "SGDR + SWA", "snapshots"]),
     ("movielens_recommender.py", ["test RMSE", "recommend for user 1", "similar to"]),
+    ("implicit_recommender.py", ["test ranking: recall@10", "top 10 for user 1", "similar to",
+                                 "a new Animation", "a new user who watched"]),
     ("embeddings_for_gbdt.py", ["booster on raw columns", "booster on embeddings"]),
 ])
 def test_example_runs(script, expected, tmp_path):

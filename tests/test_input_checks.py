@@ -150,6 +150,7 @@ def test_a_change_of_column_type_at_predict_warns_naming_column_and_types(frame,
     messages = _warnings_of(lambda: model.predict(as_strings))
     assert any("'code' held integer values at fit but holds string" in m for m in messages)
     # Integers given as floats index the same vocabulary: no warning, same predictions.
+    assert _warnings_of(lambda: model.predict(X.assign(c=np.nan))) == []   # all missing
     as_floats = X.assign(code=X["code"].astype(float))
     assert _warnings_of(lambda: model.predict(as_floats)) == []
     np.testing.assert_array_equal(model.predict(as_floats), model.predict(X))

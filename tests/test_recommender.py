@@ -116,8 +116,10 @@ def test_side_features_split_into_user_and_item_features(shared_datasets):
         recommender.fit(X, frame["rating"])
         assert recommender.user_features_ == ["age", "occupation"]
         assert recommender.item_features_ == ["genres"]
-        assert recommender.preprocessor_.cat_columns_[:4] == ["user", "item", "occupation",
-                                                              "genres"]
+        # "Action|Comedy" is a bag of two genres, not one of 200+ combinations.
+        assert recommender.bag_columns_ == ["genres"]
+        assert "Comedy" in recommender.bag_vocabulary_["genres"]
+        assert recommender.preprocessor_.cat_columns_ == ["user", "item", "occupation"]
         top = recommender.recommend(1, k=5)
         assert len(top) == 5
         assert np.isfinite(recommender.predict(X.iloc[:100])).all()
@@ -175,3 +177,158 @@ def test_eval_set_reports_rmse_and_mae_each_epoch_and_weights_shift_the_fit():
         return np.mean((model.predict(X[heavy]) - y[heavy]) ** 2)
 
     assert error(weighted) < 0.8 * error(plain)
+
+
+def _side_frame(n_users=40, n_items=30, seed=0):
+    """Ratings with a categorical and a numeric user feature and a categorical item feature."""
+    rng = np.random.default_rng(seed)
+    pairs = np.argwhere(rng.random((n_users, n_items)) < 0.4)
+    u, i = pairs[:, 0], pairs[:, 1]
+    frame = pd.DataFrame({"user": u, "item": i * 10, "band": [f"b{v % 3}" for v in u],
+                          "age": (u % 7).astype(float) * 5, "kind": [f"k{v % 4}" for v in i]})
+    rating = 3 + np.sin(u) * np.cos(i) + (i % 4) * 0.2 + rng.normal(0, 0.1, len(u))
+    return frame, rating
+
+
+@pytest.mark.parametrize("model", ["dot", "neural"])
+def test_batched_recommend_matches_predict_and_excludes_seen(model):
+    X, y = _side_frame()
+    recommender = EmbeddingRecommender(model=model, n_factors=4, epochs=3, lr=1e-2,
+                                       ranking="rating", ranking_shrinkage=0, min_support=0,
+                                       random_state=0)
+    recommender.fit(X, y)
+    users = [0, 5, 39, 12345]     # the last one is unknown
+    lists = recommender.recommend(users, k=4)
+    assert list(lists.columns) == ["user", "item", "score"]
+    assert lists["user"].tolist() == [u for u in users for _ in range(4)]
+    items = X["item"].unique()
+    for user in users:
+        rows = pd.DataFrame({"user": user, "item": items})
+        rows = rows.merge(X[["item", "kind"]].drop_duplicates(), on="item")
+        known = X[X["user"] == user][["band", "age"]].drop_duplicates()
+        rows["band"] = known["band"].iloc[0] if len(known) else np.nan
+        rows["age"] = known["age"].iloc[0] if len(known) else np.nan
+        predicted = pd.Series(recommender.predict(rows[list(X.columns)]),
+                              index=rows["item"])
+        seen = set(X.loc[X["user"] == user, "item"])
+        single = recommender.recommend(user, k=4)
+        assert list(single.columns) == ["item", "score"]
+        mine = lists[lists["user"] == user]
+        assert single["item"].tolist() == mine["item"].tolist()
+        assert not seen & set(single["item"])
+        np.testing.assert_allclose(single["score"], predicted.loc[single["item"]], rtol=1e-5)
+        unseen = predicted.drop(list(seen)).sort_values(ascending=False)
+        assert single["score"].iloc[0] == pytest.approx(unseen.iloc[0], rel=1e-5)
+    filtered = recommender.recommend(users, k=4, filter_items=[lists["item"].iloc[0], -7])
+    assert lists["item"].iloc[0] not in set(filtered.loc[filtered["user"] == 0, "item"])
+    everyone = recommender.recommend_all(k=2)
+    assert len(everyone) == 2 * X["user"].nunique()
+
+
+def test_top_k_is_deterministic_and_chunked(monkeypatch):
+    import tabembed.recommender as module
+
+    X, y = _planted(n_users=50, n_items=40)
+    recommender = EmbeddingRecommender(n_factors=4, epochs=2, random_state=0).fit(X, y)
+    users = X["user"].unique()
+    whole = recommender.recommend(users, k=5)
+    monkeypatch.setattr(module, "CHUNK_SCORES", 3 * 40)    # three users per chunk
+    pd.testing.assert_frame_equal(recommender.recommend(users, k=5), whole)
+
+
+def test_shrinkage_and_min_support_keep_rare_items_out():
+    # Item "rare" has two perfect ratings: ranked by predicted rating it wins.
+    X, y = _planted(n_users=60, n_items=30)
+    X = pd.concat([X, pd.DataFrame({"user": ["u0", "u1"], "item": ["rare"] * 2})],
+                  ignore_index=True)
+    y = pd.concat([y, pd.Series([12.0, 12.0])], ignore_index=True)
+    options = dict(n_factors=4, epochs=10, lr=3e-2, random_state=0, y_range=None,
+                   embedding_l2=0, ranking="rating")
+    plain = EmbeddingRecommender(ranking_shrinkage=0, min_support=0, **options).fit(X, y)
+    others = list(X["user"].unique()[2:])
+    assert "rare" in set(plain.recommend(others, k=1)["item"])
+    shrunk = EmbeddingRecommender(ranking_shrinkage=100, min_support=0, **options).fit(X, y)
+    assert "rare" not in set(shrunk.recommend(others, k=1)["item"])
+    strict = EmbeddingRecommender(ranking_shrinkage=0, min_support=3, **options).fit(X, y)
+    assert "rare" not in set(strict.recommend(others, k=10)["item"])
+    assert "rare" not in set(strict.similar_items("i0", k=30)["item"])
+
+
+def test_hybrid_ranking_keeps_predictions_and_survives_save(tmp_path):
+    import tabembed
+
+    X, y = _planted(n_users=50, n_items=40)
+    options = dict(n_factors=4, epochs=2, random_state=0)
+    rating = EmbeddingRecommender(ranking="rating", ranking_shrinkage=0, **options).fit(X, y)
+    hybrid = EmbeddingRecommender(ranking="hybrid", **options).fit(X, y)
+    np.testing.assert_array_equal(hybrid.predict(X), rating.predict(X))
+    assert hybrid.ranker_ is not None and rating.ranker_ is None
+    users = ["u0", "u7", "stranger"]
+    lists = hybrid.recommend(users, k=3)
+    ranker = hybrid.ranker_._grid_scores(hybrid.preprocessor_.encode("user", ["u0"]))
+    items = pd.Index(hybrid.preprocessor_.categories_["item"])
+    expected = ranker[0] + rating._grid_scores(rating.preprocessor_.encode("user", ["u0"]))[0]
+    first = lists.loc[lists["user"] == "u0", "score"].iloc[0]
+    assert first == pytest.approx(expected[items.get_loc(lists["item"].iloc[0])], rel=1e-5)
+    loaded = tabembed.load(hybrid.save(tmp_path / "hybrid.tabembed"))
+    pd.testing.assert_frame_equal(loaded.recommend(users, k=3), lists)
+    pd.testing.assert_frame_equal(loaded.similar_items("i1", k=3), hybrid.similar_items("i1", k=3))
+    with pytest.raises(ValueError, match="ranking must be"):
+        EmbeddingRecommender(ranking="best", **options).fit(X, y)
+
+
+def test_fold_in_recovers_a_new_users_taste():
+    X, y = _planted(n_users=150, n_items=60)
+    recommender = EmbeddingRecommender(n_factors=2, epochs=20, lr=1e-2, y_range=None,
+                                       ranking="rating", ranking_shrinkage=0, min_support=0,
+                                       random_state=0).fit(X, y)
+    # A known user's own ratings, given as a "new" user's: the folded-in scores rank the
+    # user's other items as the trained user vector does.
+    user = "u3"
+    mine = X["user"] == user
+    half = np.flatnonzero(mine.to_numpy())[::2]
+    scores = recommender._fold_in_scores(
+        pd.Index(recommender.preprocessor_.categories_["item"]).get_indexer(X["item"].iloc[half]),
+        y.iloc[half].to_numpy())
+    trained = recommender._grid_scores(recommender.preprocessor_.encode("user", [user]))[0]
+    assert np.corrcoef(scores, trained)[0, 1] > 0.8
+    top = recommender.recommend_for_items(X["item"].iloc[half], k=5,
+                                          ratings=y.iloc[half].to_numpy())
+    assert len(top) == 5 and not set(top["item"]) & set(X["item"].iloc[half])
+
+
+@pytest.mark.parametrize("kind", ["explicit", "implicit"])
+def test_multi_valued_features_give_a_cold_item_its_genres_taste(kind):
+    from tabembed.recommender import ImplicitRecommender
+
+    # Two tastes: users of group 0 like (and watch) "a" items, group 1 "b" items.
+    rng = np.random.default_rng(0)
+    items = [f"m{i}" for i in range(40)]
+    genres = {item: ["a", "x"] if i % 2 == 0 else "b|x" for i, item in enumerate(items)}
+    rows, ratings = [], []
+    for user in range(80):
+        for item in rng.choice(items, 14, replace=False):
+            liked = (int(item[1:]) % 2) == (user % 2)
+            if kind == "implicit" and not liked:
+                continue
+            rows.append((user, item, genres[item]))
+            ratings.append(4.5 if liked else 1.5)
+    X = pd.DataFrame(rows, columns=["user", "item", "genres"])
+    if kind == "implicit":
+        recommender = ImplicitRecommender(n_factors=4, epochs=20, lr=2e-2, batch_size=64,
+                                          n_negatives=8, random_state=0).fit(X)
+    else:
+        recommender = EmbeddingRecommender(n_factors=4, epochs=20, lr=2e-2, batch_size=64,
+                                           ranking="rating", random_state=0).fit(X, ratings)
+    assert recommender.bag_columns_ == ["genres"]
+    assert recommender.model_kwargs_["bags"] == [(4, 2, "item")]
+    new = pd.DataFrame({"user": [0, 1, 2, 3], "item": "new", "genres": ["a|x"] * 4})
+    scores = recommender.predict(new)
+    assert scores[0] > scores[1] and scores[2] > scores[3]      # even users like "a"
+    other = recommender.predict(new.assign(genres="b|x"))
+    assert other[1] > other[0] and other[3] > other[2]
+    similar = recommender.similar_items("new", k=6, item_features={"genres": "a|x"})
+    even = [int(item[1:]) % 2 == 0 for item in similar["item"]]
+    assert np.mean(even) > 0.8, similar
+    vectors = recommender.item_vectors()
+    assert vectors.shape == (40, 4) and vectors.index.name == "item"

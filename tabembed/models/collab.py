@@ -38,7 +38,7 @@ class _Collaborative(nn.Module):
     """User/item embeddings, biases, side-feature terms, a global offset and ``y_range``."""
 
     def __init__(self, *, n_users, n_items, n_factors, y_range, side_embedding_sizes,
-                 n_continuous, global_bias):
+                 n_continuous, global_bias, bags=()):
         super().__init__()
         if n_users < 1 or n_items < 1 or n_factors < 1:
             raise ValueError(f"sizes must be positive: {n_users=}, {n_items=}, {n_factors=}")
@@ -59,19 +59,82 @@ class _Collaborative(nn.Module):
         if self.side_linear is not None:
             nn.init.zeros_(self.side_linear.weight)
         self.offset = Offset(global_bias)
+        # Multi-valued side features: each a bag of tokens in columns [start, stop) of
+        # ``codes`` (0 pads), pooled by mean into the user's or the item's vector and bias.
+        self.bags = []
+        start = 2 + len(side_embedding_sizes)
+        for _, length, side in bags:
+            if side not in ("user", "item"):
+                raise ValueError(f"a bag belongs to the 'user' or the 'item' side, got {side=}")
+            self.bags.append((start, start + int(length), side))
+            start += int(length)
+        self.bag_factors = nn.ModuleList(
+            init_embedding(nn.EmbeddingBag(int(n), n_factors, mode="mean", padding_idx=0))
+            for n, _, _ in bags)
+        self.bag_bias = nn.ModuleList(
+            nn.EmbeddingBag(int(n), 1, mode="mean", padding_idx=0) for n, _, _ in bags)
+        for embedding in self.bag_bias:
+            nn.init.zeros_(embedding.weight)
 
     def interaction(self, codes, continuous, users, items):
         raise NotImplementedError
 
+    def _pooled(self, codes: torch.Tensor, side: str, tables) -> torch.Tensor | None:
+        """The sum over ``side``'s bags of their pooled ``tables`` rows (None: no bag)."""
+        total = None
+        for (start, stop, owner), table in zip(self.bags, tables, strict=True):
+            if owner == side:
+                pooled = table(codes[:, start:stop])
+                total = pooled if total is None else total + pooled
+        return total
+
+    def user_vectors(self, codes: torch.Tensor) -> torch.Tensor:
+        """The user factors of each row, plus the pooled factors of the user's bags."""
+        vectors = self.user_factors(codes[:, 0])
+        pooled = self._pooled(codes, "user", self.bag_factors)
+        return vectors if pooled is None else vectors + pooled
+
+    def item_vectors(self, codes: torch.Tensor) -> torch.Tensor:
+        """The item factors of each row, plus the pooled factors of the item's bags (so a new
+        item with known genres gets a vector)."""
+        vectors = self.item_factors(codes[:, 1])
+        pooled = self._pooled(codes, "item", self.bag_factors)
+        return vectors if pooled is None else vectors + pooled
+
     def forward(self, codes: torch.Tensor, continuous: torch.Tensor) -> torch.Tensor:
+        return self.output_range(self.logits(codes, continuous))
+
+    def logits(self, codes: torch.Tensor, continuous: torch.Tensor) -> torch.Tensor:
+        """The output ``[n, 1]`` before ``y_range``'s sigmoid (the same order of pairs)."""
         users, items = codes[:, 0], codes[:, 1]
         output = (self.interaction(codes, continuous, users, items)
                   + self.user_bias(users) + self.item_bias(items))
+        return self.offset(self._side_terms(codes, continuous, output))
+
+    def _side_terms(self, codes, continuous, output):
+        """``output`` plus the side features' linear terms."""
         if self.side_bias.embeddings:
             output = output + self.side_bias(codes[:, 2:]).sum(dim=1, keepdim=True)
         if self.side_linear is not None:
             output = output + self.side_linear(continuous)
-        return self.output_range(self.offset(output))
+        for (start, stop, _), table in zip(self.bags, self.bag_bias, strict=True):
+            output = output + table(codes[:, start:stop])
+        return output
+
+    def score_grid(self, user_codes: torch.Tensor, user_continuous: torch.Tensor,
+                   item_codes: torch.Tensor, item_continuous: torch.Tensor) -> torch.Tensor:
+        """Logits ``[n_users, n_items]`` of every (user row, item row) pair.
+
+        ``user_codes`` rows hold the user and user-side columns (zeros elsewhere),
+        ``item_codes`` rows the item and item-side columns; a pair's input is their
+        sum (likewise for the continuous columns). This generic version scores the
+        ``n_users * n_items`` rows; :class:`DotBias` does it with one matrix product.
+        """
+        n_users, n_items = user_codes.shape[0], item_codes.shape[0]
+        codes = (user_codes[:, None, :] + item_codes[None, :, :]).reshape(n_users * n_items, -1)
+        continuous = (user_continuous[:, None, :] + item_continuous[None, :, :]).reshape(
+            n_users * n_items, -1)
+        return self.logits(codes, continuous).reshape(n_users, n_items)
 
     def embedding_penalty(self, codes: torch.Tensor, continuous=None) -> torch.Tensor:
         """Mean over the rows of ``codes`` of the squared user and item factors and biases.
@@ -83,6 +146,8 @@ class _Collaborative(nn.Module):
         users, items = codes[:, 0], codes[:, 1]
         squares = (self.user_factors(users).pow(2).sum(1) + self.item_factors(items).pow(2).sum(1)
                    + self.user_bias(users).pow(2).sum(1) + self.item_bias(items).pow(2).sum(1))
+        for (start, stop, _), table in zip(self.bags, self.bag_factors, strict=True):
+            squares = squares + table(codes[:, start:stop]).pow(2).sum(1)
         return squares.mean()
 
     def _head_modules(self) -> list[nn.Module]:
@@ -94,7 +159,7 @@ class _Collaborative(nn.Module):
 
     def _bias_modules(self) -> list[nn.Module]:
         return [self.user_factors, self.item_factors, self.user_bias, self.item_bias,
-                self.side_bias]
+                self.side_bias, self.bag_factors, self.bag_bias]
 
 
 class DotBias(_Collaborative):
@@ -114,18 +179,37 @@ class DotBias(_Collaborative):
         Numeric side features, entering through a linear term.
     global_bias : float
         Initial global offset (the training mean is a good start).
+    bags : sequence of (n_tokens, length, "user" | "item")
+        Multi-valued side features (genres), in the columns of ``codes`` after
+        the categorical side features, ``length`` columns each (token codes,
+        0 pads): each bag's mean token vector joins the user's or the item's
+        factors, and its mean token bias the output.
     """
 
     def __init__(self, *, n_users: int, n_items: int, n_factors: int = DEFAULT_FACTORS,
                  y_range: tuple[float, float] | None = None,
                  side_embedding_sizes: Sequence[tuple[int, int]] = (), n_continuous: int = 0,
-                 global_bias: float = 0.0):
+                 global_bias: float = 0.0, bags: Sequence[tuple[int, int, str]] = ()):
         super().__init__(n_users=n_users, n_items=n_items, n_factors=n_factors, y_range=y_range,
                          side_embedding_sizes=side_embedding_sizes, n_continuous=n_continuous,
-                         global_bias=global_bias)
+                         global_bias=global_bias, bags=bags)
 
     def interaction(self, codes, continuous, users, items):
-        return (self.user_factors(users) * self.item_factors(items)).sum(dim=1, keepdim=True)
+        if not self.bags:
+            return (self.user_factors(users) * self.item_factors(items)).sum(dim=1, keepdim=True)
+        return (self.user_vectors(codes) * self.item_vectors(codes)).sum(dim=1, keepdim=True)
+
+    def score_grid(self, user_codes, user_continuous, item_codes, item_continuous):
+        # Every term but the dot product is a sum over columns, so it splits into a
+        # user part and an item part; the all-zero row's terms were counted twice.
+        users, items = user_codes[:, 0], item_codes[:, 1]
+        user_part = self._side_terms(user_codes, user_continuous, self.user_bias(users))
+        item_part = self._side_terms(item_codes, item_continuous, self.item_bias(items))
+        zero = self._side_terms(torch.zeros_like(user_codes[:1]),
+                                torch.zeros_like(user_continuous[:1]),
+                                torch.zeros(1, 1, device=user_codes.device))
+        dot = self.user_vectors(user_codes) @ self.item_vectors(item_codes).T
+        return self.offset(dot + user_part + item_part.T - zero)
 
     def layer_groups(self) -> list[nn.Module]:
         return [nn.ModuleList(self._bias_modules()), nn.ModuleList(self._head_modules())]
@@ -144,22 +228,30 @@ class NeuralCF(_Collaborative):
                  hidden: Sequence[int] = (100, 50), dropout=DEFAULT_NEURAL_DROPOUT,
                  y_range: tuple[float, float] | None = None,
                  side_embedding_sizes: Sequence[tuple[int, int]] = (), n_continuous: int = 0,
-                 global_bias: float = 0.0):
+                 global_bias: float = 0.0, bags: Sequence[tuple[int, int, str]] = ()):
         super().__init__(n_users=n_users, n_items=n_items, n_factors=n_factors, y_range=y_range,
                          side_embedding_sizes=side_embedding_sizes, n_continuous=n_continuous,
-                         global_bias=global_bias)
+                         global_bias=global_bias, bags=bags)
         self.side_embeddings = CategoricalEmbeddings(side_embedding_sizes)
         d_in = 2 * n_factors + self.side_embeddings.d_out + n_continuous
         self.body = MLP(d_in, hidden, dropout=dropout)
         self.head = init_linear(nn.Linear(self.body.d_out, 1))
 
     def interaction(self, codes, continuous, users, items):
-        parts = [self.user_factors(users), self.item_factors(items)]
+        parts = [self.user_vectors(codes), self.item_vectors(codes)]
         if self.side_embeddings.embeddings:
             parts.append(self.side_embeddings(codes[:, 2:]))
         if continuous.shape[1]:
             parts.append(continuous)
-        known = ((users != 0) & (items != 0)).unsqueeze(1)
+        # A side counts as known by its id or by a non-empty bag (a new item with genres).
+        known_user, known_item = users != 0, items != 0
+        for start, stop, side in self.bags:
+            filled = (codes[:, start:stop] != 0).any(dim=1)
+            if side == "user":
+                known_user = known_user | filled
+            else:
+                known_item = known_item | filled
+        known = (known_user & known_item).unsqueeze(1)
         return self.head(self.body(torch.cat(parts, dim=1))) * known
 
     def layer_groups(self) -> list[nn.Module]:
