@@ -742,8 +742,9 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
         """Training (user code, item position) pairs as a sparse matrix (row 0: unknown)."""
         n_users = len(self.preprocessor_.categories_[self.user_column]) + 1
         n_items = len(self.preprocessor_.categories_[self.item_column])
-        matrix = sp.csr_matrix((np.ones(len(self.seen_users_), np.float32),
-                                (self.seen_users_, self.seen_items_ - 1)),
+        known = self.seen_items_ > 0      # a missing item id (code 0) is no item to skip
+        matrix = sp.csr_matrix((np.ones(int(known.sum()), np.float32),
+                                (self.seen_users_[known], self.seen_items_[known] - 1)),
                                shape=(n_users, n_items))
         matrix.sum_duplicates()
         return matrix

@@ -412,3 +412,11 @@ def test_found_a_loss_rising_on_six_rows_is_not_divergence():
     model = EmbeddingMLPRegressor(**{**TINY, "continuous_encoding": "auto"})
     model.fit(pd.DataFrame({"0": when}), y)
     assert np.isfinite(model.predict(pd.DataFrame({"0": when}))).all()
+
+
+def test_found_a_missing_item_id_in_training_does_not_break_recommend():
+    """A NaN item id (code 0, the unknown item) made the seen-items matrix index -1."""
+    X = pd.DataFrame({"user": [0, 0, 1], "item": [np.nan, 0.0, 1.0]})
+    model = EmbeddingRecommender(epochs=1, n_factors=2, random_state=0).fit(X, [1.0, 2.0, 3.0])
+    top = model.recommend(0, k=2)
+    assert 0.0 not in set(top["item"])        # seen, so excluded
