@@ -30,15 +30,17 @@ _PUBLIC = {
 __all__ = ["__version__", "load", *_PUBLIC]
 
 
-def load(path, *, device="auto"):
+def load(path, *, device="auto", max_bytes: int = 8 << 30):
     """Load a model written by ``save`` (or an estimator's ``save``): JSON and safetensors
-    only, nothing in the file is executed. See :func:`tabembed.persistence.load`."""
+    only, nothing in the file is executed, sizes and shapes are checked before anything is
+    allocated. This is the safe way to open a model from elsewhere (unpickling one is not).
+    See :func:`tabembed.persistence.load`."""
     # Importing the estimator modules registers every persistable class.
     import tabembed.estimators
     import tabembed.recommender  # noqa: F401
     from tabembed.persistence import load as load_registered
 
-    return load_registered(path, device=device)
+    return load_registered(path, device=device, max_bytes=max_bytes)
 
 
 def __getattr__(name: str):

@@ -67,8 +67,10 @@ def _arrow_frame(X) -> pd.DataFrame:
 
     if isinstance(X, ds.Dataset):
         raise TypeError(
-            "a pyarrow.dataset.Dataset is read in record batches, never whole: pass it to "
-            "TabularPreprocessor.fit (streaming statistics), or read the part you need with "
+            "a pyarrow.dataset.Dataset is read in record batches, never whole: estimators "
+            "fit from it with fit(dataset, y='target column') and predict with "
+            "predict_to_parquet(dataset, destination); TabularPreprocessor.fit streams it "
+            "too. To use it in memory, read the part you need with "
             "dataset.to_table().to_pandas()"
         )
     raise TypeError(f"unsupported pyarrow input {type(X).__name__}; pass a pyarrow.Table or a "
@@ -107,14 +109,20 @@ def check_rows(frame: pd.DataFrame, minimum: int = 1) -> None:
                          "minimum of 1 is required.")
 
 
-def check_finite_predictions(values: np.ndarray) -> np.ndarray:
-    """A fitted model never returns NaN or inf silently: name the rows instead."""
+def check_finite_predictions(values: np.ndarray, describe=None) -> np.ndarray:
+    """A fitted model never returns NaN or inf silently: name the rows instead.
+
+    ``describe(row)``, when given, names the input that is furthest out in that row
+    (:meth:`TabularPreprocessor.describe_extreme`).
+    """
     finite = np.isfinite(values)
     if not finite.all():
         rows = np.flatnonzero(~finite.reshape(len(values), -1).all(axis=1))
+        culprit = describe(int(rows[0])) if describe is not None else None
         raise ValueError(
             f"the network's output is not finite for {len(rows)} row(s) (first: row "
-            f"{rows[0]}); their inputs are far outside the training data's range: check them")
+            f"{rows[0]}); their inputs are far outside the training data's range"
+            + (f": {culprit}" if culprit else ": check them"))
     return values
 
 

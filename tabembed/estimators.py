@@ -265,7 +265,7 @@ class _EmbeddingMLP(BaseEstimator):
 
         if not isinstance(y, str):
             raise TypeError(f"to fit from {type(source).__name__} data, name its target column: "
-                            "fit(source, y='column'); got y of type {type(y).__name__}")
+                            f"fit(source, y='column'); got y of type {type(y).__name__}")
         if sample_weight is not None or eval_set is not None or incremental or self.warm_start:
             raise ValueError("sample_weight, eval_set, partial_fit and warm_start need a "
                              "DataFrame; a Parquet stream takes the target column's name only")
@@ -536,6 +536,12 @@ class _EmbeddingMLP(BaseEstimator):
         estimator.preprocessor_ = TabularPreprocessor.from_dict(meta["preprocessor"])
         estimator.target_transformer_ = TargetTransformer.from_dict(meta["target"])
         task = estimator.target_transformer_.task_
+        # The file's parts must agree, or predict would index past a table.
+        estimator.preprocessor_.check_model_inputs([n for n, _ in kwargs["embedding_sizes"]],
+                                                   kwargs["n_continuous"])
+        if (kwargs.get("task"), kwargs.get("d_out")) != (task,
+                                                          estimator.target_transformer_.n_outputs_):
+            raise persistence.DamagedFileError("the network's output does not fit the target")
         estimator.learner_ = inference_learner(model, loss_for_task(task),
                                                output_activation=Predictions(task),
                                                device=device, snapshots=snapshots)
@@ -561,7 +567,9 @@ class _EmbeddingMLP(BaseEstimator):
         check_is_fitted(self, "learner_")
         frame = frame_for_prediction(self, X)
         codes, continuous = self.preprocessor_.to_tensors(frame)
-        return check_finite_predictions(self.learner_.predict((codes, continuous)).numpy())
+        return check_finite_predictions(
+            self.learner_.predict((codes, continuous)).numpy(),
+            lambda row: self.preprocessor_.describe_extreme(continuous.numpy(), row))
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -1022,7 +1030,7 @@ random_state, verbose, class_weight :
                 fit_target(X, y).task_ if distributed.is_main_process() else None
             ) == "regression" else "classification"
         elif task == "auto":
-            kind = type_of_target(np.asarray(y))
+            kind = type_of_target(TargetTransformer.check_values(y))
             task = "classification" if kind in ("binary", "multiclass") else "regression"
         options = {k: v for k, v in self.get_params().items() if k != "task"}
         cls = EmbeddingMLPClassifier if task == "classification" else EmbeddingMLPRegressor

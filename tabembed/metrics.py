@@ -55,7 +55,12 @@ def roc_auc(scores, target, weight=None) -> float:
 
 def rmse(predictions, target, weight=None) -> float:
     errors = np.asarray(predictions, dtype=np.float64) - np.asarray(target, dtype=np.float64)
-    return float(np.sqrt(np.average(errors**2, weights=_weights(weight, len(errors)))))
+    # Scaled first: errors of targets near 1e200 would overflow their squares.
+    scale = float(np.abs(errors).max()) if len(errors) else 0.0
+    if not np.isfinite(scale) or scale == 0.0:
+        return scale
+    return scale * float(np.sqrt(np.average((errors / scale) ** 2,
+                                            weights=_weights(weight, len(errors)))))
 
 
 def mae(predictions, target, weight=None) -> float:

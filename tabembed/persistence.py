@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import io
 import json
+import struct
 import zipfile
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,7 +33,7 @@ from safetensors.torch import save as save_tensors
 from tabembed._io import atomic_write_bytes
 from tabembed._version import __version__
 
-__all__ = ["FORMAT_VERSION", "load", "persistable", "save"]
+__all__ = ["FORMAT_VERSION", "MAX_BYTES", "DamagedFileError", "load", "persistable", "save"]
 
 FORMAT_VERSION = 1
 _REGISTRY: dict[str, type] = {}
@@ -82,47 +84,147 @@ def save(obj, path) -> Path:
     return atomic_write_bytes(Path(path), buffer.getvalue())
 
 
-def load(path, *, device="auto"):
+# Limits on what a file may make tabembed read. A model file's entries are compressed by
+# deflate: weights about 1.1x, metadata JSON 3-10x; a ratio beyond this is a zip bomb.
+MAX_BYTES = 8 << 30
+MAX_RATIO = 200
+_RATIO_FREE_BYTES = 16 << 20
+_ENTRIES = ("metadata.json", "weights.safetensors")
+
+
+def load(path, *, device="auto", max_bytes: int = MAX_BYTES):
     """Load an object written by :func:`save`; a GPU-trained model loads on a CPU-only machine.
+
+    Loading is safe on files from anywhere: it parses JSON and safetensors only,
+    never unpickles or executes anything, reads no more than ``max_bytes``
+    (declared sizes are checked before reading; entries that expand more than
+    200-fold are refused), checks every tensor's name, shape and dtype against
+    the network the metadata describes *before* allocating that network, and
+    refuses non-finite weights and inconsistent metadata with a ``ValueError``.
 
     The file's class must be registered: ``tabembed.load`` registers every
     tabembed estimator first (this function alone knows only the classes
     whose modules were imported).
     """
-    meta, tensors = _read(path)
+    meta, tensors = _read(path, max_bytes)
     name = meta.get("class")
     if not isinstance(name, str) or name not in _REGISTRY:
         raise ValueError(f"{path} names class {name!r}, which is not one of tabembed's "
                          f"estimators {sorted(_REGISTRY)}")
-    return _REGISTRY[name]._from_state(meta, tensors, device=device)
+    try:
+        return _REGISTRY[name]._from_state(meta, tensors, device=device)
+    except DamagedFileError as error:
+        raise ValueError(f"{path} is damaged: {error}") from None
+    except (KeyError, TypeError, AttributeError, IndexError, ValueError, RuntimeError) as error:
+        # A file that passed the format checks but whose content does not fit together.
+        missing = f"the entry {error} is missing" if isinstance(error, KeyError) else error
+        raise ValueError(f"{path} has damaged or inconsistent metadata ({type(error).__name__}: "
+                         f"{missing}); it cannot be loaded") from error
 
 
-def _read(path) -> tuple[dict, dict]:
+class DamagedFileError(ValueError):
+    """A model file whose content is inconsistent (raised by the classes' ``_from_state``)."""
+
+
+def _read(path, max_bytes: int = MAX_BYTES) -> tuple[dict, dict]:
     try:
         with zipfile.ZipFile(path) as archive:
-            names = set(archive.namelist())
-            if not {"metadata.json", "weights.safetensors"} <= names:
+            infos = archive.infolist()
+            names = [info.filename for info in infos]
+            unexpected = sorted(set(names) - set(_ENTRIES))
+            if unexpected or len(names) != len(set(names)):
+                raise ValueError(
+                    f"{path} is not a tabembed model file: it holds entries {names!r} (a "
+                    f"tabembed model holds exactly {list(_ENTRIES)}); nothing was read")
+            if not set(_ENTRIES) <= set(names):
                 raise ValueError(f"{path} is not a tabembed model file (it lacks "
                                  "metadata.json/weights.safetensors)")
-            meta = json.loads(archive.read("metadata.json"))
+            _check_sizes(path, infos, max_bytes)
+            raw_meta = archive.read("metadata.json")
+            meta = _parse_metadata(path, raw_meta)
             raw = archive.read("weights.safetensors")
     except zipfile.BadZipFile as error:
-        raise ValueError(f"{path} is not a tabembed model file (not a zip archive); "
-                         "tabembed never unpickles files") from error
-    if not isinstance(meta, dict) or meta.get("format") != "tabembed":
-        raise ValueError(f"{path} is not a tabembed model file (no tabembed format marker)")
-    if meta.get("version", 0) > FORMAT_VERSION:
-        raise ValueError(
-            f"{path} was written by tabembed {meta.get('tabembed_version')} in format version "
-            f"{meta['version']}; this tabembed ({__version__}) reads up to version "
-            f"{FORMAT_VERSION}: upgrade tabembed to load it"
-        )
+        raise ValueError(f"{path} is not a tabembed model file (not a valid zip archive: "
+                         f"{error}); tabembed never unpickles files") from error
+    except (zlib.error, EOFError, NotImplementedError, RuntimeError, struct.error,
+            OverflowError) as error:
+        raise ValueError(f"{path} is a damaged zip archive ({type(error).__name__}: "
+                         f"{error})") from error
+    _check_tensor_header(path, raw)
     try:
         tensors = load_tensors(raw)
     except Exception as error:
         raise ValueError(f"{path} has a corrupt weights.safetensors: {error}") from error
     return meta, tensors
 
+
+def _check_sizes(path, infos, max_bytes: int) -> None:
+    """Refuse entries whose declared size is too large, before reading a byte of them."""
+    total = sum(info.file_size for info in infos)
+    if total > max_bytes:
+        raise ValueError(f"{path} declares {total:,} bytes of content, more than max_bytes="
+                         f"{max_bytes:,}; if you trust the file, pass a larger max_bytes")
+    for info in infos:
+        if info.file_size > _RATIO_FREE_BYTES + MAX_RATIO * info.compress_size:
+            raise ValueError(
+                f"{path}: entry {info.filename} declares {info.file_size:,} bytes from "
+                f"{info.compress_size:,} compressed; tabembed writes nothing that expands "
+                f"more than {MAX_RATIO}-fold: refusing a likely zip bomb")
+
+
+def _parse_metadata(path, raw: bytes) -> dict:
+    try:
+        meta = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise ValueError(f"{path} has a metadata.json that is not JSON text ({error}); it is "
+                         "not a tabembed model file (tabembed never unpickles files)") from error
+    if not isinstance(meta, dict) or meta.get("format") != "tabembed":
+        raise ValueError(f"{path} is not a tabembed model file (no tabembed format marker)")
+    version = meta.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValueError(f"{path} has an invalid format version {version!r} (expected a "
+                         f"positive integer, at most {FORMAT_VERSION})")
+    if version > FORMAT_VERSION:
+        raise ValueError(
+            f"{path} was written by tabembed {meta.get('tabembed_version')} in format version "
+            f"{version}; this tabembed ({__version__}) reads up to version "
+            f"{FORMAT_VERSION}: upgrade tabembed to load it"
+        )
+    return meta
+
+
+_SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16,
+                       "BF16": torch.bfloat16, "I64": torch.int64, "I32": torch.int32,
+                       "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+                       "BOOL": torch.bool}
+
+
+def _check_tensor_header(path, raw: bytes) -> None:
+    """The safetensors header is well formed, names only known dtypes and tensors that fit."""
+    def damaged(why):
+        return ValueError(f"{path} has a corrupt weights.safetensors: {why}")
+
+    if len(raw) < 8:
+        raise damaged("shorter than its header")
+    length = int.from_bytes(raw[:8], "little")
+    if length > len(raw) - 8:
+        raise damaged(f"its header claims {length:,} bytes of a {len(raw):,}-byte entry")
+    try:
+        header = json.loads(raw[8:8 + length].decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise damaged(f"its header is not JSON ({error})") from error
+    if not isinstance(header, dict):
+        raise damaged("its header is not a JSON object")
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        if not (isinstance(entry, dict) and entry.get("dtype") in _SAFETENSORS_DTYPES
+                and isinstance(entry.get("shape"), list)
+                and all(isinstance(n, int) and n >= 0 for n in entry["shape"])):
+            raise damaged(f"tensor {name!r} has an invalid entry {str(entry)[:200]}")
+
+
+# ------------------------------------------------------------ networks (for the classes)
 
 # ------------------------------------------------------------ networks (for the classes)
 
@@ -143,22 +245,73 @@ _TUPLES = ("y_range", "hidden")
 
 def load_network(meta: dict, tensors: dict, model_classes: Sequence[type]
                  ) -> tuple[torch.nn.Module, dict, list[dict]]:
-    """Rebuild ``(model, model_kwargs, snapshots)`` saved by :func:`network_state`."""
+    """Rebuild ``(model, model_kwargs, snapshots)`` saved by :func:`network_state`.
+
+    The network is first built on the meta device (no memory) and its tensors'
+    names, shapes and dtypes compared with the file's; only a match is built for real.
+    """
     classes = {cls.__name__: cls for cls in model_classes}
-    model_class = classes.get(meta["model_class"])
+    model_class = classes.get(meta.get("model_class"))
     if model_class is None:
-        raise ValueError(f"unknown model class {meta['model_class']!r} in the file")
+        raise DamagedFileError(f"unknown model class {meta.get('model_class')!r} (expected one of "
+                          f"{sorted(classes)})")
+    if not isinstance(meta.get("model_kwargs"), dict):
+        raise DamagedFileError("model_kwargs is missing or not a JSON object")
     kwargs = dict(meta["model_kwargs"])
-    for key in _TUPLE_LISTS:
-        if key in kwargs:
-            kwargs[key] = [tuple(size) for size in kwargs[key]]
-    for key in _TUPLES:
-        if kwargs.get(key) is not None:
-            kwargs[key] = tuple(kwargs[key])
+    try:
+        for key in _TUPLE_LISTS:
+            if key in kwargs:
+                kwargs[key] = [tuple(size) for size in kwargs[key]]
+        for key in _TUPLES:
+            if kwargs.get(key) is not None:
+                kwargs[key] = tuple(kwargs[key])
+        with torch.device("meta"):
+            expected = model_class(**kwargs).state_dict()
+    except Exception as error:
+        raise DamagedFileError(f"model_kwargs do not describe a {model_class.__name__} "
+                          f"({type(error).__name__}: {error})") from None
+    n_snapshots = meta.get("snapshots", 0)
+    if not isinstance(n_snapshots, int) or isinstance(n_snapshots, bool) or n_snapshots < 0:
+        raise DamagedFileError(f"snapshots must be a count, got {n_snapshots!r}")
+    prefixes = ["model.", *(f"snapshot{i}." for i in range(n_snapshots))]
+    for prefix in prefixes:
+        found = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        _compare(prefix, expected, found)
+    known = {f"{p}{k}" for p in prefixes for k in expected}
+    stray = sorted(k for k in tensors if k.startswith(("model.", "snapshot")) and k not in known)
+    if stray:
+        raise DamagedFileError(f"weights.safetensors holds tensors no network has: {stray[:5]}")
     model = model_class(**kwargs)
     model.load_state_dict({k[len("model."):]: v for k, v in tensors.items()
                            if k.startswith("model.")})
     model.eval()
     snapshots = [{k.split(".", 1)[1]: v for k, v in tensors.items()
-                  if k.startswith(f"snapshot{i}.")} for i in range(meta["snapshots"])]
+                  if k.startswith(f"snapshot{i}.")} for i in range(n_snapshots)]
     return model, kwargs, snapshots
+
+
+def _compare(prefix: str, expected: dict, found: dict) -> None:
+    """The file's tensors under ``prefix`` are exactly the network's: names, shapes, dtypes,
+    and finite values."""
+    missing = sorted(set(expected) - set(found))
+    if missing:
+        raise DamagedFileError(f"weights.safetensors lacks {[prefix + k for k in missing[:5]]}")
+    for key, reference in expected.items():
+        tensor = found[key]
+        if tuple(tensor.shape) != tuple(reference.shape) or tensor.dtype != reference.dtype:
+            raise DamagedFileError(
+                f"tensor {prefix}{key} is {tensor.dtype} {tuple(tensor.shape)} in "
+                f"weights.safetensors, but the network described by the metadata expects "
+                f"{reference.dtype} {tuple(reference.shape)}")
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise DamagedFileError(f"tensor {prefix}{key} holds NaN or infinite values")
+
+
+def check_ids(name: str, tensor, size: int) -> np.ndarray:
+    """A 1-D int64 tensor of codes below ``size`` (a loaded file's index arrays)."""
+    if tensor is None or tensor.dtype != torch.int64 or tensor.ndim != 1:
+        raise DamagedFileError(f"{name} must be a 1-D int64 tensor")
+    values = tensor.numpy()
+    if len(values) and (values.min() < 0 or values.max() >= size):
+        raise DamagedFileError(f"{name} holds codes outside [0, {size})")
+    return values

@@ -6,11 +6,11 @@ nothing here touches global backend state and it works on headless machines.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from tabembed._io import atomic_write
 
 
 def _figure(width: float = 6.0, height: float = 4.0):
@@ -27,15 +27,9 @@ def _save(figure, path) -> None:
     if path is None:
         return
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=path.suffix or ".png")
-    os.close(handle)
-    try:
-        figure.savefig(temporary, dpi=110)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+    # The format comes from the destination's suffix, not the temporary file's.
+    fmt = path.suffix[1:].lower() or "png"
+    atomic_write(path, lambda stream: figure.savefig(stream, dpi=110, format=fmt))
 
 
 _SUGGESTION_LABELS = {"valley": "valley", "steepest": "steepest descent",

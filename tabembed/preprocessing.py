@@ -17,6 +17,8 @@ Rules, each chosen to avoid a silent corruption we have seen elsewhere:
 
 from __future__ import annotations
 
+import re
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -45,6 +47,7 @@ DATE_PARTS = (
     "is_year_start", "is_year_end",
 )
 _NUMERIC_KINDS = {"integer", "floating", "mixed-integer-float", "decimal", "empty"}
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def embedding_size(cardinality: int, max_size: int = 50) -> int:
@@ -92,6 +95,9 @@ def _numeric(series: pd.Series, column) -> np.ndarray:
         values = series.to_numpy(dtype=np.float64, na_value=np.nan)
     elif pd.api.types.infer_dtype(series, skipna=True) in _NUMERIC_KINDS:
         values = pd.to_numeric(series).to_numpy(dtype=np.float64, na_value=np.nan)
+    elif not series.notna().any():
+        # Nothing but missing values (NaT, None, pd.NA): filled like any missing value.
+        values = np.full(len(series), np.nan)
     else:
         present = series[series.notna()]
         coerced = pd.to_numeric(present.astype(object), errors="coerce")
@@ -107,6 +113,15 @@ def _numeric(series: pd.Series, column) -> np.ndarray:
         raise ValueError(
             f"continuous column {column!r} has {infinite} infinite value(s); replace them "
             "(NaN is filled with the training median) before fitting or transforming"
+        )
+    huge = (values > _FLOAT32_MAX) | (values < -_FLOAT32_MAX)   # NaN compares False
+    if huge.any():
+        # The network computes in float32: such a value would become inf, then NaN.
+        example = values[huge][0]
+        raise ValueError(
+            f"continuous column {column!r} holds {int(huge.sum())} value(s) beyond float32's "
+            f"range (e.g. {float(example)!r}, row {int(np.flatnonzero(huge)[0])}); rescale the "
+            f"column (e.g. divide it by a constant or take a log) so that |value| < 3.4e38"
         )
     return values
 
@@ -129,6 +144,94 @@ def _sorted_vocabulary(values: list) -> list:
 
 def _python_scalar(value):
     return value.item() if isinstance(value, np.generic) else value
+
+
+_KEYED = ("categories", "embedding_sizes", "medians", "means", "stds", "quantiles",
+          "column_kinds", "timezones")
+
+_OBJECT_KINDS = {"string": "string", "unicode": "string", "bytes": "bytes",
+                 "integer": "integer", "floating": "float", "mixed-integer-float": "float",
+                 "decimal": "float", "boolean": "bool", "datetime64": "datetime",
+                 "datetime": "datetime", "date": "datetime"}
+# ISO 8601 dates, optionally with a time and an offset: 2024-01-31, 2024-01-31T12:00:00Z.
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?"
+                       r"(Z|[+-]\d{2}:?\d{2})?)?")
+
+
+def _kind(series: pd.Series) -> str | None:
+    """The type family of a column's values: bool, integer, float, string, datetime, or
+    mixed (None when it has no values to tell). Cheap: from the dtype when it tells."""
+    dtype = series.dtype
+    if isinstance(dtype, pd.CategoricalDtype):   # the (cached) type of its categories
+        inferred = dtype.categories.inferred_type
+        return None if inferred == "empty" else _OBJECT_KINDS.get(inferred, "mixed")
+    if isinstance(dtype, pd.StringDtype):
+        return "string"
+    kind = getattr(dtype, "kind", "O")
+    if kind in _DTYPE_KINDS:
+        return _DTYPE_KINDS[kind]
+    inferred = pd.api.types.infer_dtype(series, skipna=True)
+    return None if inferred == "empty" else _OBJECT_KINDS.get(inferred, "mixed")
+
+
+_DTYPE_KINDS = {"b": "bool", "i": "integer", "u": "integer", "f": "float", "M": "datetime"}
+
+
+def _compatible(trained: str | None, given: str | None) -> bool:
+    # Integers and floats index the same vocabulary (1 == 1.0); nothing else does.
+    return (trained is None or given is None or trained == given
+            or {trained, given} == {"integer", "float"})
+
+
+def _looks_like_dates(series: pd.Series) -> bool:
+    """Whether a string column holds ISO dates (judged on up to 50 distinct values)."""
+    try:
+        sample = series.dropna().unique()[:50]
+    except TypeError:   # unhashable values: reported as such by fit
+        return False
+    return len(sample) > 0 and all(isinstance(v, str) and _ISO_DATE.fullmatch(v)
+                                   for v in sample)
+
+
+def _as_datetimes(series: pd.Series, column) -> pd.Series:
+    if pd.api.types.is_datetime64_any_dtype(series.dtype):
+        return series
+    try:
+        return pd.to_datetime(series)
+    except (ValueError, TypeError, OverflowError) as error:
+        raise ValueError(f"date column {column!r} holds values that are not dates ({error}); "
+                         "convert it with pd.to_datetime, or list the column in cat_names "
+                         "or cont_names") from error
+
+
+def _timezone(series: pd.Series, column):
+    dates = _as_datetimes(series, column)
+    tz = getattr(dates.dt, "tz", None)
+    return None if tz is None else str(tz)
+
+
+def _column_names(names) -> list:
+    """``[[json_key, name], ...]`` for the column names JSON would turn into other strings."""
+    pairs, seen = [], {}
+    for name in names:
+        name = _python_scalar(name)
+        if (not isinstance(name, str | int | float) or isinstance(name, bool)
+                or (isinstance(name, float) and not np.isfinite(name))):
+            raise TypeError(
+                f"column name {name!r} is a {type(name).__name__}; saved models keep column "
+                "names that are strings, integers or floats: rename the column")
+        key = str(name)
+        if key in seen and not (seen[key] == name and type(seen[key]) is type(name)):
+            raise ValueError(f"columns {seen[key]!r} and {name!r} have the same name as text "
+                             f"({key!r}), which a saved model cannot tell apart: rename one")
+        if key not in seen and not isinstance(name, str):
+            pairs.append([key, name])
+        seen[key] = name
+    return pairs
+
+
+def _restore_keys(mapping: dict, names: dict) -> dict:
+    return {names.get(key, key): value for key, value in mapping.items()}
 
 
 def _batches(X, columns: list | None = None):
@@ -236,6 +339,7 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         if first is None or len(first) == 0:
             raise ValueError("cannot fit TabularPreprocessor on an empty frame (0 rows)")
         cats, conts, dates, integers = self._roles(first)
+        self.timezones_ = {d: _timezone(first[d], d) for d in dates}
         counts = {c: {} for c in cats + integers}
         moments = {c: Moments() for c in conts + integers + [f"{d}_elapsed" for d in dates]}
         n_rows = 0
@@ -252,9 +356,10 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
             for column in conts:
                 moments[column].update(_numeric(frame[column], column))
             for column in dates:
-                for part, values in _date_parts(frame[column], column).items():
+                series = self._dates(frame[column], column)
+                for part, values in _date_parts(series, column).items():
                     merge_counts(counts.setdefault(part, {}), values.value_counts())
-                moments[f"{column}_elapsed"].update(_elapsed(frame[column]))
+                moments[f"{column}_elapsed"].update(_elapsed(series))
         for column in integers:
             if column in counts:
                 cats.append(column)
@@ -264,6 +369,8 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         self.feature_names_in_ = np.asarray(columns, dtype=object)
         self.n_features_in_ = len(columns)
         self.cat_names_, self.cont_names_, self.date_names_ = cats, conts, dates
+        # What each categorical input held, to notice a type change at transform.
+        self.column_kinds_ = {c: _kind(first[c]) for c in cats}
         self._fit_categories(counts, cats, dates, n_rows)
         self._fit_continuous(passes, moments)
         self._finish()
@@ -291,10 +398,23 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
             dtype = frame[column].dtype
             if pd.api.types.is_complex_dtype(dtype):
                 raise ValueError(f"Complex data not supported (column {column!r})")
+            kind = _kind(frame[column]) if pd.api.types.is_object_dtype(dtype) else None
             if pd.api.types.is_datetime64_any_dtype(dtype):
                 inferred["date"].append(column)
+            elif kind == "integer":
+                # An object column of numbers (a ColumnTransformer's numpy output): numeric.
+                inferred["int"].append(column)
+            elif kind == "float":
+                inferred["cont"].append(column)
             elif pd.api.types.is_bool_dtype(dtype) or not pd.api.types.is_numeric_dtype(dtype):
                 inferred["cat"].append(column)
+                if self.date_names is None and _looks_like_dates(frame[column]):
+                    warnings.warn(
+                        f"column {column!r} holds ISO date strings; it is treated as a "
+                        "categorical column (one embedding per distinct value). To expand it "
+                        f"into date parts, pass date_names=[{column!r}] (or convert it with "
+                        "pd.to_datetime); to keep it categorical without this warning, list "
+                        "it in cat_names", UserWarning, stacklevel=3)
             elif pd.api.types.is_integer_dtype(dtype):
                 inferred["int"].append(column)
             else:
@@ -338,17 +458,21 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         if self.continuous_scaling not in ("standard", "quantile", None):
             raise ValueError("continuous_scaling must be 'standard', 'quantile' or None, got "
                              f"{self.continuous_scaling!r}")
+        dates = {f"{d}_elapsed": d for d in self.date_names_}
         for column, moment in moments.items():
             if moment.count == 0:
+                what = (f"date column {dates[column]!r}" if column in dates
+                        else f"continuous column {column!r}")
                 raise ValueError(
-                    f"continuous column {column!r} has no non-missing value in the training "
-                    "data; drop it or fill it before fitting"
+                    f"{what} has no non-missing value in the training data; drop it or fill "
+                    "it before fitting"
                 )
 
         def numeric_passes():
             for frame in passes():
                 arrays = {c: _numeric(frame[c], c) for c in self.cont_names_}
-                arrays.update({f"{d}_elapsed": _elapsed(frame[d]) for d in self.date_names_})
+                arrays.update({f"{d}_elapsed": _elapsed(self._dates(frame[d], d))
+                               for d in self.date_names_})
                 yield arrays
 
         histograms = column_histograms(numeric_passes, moments)
@@ -370,6 +494,8 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
 
     def _finish(self) -> None:
         """Derive the output column lists and lookup indexes from the fitted state."""
+        self.__dict__.pop("_known_columns", None)    # caches of the previous fit
+        self.__dict__.pop("_warned_extra", None)
         self.cont_columns_ = self.cont_names_ + [f"{d}_elapsed" for d in self.date_names_]
         self.na_names_ = [c for c in self.cont_columns_ if c in self.na_names_]
         for column in self.na_names_:
@@ -415,29 +541,103 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
                 f"columns missing from the frame: {missing}; the preprocessor was fitted "
                 f"with {needed}"
             )
+        self._check_extra_columns(X.columns)
         n = len(X)
         codes = np.zeros((n, len(self.cat_columns_)), dtype=np.int64)
         conts = np.empty((n, len(self.cont_columns_)), dtype=np.float32)
         position = {c: i for i, c in enumerate(self.cat_columns_)}
+        kinds = getattr(self, "column_kinds_", {})
         for column in self.cat_names_:
-            codes[:, position[column]] = self._encode(X[column], column)
+            series = X[column]
+            given = _kind(series) if column in kinds else None
+            # An all-missing column (NaN is a float) maps to the unknown token whatever
+            # the training type: nothing to warn about.
+            if not _compatible(kinds.get(column), given) and not series.isna().all():
+                warnings.warn(
+                    f"column {column!r} held {kinds[column]} values at fit but holds {given} "
+                    f"values here (dtype {series.dtype}); they do not match the training "
+                    "categories and map to the unknown token: convert the column to its "
+                    "training type", UserWarning, stacklevel=3)
+            codes[:, position[column]] = self._encode(series, column)
         sources = {c: X[c] for c in self.cont_names_}
-        for date in self.date_names_:
-            for part, values in _date_parts(X[date], date).items():
+        dates = {d: self._dates(X[d], d) for d in self.date_names_}
+        elapsed = {f"{d}_elapsed": d for d in self.date_names_}   # names need not be strings
+        for date, series in dates.items():
+            for part, values in _date_parts(series, date).items():
                 codes[:, position[part]] = self._encode(values, part)
-        for j, column in enumerate(self.cont_columns_):
-            if column in sources:
-                values = _numeric(sources[column], column)
-            else:
-                values = _elapsed(X[column[: -len("_elapsed")]])
-            missing_rows = np.isnan(values)
-            if column in self.na_names_:
-                codes[:, position[f"{column}_na"]] = missing_rows + 1
-            values = np.where(missing_rows, self.medians_[column], values)   # never in place
-            if self.continuous_scaling == "quantile":
-                values = _to_normal(values, np.asarray(self.quantiles_[column]))
-            conts[:, j] = (values - self.means_[column]) / self.stds_[column]
+        with np.errstate(over="ignore"):   # an overflow is reported below, by column
+            for j, column in enumerate(self.cont_columns_):
+                if column in sources:
+                    values = _numeric(sources[column], column)
+                else:
+                    values = _elapsed(dates[elapsed[column]])
+                missing_rows = np.isnan(values)
+                if column in self.na_names_:
+                    codes[:, position[f"{column}_na"]] = missing_rows + 1
+                values = np.where(missing_rows, self.medians_[column], values)   # never in place
+                if self.continuous_scaling == "quantile":
+                    values = _to_normal(values, np.asarray(self.quantiles_[column]))
+                conts[:, j] = (values - self.means_[column]) / self.stds_[column]
+        if conts.size and not np.isfinite(conts).all():
+            self._report_overflow(conts)
         return codes, conts
+
+    def _check_extra_columns(self, columns) -> None:
+        """Columns not seen at fit are ignored; say so once per fitted preprocessor."""
+        known = self.__dict__.get("_known_columns")
+        if known is None:
+            known = self.__dict__["_known_columns"] = frozenset(self.feature_names_in_.tolist())
+        extra = [c for c in columns if c not in known]
+        warned = self.__dict__.setdefault("_warned_extra", set())
+        new = [c for c in extra if c not in warned]
+        if new:
+            warned.update(new)
+            warnings.warn(
+                f"X has column(s) {new} that were not seen at fit; they are ignored (the model "
+                f"uses {list(self.feature_names_in_)})", UserWarning, stacklevel=4)
+
+    def _dates(self, series: pd.Series, column) -> pd.Series:
+        """A date column as datetimes in the training timezone: the same instants give the
+        same date parts whatever timezone they arrive in."""
+        dates = _as_datetimes(series, column)
+        trained = getattr(self, "timezones_", {}).get(column)
+        given = getattr(dates.dt, "tz", None)
+        if trained is None and given is None:
+            return dates
+        if trained is None:
+            raise ValueError(
+                f"date column {column!r} was timezone-naive at fit but is in {given} here; "
+                f"drop the timezone the same way as in training (e.g. "
+                f"X[{column!r}].dt.tz_convert(None) for UTC wall times)")
+        if given is None:
+            raise ValueError(
+                f"date column {column!r} was in timezone {trained} at fit but is "
+                f"timezone-naive here; localize it: X[{column!r}].dt.tz_localize({trained!r})")
+        return dates if str(given) == trained else dates.dt.tz_convert(trained)
+
+    def describe_extreme(self, conts: np.ndarray, row: int) -> str | None:
+        """The continuous input of ``row`` furthest from the training data, in words
+        (for errors about a non-finite output); ``None`` without continuous inputs."""
+        if conts.shape[1] == 0:
+            return None
+        j = int(np.argmax(np.abs(conts[row])))
+        column, scaled = self.cont_columns_[j], float(conts[row, j])
+        if self.continuous_scaling == "standard":
+            value = scaled * self.stds_[column] + self.means_[column]
+            return (f"continuous column {column!r} is {value:.4g} there, {abs(scaled):.3g} "
+                    "standard deviations from the training mean: check or clip that value")
+        return f"continuous column {column!r} is {scaled:.4g} there (as scaled): check it"
+
+    def _report_overflow(self, conts: np.ndarray) -> None:
+        """A value so far outside the training data that its scaled form overflows float32."""
+        row, j = np.argwhere(~np.isfinite(conts))[0]
+        column = self.cont_columns_[j]
+        raise ValueError(
+            f"continuous column {column!r} holds a value (row {row}) so far outside the "
+            f"training data (mean {self.means_[column]:.4g}, std {self.stds_[column]:.4g}) "
+            "that scaled it overflows float32; check that row, or clip the column to a "
+            "plausible range"
+        )
 
     def encode(self, column, values) -> np.ndarray:
         """Codes of ``values`` in categorical output ``column`` (0 for unknown or missing)."""
@@ -547,7 +747,15 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
             "embedding_sizes": {k: list(v) for k, v in self.embedding_sizes_.items()},
             "medians": self.medians_, "means": self.means_, "stds": self.stds_,
             "quantiles": self.quantiles_,
+            "column_kinds": getattr(self, "column_kinds_", {}),
+            "timezones": getattr(self, "timezones_", {}),
         }
+        # JSON keys are strings: remember the columns whose names are not (ints, floats).
+        used = [*self.feature_names_in_, *self.cat_names_, *self.cont_names_, *self.date_names_,
+                *(self.embedding_sizes or {})]
+        for field in _KEYED:
+            used.extend(state[field])
+        state["column_names"] = _column_names(used)
         for column, values in state["categories"].items():
             for value in values:
                 if not isinstance(value, str | int | float | bool):
@@ -566,7 +774,13 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
                 f"this state was written by a newer tabembed (format version "
                 f"{state['version']} > {FORMAT_VERSION}); upgrade tabembed to read it"
             )
-        self = cls(**state["params"])
+        names = {key: name for key, name in state.get("column_names", [])}
+        state = {**state, **{field: _restore_keys(state[field], names) for field in _KEYED
+                             if isinstance(state.get(field), dict)}}
+        params = dict(state["params"])
+        if isinstance(params.get("embedding_sizes"), dict):
+            params["embedding_sizes"] = _restore_keys(params["embedding_sizes"], names)
+        self = cls(**params)
         self.feature_names_in_ = np.asarray(state["feature_names_in"], dtype=object)
         self.n_features_in_ = len(self.feature_names_in_)
         self.cat_names_ = list(state["cat_names"])
@@ -578,9 +792,60 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         self.means_ = dict(state["means"])
         self.stds_ = dict(state["stds"])
         self.quantiles_ = dict(state.get("quantiles", {}))
+        # Files of the first release lack these: no type-change warnings, naive dates.
+        self.column_kinds_ = dict(state.get("column_kinds", {}))
+        self.timezones_ = dict(state.get("timezones", {}))
         self._finish()
         self.embedding_sizes_ = {k: tuple(v) for k, v in state["embedding_sizes"].items()}
+        self._check_state()
         return self
+
+    def _check_state(self) -> None:
+        """A restored state fits together (a damaged file must not fail later, at predict)."""
+        def damaged(why):
+            return ValueError(f"damaged TabularPreprocessor state: {why}")
+
+        if self.continuous_scaling not in ("standard", "quantile", None):
+            raise damaged(f"continuous_scaling={self.continuous_scaling!r}")
+        inputs = set(self.feature_names_in_.tolist())
+        roles = self.cat_names_ + self.cont_names_ + self.date_names_
+        if not set(roles) <= inputs or len(set(roles)) != len(roles):
+            raise damaged(f"the column roles {roles} do not match the input columns "
+                          f"{sorted(map(str, inputs))}")
+        for column in self.cat_columns_:
+            values = self.categories_[column]
+            if not all(isinstance(v, str | int | float | bool) for v in values) \
+                    or len(set(values)) != len(values):
+                raise damaged(f"the vocabulary of {column!r} holds repeated or non-scalar values")
+        if list(self.embedding_sizes_) != self.cat_columns_:
+            raise damaged(f"embedding sizes are given for {list(self.embedding_sizes_)}, "
+                          f"the categorical columns are {self.cat_columns_}")
+        for column, size in self.embedding_sizes_.items():
+            if not (len(size) == 2 and all(isinstance(n, int) and n >= 1 for n in size)
+                    and size[0] == len(self.categories_[column]) + 1):
+                raise damaged(f"column {column!r} has {len(self.categories_[column])} values "
+                              f"but an embedding table of {size}")
+        for column in self.cont_columns_:
+            stats = [self.medians_.get(column), self.means_.get(column), self.stds_.get(column)]
+            if not all(isinstance(v, int | float) and np.isfinite(v) for v in stats) \
+                    or stats[2] <= 0:
+                raise damaged(f"continuous column {column!r} lacks a finite median, mean or "
+                              f"positive std: {stats}")
+            if self.continuous_scaling == "quantile":
+                quantiles = np.asarray(self.quantiles_.get(column, []), dtype=np.float64)
+                if quantiles.ndim != 1 or len(quantiles) < 2 or not np.isfinite(quantiles).all() \
+                        or (np.diff(quantiles) < 0).any():
+                    raise damaged(f"the quantiles of {column!r} are not increasing numbers")
+
+    def check_model_inputs(self, cardinalities, n_continuous: int) -> None:
+        """Raise ``ValueError`` unless a network's embedding tables and continuous inputs are
+        those of this preprocessor's output (a loaded file's parts must agree)."""
+        expected = [self.embedding_sizes_[c][0] for c in self.cat_columns_]
+        if list(cardinalities) != expected or n_continuous != len(self.cont_columns_):
+            raise ValueError(
+                f"the network's embedding tables have {list(cardinalities)} rows and "
+                f"{n_continuous} continuous inputs, but the preprocessor's vocabularies need "
+                f"{expected} and {len(self.cont_columns_)}")
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -166,7 +166,14 @@ def _ratings(y, n_rows: int) -> np.ndarray:
     if not np.isfinite(ratings).all():
         raise ValueError(f"y has {int((~np.isfinite(ratings)).sum())} missing or infinite "
                          "rating(s); drop them")
+    if len(ratings) and np.abs(ratings).max() > _MAX_RATING:
+        # Ratings train in float32 without scaling: their squared errors must stay finite.
+        raise ValueError(f"y holds rating(s) as large as {np.abs(ratings).max():.3g}; ratings "
+                         f"must be within +-{_MAX_RATING:g}: rescale y (divide it by a constant)")
     return ratings
+
+
+_MAX_RATING = 1e15
 
 
 @persistence.persistable
@@ -538,6 +545,10 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
         model, kwargs, _ = persistence.load_network(meta, tensors, [DotBias, NeuralCF])
         recommender.model_, recommender.model_kwargs_ = model, kwargs
         recommender.preprocessor_ = TabularPreprocessor.from_dict(meta["preprocessor"])
+        # The file's parts must agree, or predict would index past a table.
+        recommender.preprocessor_.check_model_inputs(
+            [kwargs["n_users"], kwargs["n_items"], *(n for n, _ in kwargs["side_embedding_sizes"])],
+            kwargs["n_continuous"])
         recommender.learner_ = inference_learner(model, loss_for_task("regression"),
                                                  output_activation=flatten, device=device)
         fitted, extra = meta["fitted"], meta["recommender"]
@@ -556,8 +567,12 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
         recommender.context_features_ = list(extra["context_features"])
         recommender._user_table = _table_from_json(extra["user_table"], recommender.user_column)
         recommender._item_table = _table_from_json(extra["item_table"], recommender.item_column)
-        recommender.seen_users_ = tensors["seen_users"].numpy()
-        recommender.seen_items_ = tensors["seen_items"].numpy()
+        recommender.seen_users_ = persistence.check_ids("seen_users", tensors.get("seen_users"),
+                                                        kwargs["n_users"])
+        recommender.seen_items_ = persistence.check_ids("seen_items", tensors.get("seen_items"),
+                                                        kwargs["n_items"])
+        if len(recommender.seen_users_) != len(recommender.seen_items_):
+            raise persistence.DamagedFileError("seen_users and seen_items differ in length")
         bags = extra.get("bags", {"columns": [], "vocabulary": [], "lengths": []})
         recommender.bag_columns_ = list(bags["columns"])
         recommender.bag_vocabulary_ = dict(zip(bags["columns"], bags["vocabulary"], strict=True))
@@ -578,7 +593,8 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
         self._check_id_types(frame)
         codes, continuous = self._tensors(frame)
         ratings = self.learner_.predict((codes, continuous)).numpy().astype(np.float64)
-        return check_finite_predictions(ratings)
+        return check_finite_predictions(
+            ratings, lambda row: self.preprocessor_.describe_extreme(continuous.numpy(), row))
 
     def _check_id_types(self, frame: pd.DataFrame) -> None:
         for column in (self.user_column, self.item_column):
@@ -639,10 +655,12 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
         def encoded(id_column, table):
             ids = pd.Index(pre.categories_[id_column])
             frame = table.reindex(ids).reset_index(names=id_column)
-            for column in columns:
-                if column not in frame.columns:
-                    frame[column] = np.nan
-            return self._tensors(frame[columns])
+            # Built column by column, not by inserting into ``frame``: with integer
+            # names its columns can be a RangeIndex, and pandas 3.1 mislabels columns
+            # inserted into one (names 0 and 2, then 1 added, came out as 0, 1, 2, 3).
+            return self._tensors(pd.DataFrame(
+                {column: frame[column] if column in frame.columns
+                 else pd.Series(np.nan, index=frame.index) for column in columns}))
 
         def masks(id_column, features):
             codes, conts = self._side_masks(id_column, features)

@@ -20,6 +20,7 @@ __all__ = ["TASKS", "TargetTransformer"]
 
 TASKS = ("binary", "multiclass", "multilabel", "regression")
 _SCALES = (None, "standard", "log")
+_MAX_TARGET = 1e300
 
 
 def is_label_sets(y) -> bool:
@@ -100,10 +101,19 @@ class TargetTransformer(TransformerMixin, BaseEstimator):
         values = np.asarray(y)
         if pd.isna(values).any():
             count = int(pd.isna(values).sum())
-            raise ValueError(f"the target has {count} missing value(s); drop those rows first")
-        if values.dtype.kind in "fc" and np.isinf(values).any():
-            raise ValueError(f"Input y contains infinity ({int(np.isinf(values).sum())} "
-                             "value(s)); drop or clip those rows first")
+            raise ValueError(f"the target has {count} missing value(s) (NaN, None or pd.NA); "
+                             "drop those rows first")
+        if values.dtype.kind in "fc":
+            infinite = int(np.isinf(values).sum())
+        elif values.dtype.kind == "O":
+            # Numbers among objects (a target read as object): look for inf among them.
+            numbers = pd.to_numeric(pd.Series(values.ravel()), errors="coerce")
+            infinite = int(np.isinf(numbers.to_numpy(dtype=np.float64, na_value=0.0)).sum())
+        else:
+            infinite = 0
+        if infinite:
+            raise ValueError(f"Input y contains infinity ({infinite} value(s)); drop or clip "
+                             "those rows first")
         return values
 
     def _fit_regression(self, values: np.ndarray) -> None:
@@ -113,8 +123,20 @@ class TargetTransformer(TransformerMixin, BaseEstimator):
             raise ValueError(f"a regression target must be numeric: {error}") from error
         if self.scale == "log" and (values <= -1).any():
             raise ValueError("scale='log' needs targets greater than -1 (it applies log1p)")
-        self.mean_ = float(values.mean())
-        self.std_ = float(values.std()) or 1.0
+        # Scaled by the largest magnitude first, so that targets up to float64's range
+        # (1e200 and beyond) do not overflow the squares of the variance.
+        scale = float(np.abs(values).max()) or 1.0
+        if not np.isfinite(scale):
+            raise ValueError("a regression target must be finite numbers")
+        if scale > _MAX_TARGET:
+            # Predictions are decoded as value * std + mean: leave room to extrapolate.
+            raise ValueError(f"the regression target reaches {scale:.3g}; targets beyond "
+                             f"+-{_MAX_TARGET:g} would overflow when predictions are decoded: "
+                             "rescale y (divide it by a constant)")
+        self.mean_ = float((values / scale).mean() * scale)
+        self.std_ = float((values / scale).std() * scale) or 1.0
+        if self.scale == "standard" and self.std_ / scale < 1e-12:
+            self.std_ = scale       # (near-)constant targets: unit-scale them, never divide by 0
 
     def transform(self, y) -> np.ndarray:
         """Codes (int64) for classes, a float32 matrix for multi-label, float32 for regression."""
@@ -185,4 +207,23 @@ class TargetTransformer(TransformerMixin, BaseEstimator):
                 self._binarizer = MultiLabelBinarizer(classes=list(self.classes_)).fit([])
         if self.task_ == "regression":
             self.mean_, self.std_ = state["mean"], state["std"]
+        self._check_state()
         return self
+
+    def _check_state(self) -> None:
+        """A restored state fits together (a damaged file must not fail later, at predict)."""
+        if self.task_ not in TASKS or self.scale not in _SCALES:
+            raise ValueError(f"damaged TargetTransformer state: task {self.task_!r}, "
+                             f"scale {self.scale!r}")
+        if self.task_ == "regression":
+            if not all(isinstance(v, int | float) and np.isfinite(v)
+                       for v in (self.mean_, self.std_)) or self.std_ <= 0:
+                raise ValueError(f"damaged TargetTransformer state: mean {self.mean_!r}, "
+                                 f"std {self.std_!r}")
+            return
+        classes = getattr(self, "classes_", None)
+        minimum = 1 if self.task_ == "multilabel" else 2
+        if classes is None or classes.ndim != 1 or len(classes) < minimum \
+                or len(np.unique(classes)) != len(classes):
+            raise ValueError(f"damaged TargetTransformer state: classes {classes!r} for a "
+                             f"{self.task_} target")

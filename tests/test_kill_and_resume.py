@@ -55,7 +55,10 @@ def test_sigkill_then_resume_is_bit_exact(method, tmp_path):
     assert torch.load(checkpoint, weights_only=True)["resume_epoch"] == write_epoch
     if write_epoch == kill_epoch:     # the half-written file never replaced the last good one
         assert checkpoint.read_bytes() == before
+    # The kill mid-write left its temporary file; the resumed run's next write removes it.
+    assert len(list(tmp_path.glob(".run.ckpt.tabembed-*.tmp"))) == 1
     _run(method, checkpoint, tmp_path / "resumed.pt")
+    assert not list(tmp_path.glob(".*.tmp"))
 
     reference = torch.load(tmp_path / "reference.pt", weights_only=True)
     resumed = torch.load(tmp_path / "resumed.pt", weights_only=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -137,7 +138,7 @@ class ScaledSigmoid(nn.Module):
         """The input giving output ``y`` (clipped inside the range)."""
         fraction = (y - self.low) / (self.high - self.low)
         fraction = min(max(fraction, 1e-4), 1 - 1e-4)
-        return float(torch.logit(torch.tensor(fraction)))
+        return float(torch.logit(torch.tensor(fraction, device="cpu")))   # also under meta
 
     def extra_repr(self) -> str:
         return f"low={self.low}, high={self.high}"
@@ -174,10 +175,13 @@ class PiecewiseLinearEncoding(nn.Module):
         width = torch.ones(len(bin_edges), n_bins)
         used = torch.zeros(len(bin_edges), n_bins)
         for j, edges in enumerate(bin_edges):
-            edges = torch.as_tensor(edges, dtype=torch.float32)
-            if len(edges) < 2 or not bool((edges[1:] > edges[:-1]).all()):
+            # Checked in numpy so that the layer can be built on the meta device (loading
+            # checks a file's shapes that way before allocating anything).
+            values = np.asarray(edges, dtype=np.float32)
+            if values.ndim != 1 or len(values) < 2 or not (values[1:] > values[:-1]).all():
                 raise ValueError(f"bin edges must be increasing, at least 2; feature {j}: "
-                                 f"{edges.tolist()}")
+                                 f"{values.tolist()}")
+            edges = torch.as_tensor(values)
             count = len(edges) - 1
             left[j, :count] = edges[:-1]
             width[j, :count] = edges[1:] - edges[:-1]

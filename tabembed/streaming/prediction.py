@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,6 +12,7 @@ import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
 
+from tabembed._io import atomic_file
 from tabembed.batches import check_shard, shard_range
 from tabembed.streaming.dataset import Part, RowGroups, open_dataset
 from tabembed.streaming.source import TableTransform, _segments
@@ -48,12 +46,6 @@ def _columns_of(output, n_rows: int, names) -> dict[str, np.ndarray]:
         if len(values) != n_rows or values.ndim != 1:
             raise ValueError(f"output {name!r} has shape {values.shape}; expected ({n_rows},)")
     return columns
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _destination(destination, rank: int, world_size: int) -> Path:
@@ -126,44 +118,35 @@ def predict_to_parquet(data, destination, predict_batch: Callable, preprocessor,
         return table, tuple(torch.from_numpy(a) for a in transform(table))
 
     path = _destination(destination, rank, world_size)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
     show = (rank == 0) if progress is None else progress
     bar = tqdm(total=stop - start, unit="rows", desc="predicting", mininterval=0.5,
                disable=(None if progress is None else False) if show else True)
     pool = ThreadPoolExecutor(max_workers=1) if prefetch else None
-    writer = None
     try:
-        upcoming = pool.submit(load, segments[0]) if pool else None
-        for index, segment in enumerate(segments):
-            table, inputs = upcoming.result() if pool else load(segment)
-            if pool and index + 1 < len(segments):
-                upcoming = pool.submit(load, segments[index + 1])
-            outputs = []
-            with torch.inference_mode():
-                for low in range(0, table.num_rows, batch_size):
-                    chunk = tuple(t[low:low + batch_size] for t in inputs)
-                    outputs.append(_columns_of(predict_batch(*chunk), len(chunk[0]),
-                                               output_names))
-            predicted = {name: np.concatenate([o[name] for o in outputs]) for name in outputs[0]}
-            result = pa.table({**{c: table[c] for c in keep_columns}, **predicted})
-            if writer is None:
-                writer = pq.ParquetWriter(temporary, result.schema)
-            writer.write_table(result)
-            bar.update(table.num_rows)
-        writer.close()
-        writer = None
-        with open(temporary, "rb+") as stream:
-            os.fsync(stream.fileno())
-        os.chmod(temporary, 0o666 & ~_umask())   # mkstemp's 0600 is not what the user asked
-        os.replace(temporary, path)
-    except BaseException:
-        if writer is not None:
-            writer.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
+        with atomic_file(path) as stream:
+            writer = None
+            try:
+                upcoming = pool.submit(load, segments[0]) if pool else None
+                for index, segment in enumerate(segments):
+                    table, inputs = upcoming.result() if pool else load(segment)
+                    if pool and index + 1 < len(segments):
+                        upcoming = pool.submit(load, segments[index + 1])
+                    outputs = []
+                    with torch.inference_mode():
+                        for low in range(0, table.num_rows, batch_size):
+                            chunk = tuple(t[low:low + batch_size] for t in inputs)
+                            outputs.append(_columns_of(predict_batch(*chunk), len(chunk[0]),
+                                                       output_names))
+                    predicted = {name: np.concatenate([o[name] for o in outputs])
+                                 for name in outputs[0]}
+                    result = pa.table({**{c: table[c] for c in keep_columns}, **predicted})
+                    if writer is None:
+                        writer = pq.ParquetWriter(stream, result.schema)
+                    writer.write_table(result)
+                    bar.update(table.num_rows)
+            finally:
+                if writer is not None:   # the footer; on failure the file is discarded anyway
+                    writer.close()
     finally:
         bar.close()
         if pool is not None:
