@@ -27,7 +27,7 @@ SUPPORT = (0, 5, 10, 20)
 
 
 def main(data_home: str) -> None:
-    print(f"# Ranking defaults, validation ({machine()})\n")
+    print(f"Ranking defaults, validation ({machine()})\n")
     for name in ("100k", "latest-small"):
         ratings = load_movielens(name, data_home=data_home)
         train, _ = random_holdout(ratings, test_fraction=0.2, random_state=0)
@@ -38,7 +38,7 @@ def main(data_home: str) -> None:
             recommender = EmbeddingRecommender(model=model, ranking="rating", random_state=0)
             recommender.fit(inner[["user", "item"]], inner["rating"])
             fitted = time.perf_counter() - start
-            print(f"\n## ml-{name}, {model} (fit {fitted:.1f} s)\n")
+            print(f"\n### ml-{name}, {model} (fit {fitted:.1f} s)\n")
             print("| shrinkage | min support | recall@10 | NDCG@10 | coverage |")
             print("| --- | --- | --- | --- | --- |")
             users = relevant["user"].unique()

@@ -49,14 +49,14 @@ for row in recommender.recommend(user, k=10).itertuples():
 anchor = 260 if 260 in recommender.item_vectors().index else train["item"].mode()[0]
 print(f"similar to {movies.at[anchor, 'title']}:")
 for row in recommender.similar_items(anchor, k=5).itertuples():
-    print(f"  {movies.at[row.item, 'title']}  (cosine {row.similarity:.2f})")
+    print(f"  {movies.at[row.item, 'title']}  (similarity {row.similarity:.2f})")
 
 # %% Cold start: a movie nobody has watched yet, known only by its genres.
 print("a new Animation|Children|Comedy movie is most like:")
 for row in recommender.similar_items("new movie", k=5,
                                      item_features={"genres": "Animation|Children|Comedy"}
                                      ).itertuples():
-    print(f"  {movies.at[row.item, 'title']}  (cosine {row.similarity:.2f})")
+    print(f"  {movies.at[row.item, 'title']}  (similarity {row.similarity:.2f})")
 
 # %% A new user, folded in from three movies (their vector fitted with the items fixed).
 seen = [1, 2355, 4886] if not FAST else list(train["item"].value_counts().index[:3])

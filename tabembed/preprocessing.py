@@ -550,8 +550,9 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         for column in self.cat_names_:
             series = X[column]
             given = _kind(series) if column in kinds else None
-            # (a column of missing values only, whatever its dtype, tells nothing)
-            if not _compatible(kinds.get(column), given) and series.notna().any():
+            # An all-missing column (NaN is a float) maps to the unknown token whatever
+            # the training type: nothing to warn about.
+            if not _compatible(kinds.get(column), given) and not series.isna().all():
                 warnings.warn(
                     f"column {column!r} held {kinds[column]} values at fit but holds {given} "
                     f"values here (dtype {series.dtype}); they do not match the training "

@@ -163,3 +163,16 @@ def test_grid_search_with_the_ranking_scorer():
     default = GridSearchCV(ImplicitRecommender(epochs=2, batch_size=64, random_state=0),
                            {"n_factors": [4]}, cv=2).fit(frame[["user", "item"]])
     assert 0 <= default.best_score_ <= 1
+
+
+def test_validation_loss_from_eval_set_and_early_stopping():
+    frame, _ = _clusters()
+    held = frame.groupby("user").head(1)
+    rest = frame.drop(held.index)
+    options = dict(n_factors=8, epochs=4, lr=2e-2, batch_size=64, n_negatives=8, random_state=0)
+    recommender = ImplicitRecommender(**options).fit(rest, eval_set=held)
+    assert "valid_loss" in recommender.history_ and len(recommender.history_) == 4
+    assert recommender.history_["valid_loss"].iloc[-1] < recommender.history_[
+        "valid_loss"].iloc[0]
+    stopped = ImplicitRecommender(early_stopping=True, **options).fit(frame)
+    assert "valid_loss" in stopped.history_

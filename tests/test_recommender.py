@@ -297,8 +297,9 @@ def test_fold_in_recovers_a_new_users_taste():
     assert len(top) == 5 and not set(top["item"]) & set(X["item"].iloc[half])
 
 
-@pytest.mark.parametrize("kind", ["explicit", "implicit"])
-def test_multi_valued_features_give_a_cold_item_its_genres_taste(kind):
+@pytest.mark.parametrize("kind", ["explicit", "hybrid", "implicit"])
+def test_multi_valued_features_give_a_cold_item_its_genres_taste(kind, tmp_path):
+    import tabembed
     from tabembed.recommender import ImplicitRecommender
 
     # Two tastes: users of group 0 like (and watch) "a" items, group 1 "b" items.
@@ -318,8 +319,9 @@ def test_multi_valued_features_give_a_cold_item_its_genres_taste(kind):
         recommender = ImplicitRecommender(n_factors=4, epochs=20, lr=2e-2, batch_size=64,
                                           n_negatives=8, random_state=0).fit(X)
     else:
-        recommender = EmbeddingRecommender(n_factors=4, epochs=20, lr=2e-2, batch_size=64,
-                                           ranking="rating", random_state=0).fit(X, ratings)
+        recommender = EmbeddingRecommender(
+            n_factors=4, epochs=20, lr=2e-2, batch_size=64, random_state=0,
+            ranking="rating" if kind == "explicit" else "hybrid").fit(X, ratings)
     assert recommender.bag_columns_ == ["genres"]
     assert recommender.model_kwargs_["bags"] == [(4, 2, "item")]
     new = pd.DataFrame({"user": [0, 1, 2, 3], "item": "new", "genres": ["a|x"] * 4})
@@ -332,3 +334,7 @@ def test_multi_valued_features_give_a_cold_item_its_genres_taste(kind):
     assert np.mean(even) > 0.8, similar
     vectors = recommender.item_vectors()
     assert vectors.shape == (40, 4) and vectors.index.name == "item"
+    loaded = tabembed.load(recommender.save(tmp_path / "bags.tabembed"))
+    assert loaded.bag_vocabulary_ == recommender.bag_vocabulary_
+    np.testing.assert_allclose(loaded.predict(new), scores, rtol=1e-6)
+    pd.testing.assert_frame_equal(loaded.recommend([0, 1], k=3), recommender.recommend([0, 1], k=3))
