@@ -338,3 +338,18 @@ def test_multi_valued_features_give_a_cold_item_its_genres_taste(kind, tmp_path)
     assert loaded.bag_vocabulary_ == recommender.bag_vocabulary_
     np.testing.assert_allclose(loaded.predict(new), scores, rtol=1e-6)
     pd.testing.assert_frame_equal(loaded.recommend([0, 1], k=3), recommender.recommend([0, 1], k=3))
+
+
+def test_bag_tokens_are_coded_per_row_from_messy_strings_and_lists():
+    # Spaces around separators, empty tokens, missing values, lists and unknown
+    # tokens: the same codes as reading each row by hand.
+    X = pd.DataFrame({"user": [1, 2, 3, 1, 2, 3], "item": [10, 20, 30, 20, 30, 10],
+                      "genres": ["A|B", "B", "C|A", "B", "C|A", "A|B"]})
+    model = EmbeddingRecommender(user_column="user", item_column="item", epochs=1,
+                                 ranking="rating", random_state=0).fit(X, [4, 3, 5, 2, 4, 3])
+    assert model.bag_vocabulary_["genres"] == ["A", "B", "C"]
+    assert model.bag_lengths_["genres"] == 2
+    messy = pd.DataFrame({"user": [1] * 6, "item": [10] * 6, "genres": pd.Series(
+        [" C | A ", "B||", None, ["B", "A"], "Z|A|B", ""], dtype=object)})
+    codes, _ = model._tensors(model._canonical_bags(messy))
+    assert codes[:, -2:].tolist() == [[3, 1], [2, 0], [0, 0], [2, 1], [0, 1], [0, 0]]
