@@ -344,6 +344,14 @@ def test_dropout_drops_at_rate_p_and_keeps_the_expectation():
     assert abs(out.mean().item() - 1.0) < 0.01
     out.sum().backward()      # the gradient is the mask times the scale
     torch.testing.assert_close(ones.grad, out.detach())
+    # The float-arithmetic mask is exactly the comparison of the 16-bit lanes.
+    torch.manual_seed(1)
+    mask = layer.mask((3, 7), torch.float32)
+    torch.manual_seed(1)
+    draws = torch.randint(-(2**63), 2**63 - 1, (6,), dtype=torch.int64)
+    lanes = draws.view(torch.int16)[:21].view(3, 7)
+    torch.testing.assert_close(mask, (lanes >= layer.threshold).float() * layer.scale,
+                               rtol=0, atol=0)
     layer.eval()
     assert layer(ones) is ones
     assert Dropout(0.0).train()(ones) is ones
