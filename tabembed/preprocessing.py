@@ -108,6 +108,9 @@ def _numeric(series: pd.Series, column) -> np.ndarray:
             f"(dtype {series.dtype}); convert it with pd.to_numeric, or list the column in "
             "cat_names if it is categorical"
         )
+    with np.errstate(invalid="ignore"):
+        if (np.abs(values) <= _FLOAT32_MAX).all():    # one test for the common case
+            return values
     infinite = int(np.isinf(values).sum())
     if infinite:
         raise ValueError(
@@ -378,7 +381,8 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         return self
 
     def _check_columns(self, columns, where: str) -> None:
-        index = pd.Index(columns)
+        # An Index caches is_unique: rows cut from one frame share their columns' Index.
+        index = columns if isinstance(columns, pd.Index) else pd.Index(columns)
         if index.has_duplicates:
             duplicated = sorted(map(str, index[index.duplicated()].unique()))
             raise ValueError(f"duplicate column names at {where}: {duplicated}; rename them")

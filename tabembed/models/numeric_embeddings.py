@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 
-def _exporting() -> bool:
+def exporting() -> bool:
     # The TorchScript-based ONNX exporter cannot trace custom autograd functions.
     return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()
 
@@ -50,7 +50,7 @@ class _CosSin(torch.autograd.Function):
 
 def cos_sin(phase: torch.Tensor) -> torch.Tensor:
     """``[cos(phase), sin(phase)]`` along the last dimension."""
-    if _exporting():
+    if exporting():
         return torch.cat([torch.cos(phase), torch.sin(phase)], dim=-1)
     return _CosSin.apply(phase)
 
@@ -77,7 +77,7 @@ class _FeatureMajorToRows(torch.autograd.Function):
 
 def feature_major_to_rows(x: torch.Tensor) -> torch.Tensor:
     """``[f, n, d] -> [n, f * d]`` (row ``i`` holds feature 0's ``d`` values, then feature 1's)."""
-    if _exporting():
+    if exporting():
         return x.transpose(0, 1).reshape(x.shape[1], -1)
     return _FeatureMajorToRows.apply(x)
 

@@ -9,6 +9,7 @@ from torch import nn
 
 from tabembed.models.augmentation import EmbeddingMixup, SwapNoise
 from tabembed.models.ensemble import ADAPTER_INITS, LinearEnsemble, MemberScaling
+from tabembed.models.folding import fold
 from tabembed.models.heads import check_task
 from tabembed.models.layers import (
     MLP,
@@ -17,7 +18,7 @@ from tabembed.models.layers import (
     ScaledSigmoid,
     init_linear,
 )
-from tabembed.models.numeric_embeddings import PeriodicEmbeddings
+from tabembed.models.numeric_embeddings import PeriodicEmbeddings, exporting
 
 # Measured on a validation split of Adult (bench/RESULTS.md, "Defaults"): hidden
 # dropout 0 / 0.1 / 0.3 / 0.5 gave validation accuracy 0.8515 / 0.8518 / 0.8518 /
@@ -158,6 +159,10 @@ class EntityEmbeddingMLP(nn.Module):
         return inputs
 
     def forward(self, codes: torch.Tensor, continuous: torch.Tensor) -> torch.Tensor:
+        if not (self.training or torch.is_grad_enabled() or exporting()):
+            folded = self._folded()
+            if folded is not None:
+                return folded(codes, continuous)
         inputs = self.mixup(self.encode(codes, continuous))
         if self.member_scaling is None:
             return self.output_range(self.head(self.body(inputs)))
@@ -165,6 +170,39 @@ class EntityEmbeddingMLP(nn.Module):
         n, k, d = scaled.shape
         hidden = self.body(scaled.reshape(n * k, d)).reshape(n, k, -1)
         return self.output_range(self.head(hidden))                 # [n, k, d_out]
+
+    def _folded(self):
+        """The folded network (:mod:`tabembed.models.folding`) for predictions.
+
+        Rebuilt when one of the tensors it was built from has changed: every
+        in-place update (optimizer steps, batch-norm statistics,
+        ``load_state_dict``) bumps a tensor's version counter, and moves or casts
+        give it new storage. Switching to training mode, ``to()``/``float()`` and
+        the like drop it too (tensors replaced by new objects).
+        """
+        cached = self.__dict__.get("_folded_cache")
+        if cached is not None:
+            tensors, key, folded = cached
+            if key == tuple((t._version, t.data_ptr()) for t in tensors):
+                return folded
+        tensors = (*self.parameters(), *self.buffers())
+        with torch.inference_mode(False):
+            folded = fold(self)
+        key = tuple((t._version, t.data_ptr()) for t in tensors)
+        self.__dict__["_folded_cache"] = (tensors, key, folded)
+        return folded
+
+    def train(self, mode: bool = True):
+        self.__dict__.pop("_folded_cache", None)
+        return super().train(mode)
+
+    def _apply(self, fn, *args, **kwargs):
+        self.__dict__.pop("_folded_cache", None)
+        return super()._apply(fn, *args, **kwargs)
+
+    def __getstate__(self):
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__
+        return {k: v for k, v in state.items() if k != "_folded_cache"}
 
     def layer_groups(self) -> list[nn.Module]:
         """Embeddings (with the continuous input encoding), body (with the members'

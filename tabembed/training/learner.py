@@ -521,6 +521,20 @@ class Learner:
         return (torch.cat(outputs), torch.cat(targets) if targets else None,
                 torch.cat(weights) if weights else None)
 
+    @torch.inference_mode()
+    def _outputs_of(self, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """Activated outputs of one batch of inputs (the model in eval mode meanwhile)."""
+        training = self.model.training
+        if training:
+            self.model.eval()
+        try:
+            with self._autocast():
+                output = self.model(*inputs).float()
+        finally:
+            if training:
+                self.model.train()
+        return self.output_activation(output) if self.output_activation else output
+
     def validate(self, data=None) -> dict[str, float]:
         """Loss and metrics on ``data`` (default: the validation data), weighted when the
         data carries sample weights."""
@@ -552,6 +566,10 @@ class Learner:
         An ensemble callback may have installed a ``predictor``; then this
         returns the ensemble's averaged prediction through the same call.
         """
+        if self.predictor is None and _one_batch(data, batch_size):
+            # A few rows (serving): one forward pass without a batch source.
+            with self._threads():
+                return self._outputs_of(tuple(t.to(self.device) for t in data)).cpu()
         batches = as_batches(data, batch_size=batch_size, has_target=False)
         with self._threads():
             if self.predictor is not None:
@@ -632,3 +650,10 @@ def auto_threads(learner: Learner) -> int:
     (or more) on a dedicated machine with large batches.
     """
     return 1
+
+
+def _one_batch(data, batch_size: int) -> bool:
+    """Whether ``data`` is a tuple of input tensors that fits in one batch."""
+    return (isinstance(data, tuple) and len(data) > 0
+            and all(isinstance(t, torch.Tensor) for t in data)
+            and len(data[0]) <= min(batch_size, 64))

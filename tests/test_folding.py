@@ -1,0 +1,105 @@
+"""The folded prediction network equals the model it was folded from."""
+
+import copy
+import pickle
+
+import pytest
+import torch
+
+from tabembed.models import EntityEmbeddingMLP, folding
+from tabembed.models.folding import fold
+
+SIZES = [(9, 5), (17, 9), (3, 2)]
+
+
+def _model(**options):
+    torch.manual_seed(0)
+    kwargs = dict(embedding_sizes=SIZES, n_continuous=4, d_out=1, task="binary")
+    kwargs.update(options)
+    model = EntityEmbeddingMLP(**kwargs)
+    # Non-trivial batch-norm statistics and affine parameters, as after training.
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm1d):
+                module.running_mean.normal_()
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.normal_()
+                module.bias.normal_()
+    return model.eval()
+
+
+def _inputs(model, n=300):
+    generator = torch.Generator().manual_seed(1)
+    sizes = [e.num_embeddings for e in model.embeddings.embeddings]
+    codes = torch.stack([torch.randint(0, c, (n,), generator=generator) for c in sizes], 1) \
+        if sizes else torch.zeros((n, 0), dtype=torch.int64)
+    continuous = torch.randn(n, model.n_continuous, generator=generator) * 3
+    return codes, continuous
+
+
+def _unfolded(model, codes, continuous):
+    return model.output_range(model.head(model.body(model.encode(codes, continuous))))
+
+
+@pytest.mark.parametrize("options", [
+    {},                                                   # plain batch-normed numbers
+    {"continuous_embedding": "plr", "frequency_init_scale": 1.0},
+    {"continuous_embedding": "plr_lite"},
+    {"continuous_bins": [[-1.0, 0.0, 1.0]] * 4},
+    {"continuous_batch_norm": False},
+    {"hidden": (32, 16, 8), "dropout": 0.3, "embedding_dropout": 0.2},
+    {"task": "multiclass", "d_out": 3},
+    {"task": "regression", "y_range": (0.0, 5.0)},
+    {"n_continuous": 0},
+    {"embedding_sizes": [], "continuous_embedding": "plr"},
+])
+def test_folded_network_equals_the_model(options):
+    model = _model(**options)
+    codes, continuous = _inputs(model)
+    assert fold(model) is not None
+    with torch.no_grad():
+        expected = _unfolded(model, codes, continuous)
+        got = model(codes, continuous)             # eval, no gradients: the folded path
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    one = model(codes[:1], continuous[:1]).detach()    # with gradients: the plain path
+    torch.testing.assert_close(one, expected[:1], rtol=1e-5, atol=1e-5)
+
+
+def test_the_fold_follows_weight_updates_and_is_not_pickled():
+    model = _model(continuous_embedding="plr", frequency_init_scale=1.0)
+    codes, continuous = _inputs(model)
+    with torch.inference_mode():
+        before = model(codes, continuous)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    model.train()
+    model(codes, continuous).sum().backward()      # also moves the batch-norm statistics
+    optimizer.step()
+    model.eval()
+    with torch.inference_mode():
+        after = model(codes, continuous)
+        expected = _unfolded(model, codes, continuous)
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, expected, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        model.head.bias.add_(1.0)                  # an in-place edit by hand, too
+        torch.testing.assert_close(model(codes, continuous), expected + 1.0,
+                                   rtol=1e-5, atol=1e-5)
+    assert "_folded_cache" in model.__dict__
+    for copied in (pickle.loads(pickle.dumps(model)), copy.deepcopy(model)):
+        assert "_folded_cache" not in copied.__dict__
+        with torch.no_grad():
+            torch.testing.assert_close(copied(codes, continuous), expected + 1.0,
+                                       rtol=1e-5, atol=1e-5)
+
+
+def test_no_fold_for_members_or_huge_tables(monkeypatch):
+    members = _model(n_members=3)
+    assert fold(members) is None
+    codes, continuous = _inputs(members)
+    with torch.no_grad():
+        assert members(codes, continuous).shape == (300, 3, 1)
+    monkeypatch.setattr(folding, "MAX_TABLE_VALUES", 100)
+    model = _model()
+    assert fold(model) is None
+    with torch.no_grad():
+        torch.testing.assert_close(model(codes, continuous), _unfolded(model, codes, continuous))
