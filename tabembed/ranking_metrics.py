@@ -99,24 +99,29 @@ def top_k(scores: np.ndarray, k: int, *, exclude: sp.csr_matrix | None = None,
     k = min(int(k), n_items)
     if k == 0 or n_rows == 0:
         return np.full((n_rows, k), -1, np.int64), np.full((n_rows, k), -np.inf, scores.dtype)
-    candidates = np.argpartition(scores, n_items - k, axis=1)[:, n_items - k:]
-    threshold = np.take_along_axis(scores, candidates, axis=1).min(axis=1, keepdims=True)
-    above = scores > threshold
-    tied = scores == threshold
-    chosen = above | tied
-    # Rows with more items tied at the threshold than free slots keep the lowest indices.
-    slots = k - above.sum(axis=1, keepdims=True)
-    crowded = np.flatnonzero(tied.sum(axis=1, keepdims=True) > slots)
-    if len(crowded):
-        ties = tied[crowded]
-        chosen[crowded] = above[crowded] | (ties & (np.cumsum(ties, axis=1) <= slots[crowded]))
-    items = np.nonzero(chosen)[1].reshape(n_rows, k)        # ascending within each row
+    items = np.argpartition(scores, n_items - k, axis=1)[:, n_items - k:]
     values = np.take_along_axis(scores, items, axis=1)
-    order = np.argsort(-values, axis=1, kind="stable")       # stable: lower index first
+    threshold = values.min(axis=1, keepdims=True)
+    # Only rows with more items at or above their k-th value than k (ties across the
+    # cut) need the careful selection; one counting pass finds them.
+    crowded = np.flatnonzero((scores >= threshold).sum(axis=1) > k)
+    if len(crowded):
+        items[crowded] = _lowest_index_top_k(scores[crowded], threshold[crowded], k)
+        values[crowded] = np.take_along_axis(scores[crowded], items[crowded], axis=1)
+    order = np.lexsort((items, -values), axis=1)    # best first, then the lower index
     items = np.take_along_axis(items, order, axis=1)
     values = np.take_along_axis(values, order, axis=1)
     items[values == -np.inf] = -1
     return items, values
+
+
+def _lowest_index_top_k(scores: np.ndarray, threshold: np.ndarray, k: int) -> np.ndarray:
+    """Columns ``[n, k]`` above ``threshold``, then the lowest-indexed ones tied at it."""
+    above = scores > threshold
+    tied = scores == threshold
+    slots = k - above.sum(axis=1, keepdims=True)
+    chosen = above | (tied & (np.cumsum(tied, axis=1) <= slots))
+    return np.nonzero(chosen)[1].reshape(len(scores), k)
 
 
 # ---------------------------------------------------------------- metrics

@@ -54,6 +54,7 @@ from tabembed.config import (
 from tabembed.metrics import task_metrics
 from tabembed.models import DotBias, NeuralCF, loss_for_task
 from tabembed.models.collab import DEFAULT_FACTORS, DEFAULT_NEURAL_DROPOUT
+from tabembed.models.layers import output_range_
 from tabembed.models.ranking import RANKING_LOSSES, CandidateScores, ranking_loss
 from tabembed.preprocessing import TabularPreprocessor
 from tabembed.ranking_metrics import CHUNK_SCORES, evaluate, top_k
@@ -757,17 +758,20 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
                 for start in range(0, len(rows), step):
                     chunk = rows[start:start + step]
                     logits = model.score_grid(users[chunk], users_cont[chunk], items, items_cont)
-                    parts.append(model.output_range(logits - dropped))
-                scores = torch.cat(parts)
+                    parts.append(output_range_(model.output_range, logits.sub_(dropped)))
+                scores = parts[0] if len(parts) == 1 else torch.cat(parts)
                 total = scores if total is None else total + scores
         finally:
             if final is not None:
                 model.load_state_dict(final)
             model.train(was_training)
-        scores = (total / len(states)).cpu().numpy()      # float32: half the memory
+        if len(states) > 1:
+            total /= len(states)
+        scores = total.cpu().numpy()      # float32: half the memory
         ranker = getattr(self, "ranker_", None)
-        if ranker is not None:
-            scores = ranker._grid_scores(user_codes) + RANKING_RATING_WEIGHT * scores
+        if ranker is not None:      # in place: the grids are large
+            scores *= RANKING_RATING_WEIGHT
+            scores += ranker._grid_scores(user_codes)
         return scores
 
     def _seen_matrix(self) -> sp.csr_matrix:

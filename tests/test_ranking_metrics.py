@@ -71,6 +71,15 @@ def test_top_k_excludes_seen_items_and_breaks_ties_by_index():
     items, _ = top_k(scores, 7)
     reference = np.argsort(-scores, axis=1, kind="stable")[:, :7]
     np.testing.assert_array_equal(items, reference)
+    # Rows without ties (the one-pass path) beside rows with ties and with NaN.
+    scores = rng.standard_normal((50, 40))
+    scores[::3, 5:9] = 9.0
+    scores[1::7, :30] = np.nan
+    items, values = top_k(scores, 7)
+    filled = np.where(np.isnan(scores), -np.inf, scores)
+    reference = np.argsort(-filled, axis=1, kind="stable")[:, :7]
+    reference[np.take_along_axis(filled, reference, axis=1) == -np.inf] = -1
+    np.testing.assert_array_equal(items, reference)
 
 
 def _log(n_users=30, seed=0):

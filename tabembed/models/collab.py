@@ -209,7 +209,11 @@ class DotBias(_Collaborative):
                                 torch.zeros_like(user_continuous[:1]),
                                 torch.zeros(1, 1, device=user_codes.device))
         dot = self.user_vectors(user_codes) @ self.item_vectors(item_codes).T
-        return self.offset(dot + user_part + item_part.T - zero)
+        if torch.is_grad_enabled():
+            return self.offset(dot + user_part + item_part.T - zero)
+        # Ranking (no gradients): in place, three passes over the grid instead of four
+        # passes and four grids.
+        return dot.add_(user_part).add_(item_part.T).add_(self.offset.bias - zero)
 
     def layer_groups(self) -> list[nn.Module]:
         return [nn.ModuleList(self._bias_modules()), nn.ModuleList(self._head_modules())]

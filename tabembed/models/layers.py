@@ -159,6 +159,14 @@ class ScaledSigmoid(nn.Module):
         return f"low={self.low}, high={self.high}"
 
 
+def output_range_(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``module(x)``, computed in place on ``x`` for a :class:`ScaledSigmoid` (ranking
+    grids: millions of scores, no gradients)."""
+    if isinstance(module, ScaledSigmoid):
+        return x.sigmoid_().mul_(module.high - module.low).add_(module.low)
+    return module(x)
+
+
 class Offset(nn.Module):
     """A learned scalar added to the output (the global mean of a recommender)."""
 
