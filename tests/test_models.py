@@ -357,3 +357,30 @@ def test_dropout_drops_at_rate_p_and_keeps_the_expectation():
     assert Dropout(0.0).train()(ones) is ones
     with pytest.raises(ValueError, match="dropout must be in"):
         Dropout(1.0)
+
+
+def test_dot_bias_penalty_reuses_the_forward_rows_with_the_same_value_and_gradients():
+    from tabembed.models import DotBias
+
+    torch.manual_seed(0)
+    model = DotBias(n_users=20, n_items=30, n_factors=8, y_range=(0.0, 5.5)).train()
+    codes = torch.stack([torch.randint(0, 20, (64,)), torch.randint(0, 30, (64,))], 1)
+    continuous = torch.zeros(64, 0)
+
+    def gradients(reuse: bool):
+        model.zero_grad()
+        output = model(codes, continuous)
+        # A different tensor with the same values never matches the kept rows.
+        penalty = model.embedding_penalty(codes if reuse else codes.clone())
+        (output.sum() + 0.05 * penalty).backward()
+        return penalty.detach(), [p.grad.clone() for p in model.parameters()]
+
+    fresh_penalty, fresh = gradients(reuse=False)
+    kept_penalty, kept = gradients(reuse=True)
+    torch.testing.assert_close(kept_penalty, fresh_penalty)
+    for got, want in zip(kept, fresh):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+    assert "_batch_rows" not in model.__dict__          # used once
+    with torch.no_grad():
+        model(codes, continuous)
+    assert "_batch_rows" not in model.__dict__          # kept only when training
