@@ -384,3 +384,29 @@ def test_dot_bias_penalty_reuses_the_forward_rows_with_the_same_value_and_gradie
     with torch.no_grad():
         model(codes, continuous)
     assert "_batch_rows" not in model.__dict__          # kept only when training
+
+
+def test_one_hot_embedding_lookup_equals_the_per_column_lookups():
+    from tabembed.models.layers import CategoricalEmbeddings
+
+    torch.manual_seed(0)
+    sizes = [(9, 5), (17, 9), (8, 4), (3, 2)]
+    layer = CategoricalEmbeddings(sizes)
+    assert layer.one_hot
+    codes = torch.stack([torch.randint(0, c, (200,)) for c, _ in sizes], 1)
+    weights = torch.randn(200, layer.d_out)
+    fast = layer(codes)                                  # gradients on: the one-hot path
+    (fast * weights).sum().backward()
+    fast_grads = [e.weight.grad.clone() for e in layer.embeddings]
+    layer.zero_grad()
+    plain = torch.cat([e(codes[:, i]) for i, e in enumerate(layer.embeddings)], dim=1)
+    (plain * weights).sum().backward()
+    torch.testing.assert_close(fast, plain, rtol=0, atol=0)
+    for got, embedding in zip(fast_grads, layer.embeddings):
+        torch.testing.assert_close(got, embedding.weight.grad, rtol=1e-5, atol=1e-6)
+    # A code outside its column's table is an error, never another column's row.
+    bad = codes.clone()
+    bad[3, 0] = 9
+    with pytest.raises(IndexError):
+        layer(bad)
+    assert not CategoricalEmbeddings([(300, 50), (200, 50), (10, 5)]).one_hot

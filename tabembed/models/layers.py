@@ -18,7 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tabembed.models.numeric_embeddings import exporting
+
 EMBEDDING_INIT_STD = 0.01
+# Categorical embeddings train through one one-hot product when the block-diagonal table
+# (all rows x all widths) is at most this many values and there are 3+ columns; measured
+# at 512 rows: 124 x 65 (8k) 1.4x faster, 150 x 90 (30 columns) 2.2x, 250 x 125 1.3x slower.
+ONE_HOT_MAX_VALUES = 16_384
 
 
 def init_embedding(embedding: nn.Embedding, std: float = EMBEDDING_INIT_STD) -> nn.Embedding:
@@ -99,12 +105,38 @@ class CategoricalEmbeddings(nn.Module):
         self.d_out = sum(width for _, width in embedding_sizes)
         # No dropout module at p=0: torch draws a mask even then, at a real cost.
         self.dropout = Dropout(dropout) if dropout > 0 else nn.Identity()
+        cardinalities = [cardinality for cardinality, _ in embedding_sizes]
+        self.one_hot = (len(cardinalities) >= 3
+                        and sum(cardinalities) * self.d_out <= ONE_HOT_MAX_VALUES)
+        starts = np.cumsum([0, *cardinalities[:-1]]).tolist()
+        self.register_buffer("starts", torch.tensor(starts, dtype=torch.int64),
+                             persistent=False)
+        self.register_buffer("cardinalities", torch.tensor(cardinalities, dtype=torch.int64),
+                             persistent=False)
 
     def forward(self, codes: torch.Tensor) -> torch.Tensor:
         if not self.embeddings:
             return codes.new_zeros((codes.shape[0], 0), dtype=torch.get_default_dtype())
+        if self.one_hot and torch.is_grad_enabled() and not exporting() \
+                and not ((codes < 0) | (codes >= self.cardinalities)).any():
+            return self.dropout(self._one_hot_lookup(codes))
         vectors = [embedding(codes[:, i]) for i, embedding in enumerate(self.embeddings)]
         return self.dropout(torch.cat(vectors, dim=1))
+
+    def _one_hot_lookup(self, codes: torch.Tensor) -> torch.Tensor:
+        """The same values as the per-column lookups, as ``one_hot(codes) @ block_diag(tables)``.
+
+        With a few small tables (Adult: 9 columns, 124 rows, 65 values wide) one
+        matrix product and its transpose in backward cost less than nine lookups, a
+        concatenation and nine embedding backwards: 0.70 vs 1.0 ms per step of 512
+        rows with the first layer included, 0.22 vs 0.38 ms at 64 rows. The values are
+        exact (one 1 per column block); gradients agree to float rounding.
+        """
+        table = torch.block_diag(*(embedding.weight for embedding in self.embeddings))
+        one_hot = torch.zeros((codes.shape[0], table.shape[0]), dtype=table.dtype,
+                              device=codes.device)
+        one_hot.scatter_(1, codes + self.starts, 1.0)
+        return one_hot @ table
 
 
 class LinearBlock(nn.Sequential):
