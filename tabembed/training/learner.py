@@ -494,19 +494,27 @@ class Learner:
         # The weight is passed only when there is one, so plain two-argument losses work.
         return self.loss(output, target) if weight is None else self.loss(output, target, weight)
 
-    @torch.inference_mode()
-    def _outputs(self, batches: BatchSource) -> tuple[torch.Tensor, ...]:
-        """Concatenated model outputs, targets and weights (or None) over ``batches``."""
+    @contextlib.contextmanager
+    def _eval_mode(self):
         training = self.model.training
         if training:      # walking every module costs as much as a one-row forward
             self.model.eval()
+        try:
+            yield
+        finally:
+            if training:
+                self.model.train()
+
+    @torch.inference_mode()
+    def _outputs(self, batches: BatchSource) -> tuple[torch.Tensor, ...]:
+        """Concatenated model outputs, targets and weights (or None) over ``batches``."""
         outputs, targets, weights = [], [], []
         if self.verbose and not self.fitting and len(batches) > 4:
             bar = progress_bar(total=len(batches), desc="predicting")
             batches_seen = _counted(batches, bar)
         else:
             batches_seen = batches
-        try:
+        with self._eval_mode():
             for batch in batches_seen:
                 inputs, target, weight = split_batch(batch, batches)
                 with self._autocast():
@@ -515,24 +523,14 @@ class Learner:
                     targets.append(target)
                 if weight is not None:
                     weights.append(weight)
-        finally:
-            if training:
-                self.model.train()
         return (torch.cat(outputs), torch.cat(targets) if targets else None,
                 torch.cat(weights) if weights else None)
 
     @torch.inference_mode()
     def _outputs_of(self, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """Activated outputs of one batch of inputs (the model in eval mode meanwhile)."""
-        training = self.model.training
-        if training:
-            self.model.eval()
-        try:
-            with self._autocast():
-                output = self.model(*inputs).float()
-        finally:
-            if training:
-                self.model.train()
+        with self._eval_mode(), self._autocast():
+            output = self.model(*inputs).float()
         return self.output_activation(output) if self.output_activation else output
 
     def validate(self, data=None) -> dict[str, float]:
