@@ -106,9 +106,15 @@ class TargetTransformer(TransformerMixin, BaseEstimator):
         if values.dtype.kind in "fc":
             infinite = int(np.isinf(values).sum())
         elif values.dtype.kind == "O":
-            # Numbers among objects (a target read as object): look for inf among them.
-            numbers = pd.to_numeric(pd.Series(values.ravel()), errors="coerce")
-            infinite = int(np.isinf(numbers.to_numpy(dtype=np.float64, na_value=0.0)).sum())
+            # Numbers among objects (a target read as object): look for inf among them,
+            # once per distinct value (class labels repeat: 32k rows, 2 values on Adult).
+            try:
+                positions, distinct = pd.factorize(values.ravel())
+            except TypeError:      # unhashable values: every row
+                distinct, positions = values.ravel(), np.arange(values.size)
+            numbers = pd.to_numeric(pd.Series(distinct, dtype=object), errors="coerce")
+            flags = np.isinf(numbers.to_numpy(dtype=np.float64, na_value=0.0))
+            infinite = int(flags[positions].sum())
         else:
             infinite = 0
         if infinite:
