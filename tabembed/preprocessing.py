@@ -512,6 +512,14 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         self._string_codes = {c: {value: code for code, value in enumerate(v, start=1)}
                               for c, v in self.categories_.items()
                               if v and all(isinstance(value, str) for value in v)}
+        # The same for integer vocabularies, read from NumPy integer columns only (where
+        # get_indexer's matching is plain equality of ints).
+        self._integer_codes = {
+            c: {int(value): code for code, value in enumerate(v, start=1)}
+            for c, v in self.categories_.items()
+            if v and all(isinstance(value, int | np.integer) and not isinstance(value, bool)
+                         for value in v)}
+        self.__dict__.pop("_category_codes", None)
 
     def _fit_embedding_sizes(self) -> None:
         rule = self.embedding_rule or embedding_size
@@ -670,10 +678,24 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         """Codes by dictionary for up to 16 rows of strings or string categories (or
         missing values) in a string-vocabulary column; None when that does not apply. Same codes as
         ``get_indexer`` (tests/test_preprocessing.py checks it)."""
-        lookup = self._string_codes.get(column)
-        if lookup is None or len(series) > 16:
+        if len(series) > 16:
             return None
-        if isinstance(series.dtype, pd.CategoricalDtype):
+        dtype = series.dtype
+        if isinstance(dtype, np.dtype) and dtype.kind in "iu":
+            numbers = self.__dict__.get("_integer_codes", {}).get(column)
+            if numbers is None:
+                return None
+            return np.array([numbers.get(value, 0) for value in series.tolist()],
+                            dtype=np.int64)
+        lookup = self._string_codes.get(column)
+        if lookup is None:
+            return None
+        if isinstance(dtype, pd.CategoricalDtype):
+            # Rows cut from one frame share its dtype object: map its categories once.
+            cache = self.__dict__.setdefault("_category_codes", {})
+            cached = cache.get(column)
+            if cached is not None and cached[0] is dtype:
+                return cached[1][series.array.codes]
             categorical = series.array
             if len(categorical.categories) > 256:
                 return None
@@ -682,6 +704,7 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
                 return None
             # Map the categories by value, then gather: never trust the codes.
             by_code = np.array([*(lookup.get(c, 0) for c in categories), 0])
+            cache[column] = (dtype, by_code)
             return by_code[categorical.codes]   # code -1 (missing) hits the 0
         values = series.tolist()
         if not all(isinstance(value, str) or value is None or value is pd.NA

@@ -367,3 +367,24 @@ def test_few_rows_encode_exactly_as_many_rows():
                           "size": ["s", "m"]})
     assert preprocessor.transform_arrays(mixed)[0][:, 0].tolist() == [
         preprocessor.encode("colour", ["red"])[0], 0]
+
+
+def test_few_rows_of_integer_and_repeated_categorical_columns_encode_as_many_rows():
+    train = pd.DataFrame({"level": [1, 2, 3, 2, 10] * 4,
+                          "size": pd.Categorical(["s", "m", "l", "m", "s"] * 4)})
+    preprocessor = TabularPreprocessor(cat_names=["level", "size"]).fit(train)
+    probe = pd.DataFrame({
+        "level": np.array([10, 7, 1, -3, 2], dtype=np.int64),
+        "size": pd.Categorical(["l", "xl", None, "s", "m"], categories=["xl", "s", "m", "l"]),
+    })
+    many = pd.concat([probe] * 10, ignore_index=True)
+    _, _ = preprocessor.transform_arrays(probe.iloc[[0]])     # fills the category cache
+    codes_many, _ = preprocessor.transform_arrays(many)
+    for row in range(len(probe)):         # one-row frames share the probe's dtypes
+        codes_one, _ = preprocessor.transform_arrays(probe.iloc[[row]])
+        np.testing.assert_array_equal(codes_one[0], codes_many[row])
+    assert codes_many[1].tolist() == [0, 0] and codes_many[3, 0] == 0
+    # Another categorical dtype (other categories) is mapped afresh, not from the cache.
+    other = pd.DataFrame({"level": [3], "size": pd.Categorical(["m"], categories=["m", "x"])})
+    assert preprocessor.transform_arrays(other)[0][0].tolist() == [
+        preprocessor.encode("level", [3])[0], preprocessor.encode("size", ["m"])[0]]
