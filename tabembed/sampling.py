@@ -77,7 +77,7 @@ class NegativeSampling:
         if n_items < 1:
             raise ValueError(f"there must be at least one item to sample, got {n_items=}")
         self.positives = positives
-        self.has_weight = positives.has_weight
+        self.has_weight = getattr(positives, "has_weight", False)
         self.n_items, self.n_negatives, self.shared = int(n_items), int(n_negatives), shared
         self.probabilities = (None if probabilities is None else
                               torch.as_tensor(np.asarray(probabilities), dtype=torch.float64))
