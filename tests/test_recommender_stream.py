@@ -275,3 +275,29 @@ def test_two_processes_shard_the_interactions_and_rank_as_well_as_one(movielens,
         assert abs(recall(one[lists]) - recall(first[0][lists])) < 0.03, (
             lists, recall(one[lists]), recall(first[0][lists]))
     assert recall(first[0]["ranker_lists"]) > 0.15
+
+
+def test_negative_sampling_shards_rows_and_draws_per_rank():
+    import torch
+
+    from tabembed.batches import TensorBatches
+    from tabembed.sampling import NegativeSampling
+
+    rows = torch.arange(101).reshape(-1, 1)
+    source = NegativeSampling(TensorBatches((rows, torch.zeros(101, 0)), batch_size=10,
+                                            shuffle=True, has_target=False, random_state=0),
+                              n_items=50, n_negatives=4, shared=True, random_state=1)
+    shards = [source.sharded(rank, 2, random_state=7, batch_size=5) for rank in (0, 1)]
+    passes = []
+    for shard in shards:
+        shard.manual_seed(11)            # what the Learner does on every rank
+        passes.append(list(shard))
+    assert len(passes[0]) == len(passes[1]) == len(shards[0])          # same steps per rank
+    seen = [torch.cat([batch[0] for batch in batches]).reshape(-1).tolist()
+            for batches in passes]
+    assert sorted(seen[0] + seen[1]) == list(range(101))                # disjoint, complete
+    negatives = [torch.stack([batch[2] for batch in batches]) for batches in passes]
+    assert not torch.equal(negatives[0], negatives[1])                  # a stream per rank
+    shards[0].manual_seed(11)
+    assert torch.equal(torch.stack([batch[2] for batch in shards[0]]), negatives[0])
+    assert source.world_size == 1 and shards[1].world_size == 2 and shards[1].rank == 1
