@@ -10,6 +10,12 @@ features, since it scores every item from the stored user and item features,
 for one user or many at once (chunked users x items products, seen items
 excluded through a sparse matrix); ``recommend_for_items`` folds in a new
 user; ``similar_items`` compares item vectors.
+
+``fit`` also takes Parquet to stream (a path, folder, URI, list of files or
+``pyarrow.dataset.Dataset``; ``fit("ratings/", y="rating")``): vocabularies
+and side-feature tables from one bounded pass, batches through
+:class:`~tabembed.streaming.ParquetBatches`, each process its shard under
+torchrun.
 """
 
 from __future__ import annotations
