@@ -181,16 +181,19 @@ def measure(mode: str, data: Path, epochs: int, batch_size: int, threads: int = 
     model = _model(pre)
     learner = Learner(distributed.wrap_model(model), loss_for_task("binary"), train,
                       random_state=0, num_threads=threads)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     learner.fit(epochs, 1e-3)
     trained = time.perf_counter() - started
+    # CPU seconds of all ranks together: what the work costs, whatever else runs.
+    cpu = distributed.all_reduce_sum([time.process_time() - cpu_started])[0]
     elapsed = distributed.all_reduce_sum([trained])[0] / world_size
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     peaks = distributed.all_gather_tensors(torch.tensor([peak], dtype=torch.float64)).tolist()
     n_rows = train.n_rows
     distributed.destroy_process_group()
     return {"rows_per_s": n_rows * epochs / elapsed, "train_s": elapsed,
-            "prepare_s": prepared, "peak_mib": max(peaks), "baseline_mib": baseline,
+            "cpu_us_per_row": 1e6 * cpu / (n_rows * epochs), "prepare_s": prepared,
+            "peak_mib": max(peaks), "baseline_mib": baseline,
             "steps_per_epoch": len(train), "loss": learner.history.records[-1]["train_loss"]}
 
 
@@ -273,7 +276,10 @@ def main() -> None:
             result["peak_mib"] = max(r["peak_mib"] for r in runs_of)
             result["all_rows_per_s"] = [r["rows_per_s"] for r in runs_of]
             medians[name] = result
+        measured_runs.update(measured)
         return medians
+
+    measured_runs = {}
 
     header = ("| rows | training | epochs | runs | rows/s (median) | µs per row | peak RSS MiB | "
               "RSS after imports MiB | data preparation s | last train loss |\n"
@@ -311,6 +317,11 @@ def main() -> None:
                 runs = ", ".join(f"{r:,.0f}" for r in result["all_rows_per_s"])
                 print(f"- measured: {label}, {other} / 1 process 1 thread = "
                       f"{result['rows_per_s'] / one:.2f}x (runs: {runs} rows/s)")
+            for name in ("1 process, 1 thread", "1 process, 2 threads",
+                         "2 processes x 1 thread, same global batch"):
+                cpu = np.median([r["cpu_us_per_row"] for r in measured_runs[f"{label}, {name}"]])
+                print(f"- CPU time per row (all threads and processes), {label}, {name}: "
+                      f"{cpu:.2f} µs")
         print()
 
     if "recommender" in args.only:
