@@ -15,7 +15,10 @@ EntityEmbeddingMLP (hidden 200-100, batch 1024, one torch thread):
 
 ``threads`` (at 1e6 rows): 1 process at 1 and at 2 torch threads against 2
 processes at 1 thread each, in memory and streaming, the same global batch:
-whether a second process beats a second thread on a 2-core machine.
+whether a second process beats a second thread on a 2-core machine; and
+streaming in 2 processes with a read-ahead thread each (the default before
+``auto_prefetch``). CPU time of all processes per row shows the work apart
+from the load.
 
 ``recommender`` (``--recommender-sizes``, default 1e5 and 1e6 ratings):
 ``EmbeddingRecommender(ranking="rating").fit`` from a DataFrame read from
@@ -138,7 +141,8 @@ def measure_recommender(mode: str, data: Path, epochs: int) -> dict:
             "loss": recommender.history_["train_loss"].iloc[-1]}
 
 
-def measure(mode: str, data: Path, epochs: int, batch_size: int, threads: int = 1) -> dict:
+def measure(mode: str, data: Path, epochs: int, batch_size: int, threads: int = 1,
+            prefetch: int | str = "auto") -> dict:
     """One training run in this process; returns rows/s and peak RSS."""
     import torch
 
@@ -175,7 +179,8 @@ def measure(mode: str, data: Path, epochs: int, batch_size: int, threads: int = 
         pre = fit_preprocessor(data, TabularPreprocessor(), exclude=["target"])
         transform = TableTransform(pre, "target", fit_target(data, "target"))
         train = ParquetBatches(data, transform, batch_size=batch_size, shuffle=True,
-                               random_state=0, rank=rank, world_size=world_size)
+                               random_state=0, rank=rank, world_size=world_size,
+                               prefetch=prefetch)
     prepared = time.perf_counter() - started
     torch.manual_seed(0)
     model = _model(pre)
@@ -224,6 +229,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=BATCH)
     parser.add_argument("--repeats", type=int, default=3, help="runs per variant below 1e7 rows")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (child)")
+    parser.add_argument("--prefetch", default="auto", help="windows read ahead (child)")
     parser.add_argument("--only", nargs="+", default=["mlp", "threads", "recommender"],
                         choices=["mlp", "threads", "recommender"])
     parser.add_argument("--recommender-sizes", type=int, nargs="+",
@@ -234,7 +240,9 @@ def main() -> None:
             result = measure_recommender(args.mode.removeprefix("recommender-"), args.data,
                                          args.epochs)
         else:
-            result = measure(args.mode, args.data, args.epochs, args.batch_size, args.threads)
+            prefetch = args.prefetch if args.prefetch == "auto" else int(args.prefetch)
+            result = measure(args.mode, args.data, args.epochs, args.batch_size, args.threads,
+                             prefetch)
         if int(os.environ.get("RANK", "0")) == 0:
             print(RESULT + json.dumps(result), flush=True)
         return
@@ -305,6 +313,10 @@ def main() -> None:
                      (f"{label}, 1 process, 2 threads", 1, 2, [*common, "--mode", where]),
                      (f"{label}, 2 processes x 1 thread, same global batch", 2, 1,
                       [*common, "--mode", where, "--batch-size", str(BATCH // 2)])]
+        # The read-ahead thread's default before auto_prefetch: 1 in every process.
+        plan.append(("streaming, 2 processes x 1 thread, same global batch, read-ahead 1", 2, 1,
+                     [*common, "--mode", "stream", "--batch-size", str(BATCH // 2),
+                      "--prefetch", "1"]))
         medians = run_all(plan, args.repeats)
         print(f"## 1 vs 2 processes and threads, {n:,} rows, global batch {BATCH}\n")
         print(header)
@@ -312,13 +324,15 @@ def main() -> None:
         print()
         for label in ("in memory", "streaming"):
             one = medians[f"{label}, 1 process, 1 thread"]["rows_per_s"]
-            for other in ("1 process, 2 threads", "2 processes x 1 thread, same global batch"):
+            others = ["1 process, 2 threads", "2 processes x 1 thread, same global batch"]
+            if label == "streaming":
+                others.append("2 processes x 1 thread, same global batch, read-ahead 1")
+            for other in others:
                 result = medians[f"{label}, {other}"]
                 runs = ", ".join(f"{r:,.0f}" for r in result["all_rows_per_s"])
                 print(f"- measured: {label}, {other} / 1 process 1 thread = "
                       f"{result['rows_per_s'] / one:.2f}x (runs: {runs} rows/s)")
-            for name in ("1 process, 1 thread", "1 process, 2 threads",
-                         "2 processes x 1 thread, same global batch"):
+            for name in ["1 process, 1 thread", *others]:
                 cpu = np.median([r["cpu_us_per_row"] for r in measured_runs[f"{label}, {name}"]])
                 print(f"- CPU time per row (all threads and processes), {label}, {name}: "
                       f"{cpu:.2f} µs")
