@@ -158,8 +158,9 @@ class NegativeSampling:
 
     def sharded(self, rank: int, world_size: int, *, random_state: int,
                 batch_size: int | None = None) -> NegativeSampling:
-        """``rank``'s shard of the positives (``TensorBatches.sharded``), with negatives
-        drawn from a generator of its own (seeded by ``random_state`` and the rank)."""
+        """``rank``'s shard of the positives (``TensorBatches.sharded``, every rank the same
+        ``random_state``), with negatives from a generator of its own (this source's seed
+        and the rank; the Learner reseeds both through :meth:`manual_seed` at ``fit``)."""
         shard = copy.copy(self)
         shard.positives = self.positives.sharded(rank, world_size, random_state=random_state,
                                                  batch_size=batch_size)
