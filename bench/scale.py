@@ -20,6 +20,9 @@ streaming in 2 processes with a read-ahead thread each (the default before
 ``auto_prefetch``). CPU time of all processes per row shows the work apart
 from the load.
 
+``steps``: one DotBias training step at the table sizes of 1e6 and 1e7
+synthetic ratings (why a recommender's cost per rating grows with its catalogue).
+
 ``recommender`` (``--recommender-sizes``, default 1e5 and 1e6 ratings):
 ``EmbeddingRecommender(ranking="rating").fit`` from a DataFrame read from
 Parquet against ``fit(folder, y="rating")``, the whole fit timed (data
@@ -141,6 +144,39 @@ def measure_recommender(mode: str, data: Path, epochs: int) -> dict:
             "loss": recommender.history_["train_loss"].iloc[-1]}
 
 
+def recommender_steps() -> list[str]:
+    """Milliseconds of one 512-row DotBias step (AdamW + row penalty, as the recommender
+    trains) at the table sizes of 1e6 and 1e7 synthetic ratings."""
+    import torch
+
+    from tabembed.models import DotBias
+    from tabembed.recommender import EmbeddingPenalty
+
+    torch.set_num_threads(1)
+    lines = []
+    for users, items in ((10_000, 16_667), (100_000, 166_667)):
+        model = DotBias(n_users=users + 1, n_items=items + 1, n_factors=50, y_range=(0, 5.5),
+                        global_bias=3.5)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
+        penalty = EmbeddingPenalty(0.05)
+        codes = torch.stack([torch.randint(1, users, (512,)), torch.randint(1, items, (512,))],
+                            1)
+        continuous, ratings = torch.zeros(512, 0), torch.rand(512) * 5
+
+        for index in range(23):       # 3 warm-up steps, 20 timed
+            if index == 3:
+                started = time.perf_counter()
+            output = model(codes, continuous).reshape(-1)
+            loss = ((output - ratings) ** 2).mean() + penalty(model, (codes, continuous))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        seconds = (time.perf_counter() - started) / 20
+        lines.append(f"- {users:,} users x {items:,} items: {seconds * 1e3:.1f} ms per 512-row "
+                     f"step ({512 / seconds:,.0f} rows/s)")
+    return lines
+
+
 def measure(mode: str, data: Path, epochs: int, batch_size: int, threads: int = 1,
             prefetch: int | str = "auto") -> dict:
     """One training run in this process; returns rows/s and peak RSS."""
@@ -231,7 +267,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (child)")
     parser.add_argument("--prefetch", default="auto", help="windows read ahead (child)")
     parser.add_argument("--only", nargs="+", default=["mlp", "threads", "recommender"],
-                        choices=["mlp", "threads", "recommender"])
+                        choices=["mlp", "threads", "recommender", "steps"])
     parser.add_argument("--recommender-sizes", type=int, nargs="+",
                         default=[100_000, 1_000_000])
     args = parser.parse_args()
@@ -364,6 +400,11 @@ def main() -> None:
                       / medians[f"{n}|recommender, in memory"]["peak_mib"])
             print(f"- measured: {n:,} ratings: streaming / in-memory fit throughput = "
                   f"{ratio:.2f}x, peak RSS = {memory:.2f}x")
+        print()
+
+    if "steps" in args.only:
+        print("## One recommender training step against the size of its tables\n")
+        print("\n".join(recommender_steps()))
         print()
 
     if "mlp" not in args.only:
