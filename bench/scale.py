@@ -1,6 +1,7 @@
 """Scale: training rows/s and peak RSS, in memory vs streaming Parquet, 1 vs 2 processes.
 
-Run: ``python bench/scale.py [--sizes 100000 1000000 10000000] [--root DIR]``
+Run: ``python bench/scale.py [--sizes 100000 1000000 10000000] [--root DIR]
+[--only mlp threads recommender]``
 
 For each size, a synthetic classification table (make_synthetic; 3
 categorical and 4 continuous columns, written as several Parquet files with
@@ -11,6 +12,22 @@ EntityEmbeddingMLP (hidden 200-100, batch 1024, one torch thread):
 - streaming: preprocessor and target fitted by streaming, ParquetBatches;
 - streaming with 2 processes (torchrun, gloo): the same global batch (512 per
   process) and 1024 per process.
+
+``threads`` (at 1e6 rows): 1 process at 1 and at 2 torch threads against 2
+processes at 1 thread each, in memory and streaming, the same global batch:
+whether a second process beats a second thread on a 2-core machine; and
+streaming in 2 processes with a read-ahead thread each (the default before
+``auto_prefetch``). CPU time of all processes per row shows the work apart
+from the load.
+
+``steps``: one DotBias training step at the table sizes of 1e6 and 1e7
+synthetic ratings (why a recommender's cost per rating grows with its catalogue).
+
+``recommender`` (``--recommender-sizes``, default 1e5 and 1e6 ratings):
+``EmbeddingRecommender(ranking="rating").fit`` from a DataFrame read from
+Parquet against ``fit(folder, y="rating")``, the whole fit timed (data
+preparation included), on synthetic ratings shaped like MovieLens 100K (a
+user per 100 ratings, an item per 60, Zipf popularity, 1-5 stars).
 
 Each measurement runs in its own process, so its peak RSS (``ru_maxrss``,
 imports included) is its own. Each run trains at least 1M rows (several
@@ -74,7 +91,94 @@ def _model(pre):
                               n_continuous=len(pre.cont_columns_), d_out=1, task="binary")
 
 
-def measure(mode: str, data: Path, epochs: int, batch_size: int) -> dict:
+def write_ratings(folder: Path, rows: int) -> None:
+    """Synthetic ratings shaped like MovieLens 100K, as Parquet (row groups of 128k rows)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(0)
+    n_users, n_items = max(100, rows // 100), max(100, rows // 60)
+    users = rng.integers(0, n_users, rows)
+    items = (rng.zipf(1.2, rows) - 1) % n_items
+    taste = rng.normal(0, 1, (n_users, 4)) @ rng.normal(0, 0.5, (4, 1))
+    quality = rng.normal(0, 0.7, n_items)
+    rating = np.clip(np.rint(3.5 + taste[users, 0] + quality[items]
+                             + rng.normal(0, 0.8, rows)), 1, 5)
+    table = pa.table({"user": users, "item": items, "rating": rating.astype(np.float32)})
+    folder.mkdir(parents=True, exist_ok=True)
+    group = min(ROW_GROUP, max(8192, rows // 8))
+    cuts = np.linspace(0, rows, 3).astype(int)
+    for i in range(2):
+        pq.write_table(table.slice(cuts[i], cuts[i + 1] - cuts[i]),
+                       folder / f"part-{i:03d}.parquet", row_group_size=group)
+
+
+def measure_recommender(mode: str, data: Path, epochs: int) -> dict:
+    """One EmbeddingRecommender fit in this process, data preparation included."""
+    import torch
+
+    from tabembed.recommender import EmbeddingRecommender
+    from tabembed.training import distributed
+
+    torch.set_num_threads(1)
+    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    distributed.init_process_group()
+    recommender = EmbeddingRecommender(ranking="rating", epochs=epochs, random_state=0)
+    started = time.perf_counter()
+    if mode == "memory":
+        import pandas as pd
+
+        frame = pd.read_parquet(data)
+        n_rows = len(frame)
+        recommender.fit(frame[["user", "item"]], frame["rating"])
+    else:
+        recommender.fit(data, y="rating")
+        n_rows = recommender.learner_.train_data.n_rows
+    elapsed = time.perf_counter() - started
+    elapsed = distributed.all_reduce_sum([elapsed])[0] / distributed.get_world_size()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peaks = distributed.all_gather_tensors(torch.tensor([peak], dtype=torch.float64)).tolist()
+    distributed.destroy_process_group()
+    return {"rows_per_s": n_rows * epochs / elapsed, "train_s": elapsed, "prepare_s": 0.0,
+            "peak_mib": max(peaks), "baseline_mib": baseline,
+            "loss": recommender.history_["train_loss"].iloc[-1]}
+
+
+def recommender_steps() -> list[str]:
+    """Milliseconds of one 512-row DotBias step (AdamW + row penalty, as the recommender
+    trains) at the table sizes of 1e6 and 1e7 synthetic ratings."""
+    import torch
+
+    from tabembed.models import DotBias
+    from tabembed.recommender import EmbeddingPenalty
+
+    torch.set_num_threads(1)
+    lines = []
+    for users, items in ((10_000, 16_667), (100_000, 166_667)):
+        model = DotBias(n_users=users + 1, n_items=items + 1, n_factors=50, y_range=(0, 5.5),
+                        global_bias=3.5)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
+        penalty = EmbeddingPenalty(0.05)
+        codes = torch.stack([torch.randint(1, users, (512,)), torch.randint(1, items, (512,))],
+                            1)
+        continuous, ratings = torch.zeros(512, 0), torch.rand(512) * 5
+
+        for index in range(23):       # 3 warm-up steps, 20 timed
+            if index == 3:
+                started = time.perf_counter()
+            output = model(codes, continuous).reshape(-1)
+            loss = ((output - ratings) ** 2).mean() + penalty(model, (codes, continuous))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        seconds = (time.perf_counter() - started) / 20
+        lines.append(f"- {users:,} users x {items:,} items: {seconds * 1e3:.1f} ms per 512-row "
+                     f"step ({512 / seconds:,.0f} rows/s)")
+    return lines
+
+
+def measure(mode: str, data: Path, epochs: int, batch_size: int, threads: int = 1,
+            prefetch: int | str = "auto") -> dict:
     """One training run in this process; returns rows/s and peak RSS."""
     import torch
 
@@ -84,7 +188,7 @@ def measure(mode: str, data: Path, epochs: int, batch_size: int) -> dict:
     from tabembed.training import distributed
     from tabembed.training.learner import Learner
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     distributed.init_process_group()
     rank, world_size = distributed.get_rank(), distributed.get_world_size()
@@ -111,28 +215,34 @@ def measure(mode: str, data: Path, epochs: int, batch_size: int) -> dict:
         pre = fit_preprocessor(data, TabularPreprocessor(), exclude=["target"])
         transform = TableTransform(pre, "target", fit_target(data, "target"))
         train = ParquetBatches(data, transform, batch_size=batch_size, shuffle=True,
-                               random_state=0, rank=rank, world_size=world_size)
+                               random_state=0, rank=rank, world_size=world_size,
+                               prefetch=prefetch)
     prepared = time.perf_counter() - started
     torch.manual_seed(0)
     model = _model(pre)
     learner = Learner(distributed.wrap_model(model), loss_for_task("binary"), train,
-                      random_state=0, num_threads=1)
-    started = time.perf_counter()
+                      random_state=0, num_threads=threads)
+    started, cpu_started = time.perf_counter(), time.process_time()
     learner.fit(epochs, 1e-3)
     trained = time.perf_counter() - started
+    # CPU seconds of all ranks together: what the work costs, whatever else runs.
+    cpu = distributed.all_reduce_sum([time.process_time() - cpu_started])[0]
     elapsed = distributed.all_reduce_sum([trained])[0] / world_size
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     peaks = distributed.all_gather_tensors(torch.tensor([peak], dtype=torch.float64)).tolist()
     n_rows = train.n_rows
     distributed.destroy_process_group()
     return {"rows_per_s": n_rows * epochs / elapsed, "train_s": elapsed,
-            "prepare_s": prepared, "peak_mib": max(peaks), "baseline_mib": baseline,
+            "cpu_us_per_row": 1e6 * cpu / (n_rows * epochs), "prepare_s": prepared,
+            "peak_mib": max(peaks), "baseline_mib": baseline,
             "steps_per_epoch": len(train), "loss": learner.history.records[-1]["train_loss"]}
 
 
-def child(arguments: list[str], processes: int = 1) -> dict:
+def child(arguments: list[str], processes: int = 1, threads: int = 1) -> dict:
     """Run one measurement in a fresh process (under torchrun for several)."""
-    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    environment = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    if threads > 1:
+        arguments = [*arguments, "--threads", str(threads)]
     launcher = [sys.executable]
     if processes > 1:
         launcher += ["-m", "torch.distributed.run", "--nproc_per_node", str(processes)]
@@ -154,9 +264,21 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=BATCH)
     parser.add_argument("--repeats", type=int, default=3, help="runs per variant below 1e7 rows")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (child)")
+    parser.add_argument("--prefetch", default="auto", help="windows read ahead (child)")
+    parser.add_argument("--only", nargs="+", default=["mlp", "threads", "recommender"],
+                        choices=["mlp", "threads", "recommender", "steps"])
+    parser.add_argument("--recommender-sizes", type=int, nargs="+",
+                        default=[100_000, 1_000_000])
     args = parser.parse_args()
     if args.child:
-        result = measure(args.mode, args.data, args.epochs, args.batch_size)
+        if args.mode.startswith("recommender-"):
+            result = measure_recommender(args.mode.removeprefix("recommender-"), args.data,
+                                         args.epochs)
+        else:
+            prefetch = args.prefetch if args.prefetch == "auto" else int(args.prefetch)
+            result = measure(args.mode, args.data, args.epochs, args.batch_size, args.threads,
+                             prefetch)
         if int(os.environ.get("RANK", "0")) == 0:
             print(RESULT + json.dumps(result), flush=True)
         return
@@ -174,6 +296,119 @@ def main() -> None:
             subprocess.run([sys.executable, "-c", code], check=True)
         return data
 
+    def ratings(n: int) -> Path:
+        data = root / f"ratings-{n}"
+        if not data.exists():
+            code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+                    f"from scale import write_ratings; from pathlib import Path; "
+                    f"write_ratings(Path({str(data)!r}), {n})")
+            subprocess.run([sys.executable, "-c", code], check=True)
+        return data
+
+    def run_all(plan, repeats):
+        """``{name: median result}`` of ``(name, processes, threads, arguments)`` runs."""
+        measured = {name: [] for name, *_ in plan}
+        for round_ in range(repeats):      # interleaved, so load drifts hit every variant
+            for name, processes, threads, extra in plan:
+                print(f"{name} ({round_ + 1}/{repeats}) ...", file=sys.stderr, flush=True)
+                measured[name].append(child(extra, processes, threads))
+        medians = {}
+        for name, *_ in plan:
+            runs_of = measured[name]
+            result = dict(runs_of[0])
+            result["rows_per_s"] = float(np.median([r["rows_per_s"] for r in runs_of]))
+            result["peak_mib"] = max(r["peak_mib"] for r in runs_of)
+            result["all_rows_per_s"] = [r["rows_per_s"] for r in runs_of]
+            medians[name] = result
+        measured_runs.update(measured)
+        return medians
+
+    measured_runs = {}
+
+    header = ("| rows | training | epochs | runs | rows/s (median) | µs per row | peak RSS MiB | "
+              "RSS after imports MiB | data preparation s | last train loss |\n"
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+
+    def row(n, name, epochs, repeats, result):
+        return (f"| {n:,} | {name} | {epochs} | {repeats} | {result['rows_per_s']:,.0f} | "
+                f"{1e6 / result['rows_per_s']:.2f} | {result['peak_mib']:,.0f} | "
+                f"{result['baseline_mib']:,.0f} | {result['prepare_s']:.1f} | "
+                f"{result['loss']:.4f} |")
+
+    print(f"# Scale ({machine()})\n")
+    print("Machine shared with other work while this ran: timings are noisy; compare ratios "
+          "within each table.\n")
+
+    if "threads" in args.only:
+        n = 1_000_000
+        common = ["--data", str(dataset(n)), "--epochs", "1"]
+        plan = []
+        for where in ("memory", "stream"):
+            label = "in memory" if where == "memory" else "streaming"
+            plan += [(f"{label}, 1 process, 1 thread", 1, 1, [*common, "--mode", where]),
+                     (f"{label}, 1 process, 2 threads", 1, 2, [*common, "--mode", where]),
+                     (f"{label}, 2 processes x 1 thread, same global batch", 2, 1,
+                      [*common, "--mode", where, "--batch-size", str(BATCH // 2)])]
+        # The read-ahead thread's default before auto_prefetch: 1 in every process.
+        plan.append(("streaming, 2 processes x 1 thread, same global batch, read-ahead 1", 2, 1,
+                     [*common, "--mode", "stream", "--batch-size", str(BATCH // 2),
+                      "--prefetch", "1"]))
+        medians = run_all(plan, args.repeats)
+        print(f"## 1 vs 2 processes and threads, {n:,} rows, global batch {BATCH}\n")
+        print(header)
+        print("\n".join(row(n, name, 1, args.repeats, medians[name]) for name, *_ in plan))
+        print()
+        for label in ("in memory", "streaming"):
+            one = medians[f"{label}, 1 process, 1 thread"]["rows_per_s"]
+            others = ["1 process, 2 threads", "2 processes x 1 thread, same global batch"]
+            if label == "streaming":
+                others.append("2 processes x 1 thread, same global batch, read-ahead 1")
+            for other in others:
+                result = medians[f"{label}, {other}"]
+                runs = ", ".join(f"{r:,.0f}" for r in result["all_rows_per_s"])
+                print(f"- measured: {label}, {other} / 1 process 1 thread = "
+                      f"{result['rows_per_s'] / one:.2f}x (runs: {runs} rows/s)")
+            for name in ["1 process, 1 thread", *others]:
+                cpu = np.median([r["cpu_us_per_row"] for r in measured_runs[f"{label}, {name}"]])
+                print(f"- CPU time per row (all threads and processes), {label}, {name}: "
+                      f"{cpu:.2f} µs")
+        print()
+
+    if "recommender" in args.only:
+        plan, epochs_of = [], {}
+        for n in args.recommender_sizes:
+            epochs = max(1, 300_000 // n)
+            epochs_of[n] = epochs
+            common = ["--data", str(ratings(n)), "--epochs", str(epochs)]
+            plan += [(f"{n}|recommender, in memory", 1, 1, [*common, "--mode",
+                                                            "recommender-memory"]),
+                     (f"{n}|recommender, streaming", 1, 1, [*common, "--mode",
+                                                            "recommender-stream"])]
+        medians = run_all(plan, args.repeats)
+        print("## EmbeddingRecommender(ranking=\"rating\").fit: DataFrame vs Parquet stream\n")
+        print("Whole fit timed (reading, vocabularies, tables, training); rows/s = ratings x "
+              "epochs / seconds.\n")
+        print(header)
+        for name, *_ in plan:
+            n, label = name.split("|")
+            print(row(int(n), label, epochs_of[int(n)], args.repeats, medians[name]))
+        print()
+        for n in args.recommender_sizes:
+            ratio = (medians[f"{n}|recommender, streaming"]["rows_per_s"]
+                     / medians[f"{n}|recommender, in memory"]["rows_per_s"])
+            memory = (medians[f"{n}|recommender, streaming"]["peak_mib"]
+                      / medians[f"{n}|recommender, in memory"]["peak_mib"])
+            print(f"- measured: {n:,} ratings: streaming / in-memory fit throughput = "
+                  f"{ratio:.2f}x, peak RSS = {memory:.2f}x")
+        print()
+
+    if "steps" in args.only:
+        print("## One recommender training step against the size of its tables\n")
+        print("\n".join(recommender_steps()))
+        print()
+
+    if "mlp" not in args.only:
+        return
     for n in args.sizes:
         data = dataset(n)
         epochs = max(1, 1_000_000 // n)
@@ -206,12 +441,7 @@ def main() -> None:
                 f"{result['baseline_mib']:,.0f} | {result['prepare_s']:.1f} | "
                 f"{result['loss']:.4f} |")
 
-    print(f"# Scale ({machine()})\n")
-    print("Machine shared with other work while this ran: timings are noisy; compare ratios "
-          "within this table.\n")
-    print("| rows | training | epochs | runs | rows/s (median) | µs per row | peak RSS MiB | "
-          "RSS after imports MiB | data preparation s | last train loss |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print(header)
     print("\n".join(rows_out))
     print()
     checks = []

@@ -10,6 +10,12 @@ features, since it scores every item from the stored user and item features,
 for one user or many at once (chunked users x items products, seen items
 excluded through a sparse matrix); ``recommend_for_items`` folds in a new
 user; ``similar_items`` compares item vectors.
+
+``fit`` also takes Parquet to stream (a path, folder, URI, list of files or
+``pyarrow.dataset.Dataset``; ``fit("ratings/", y="rating")``): vocabularies
+and side-feature tables from one bounded pass, batches through
+:class:`~tabembed.streaming.ParquetBatches`, each process its shard under
+torchrun.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from tabembed._validation import (
 )
 from tabembed.batches import TensorBatches
 from tabembed.config import (
+    EVALUATION_BATCH_SIZE,
     IMPLICIT_AUTO,
     IMPLICIT_DEFAULTS,
     RECOMMENDER_AUTO,
@@ -51,6 +58,7 @@ from tabembed.config import (
     row_batches,
     train,
 )
+from tabembed.estimators import is_stream
 from tabembed.metrics import task_metrics
 from tabembed.models import DotBias, NeuralCF, loss_for_task
 from tabembed.models.collab import DEFAULT_FACTORS, DEFAULT_NEURAL_DROPOUT
@@ -59,6 +67,7 @@ from tabembed.models.ranking import RANKING_LOSSES, CandidateScores, ranking_los
 from tabembed.preprocessing import TabularPreprocessor
 from tabembed.ranking_metrics import CHUNK_SCORES, evaluate, top_k
 from tabembed.sampling import NegativeSampling, sampling_probabilities
+from tabembed.training import distributed
 
 _D = RECOMMENDER_DEFAULTS
 # Ranking defaults, measured on validation splits of MovieLens 100K and latest-small
@@ -371,16 +380,21 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : DataFrame
-            The user and item columns, and optional side-feature columns.
-        y : array-like
-            Ratings.
+        X : DataFrame, or Parquet to stream
+            The user and item columns, and optional side-feature columns. Or a
+            Parquet file, folder, URI, list of files or ``pyarrow.dataset.Dataset``
+            holding them and the ratings, streamed in bounded memory (see
+            :meth:`_fit_stream`): ``fit("ratings/", y="rating")``.
+        y : array-like, or str with Parquet
+            Ratings; with Parquet, the name of the rating column.
         sample_weight : array-like of shape (n_samples,), optional
             Per-rating weights of the training loss and validation scores.
         eval_set : (X_val, y_val) or (X_val, y_val, sample_weight_val), optional
             Ratings scored after every epoch (loss, RMSE and MAE in ``history_``),
             and watched by early stopping instead of a random ``validation_fraction``.
         """
+        if is_stream(X):
+            return self._fit_stream(X, y, sample_weight=sample_weight, eval_set=eval_set)
         require_target(self, y)
         if self.model not in RECOMMENDER_AUTO:
             raise ValueError(f"model must be 'dot' or 'neural', got {self.model!r}")
@@ -453,6 +467,237 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
                 verbose=self.verbose,
             ).fit(frame, sample_weight=sample_weight)
         return self
+
+    # ------------------------------------------------------------ fitting from Parquet
+
+    def _fit_stream(self, source, y, *, sample_weight, eval_set):
+        """Fit from Parquet (a path, folder, URI, list of files or pyarrow Dataset) by streaming.
+
+        ``y`` names the rating column. Nothing is read whole: one pass (a row
+        group at a time) fits the vocabularies, finds the user, item and
+        context features and their tables, the bags and the rating range;
+        training batches stream through
+        :class:`~tabembed.streaming.ParquetBatches`, each process its own row
+        groups under torchrun; ``early_stopping`` holds rows out by a hash of
+        their position (:class:`~tabembed.streaming.ValidationSplit`).
+
+        Memory grows with users and items, except one structure: the
+        (user, item) code pair of every row, int32, 8 bytes a rating (plus 8
+        more while it is sorted once), which ``recommend(exclude_seen=True)``
+        and the hybrid ranking's popularity-sampled negatives need, as the
+        ``implicit`` package's CSR matrix does. ``sample_weight`` and
+        ``eval_set`` need a DataFrame.
+        """
+        if not isinstance(y, str):
+            raise TypeError(f"to fit from {type(source).__name__} data, name its rating column: "
+                            f"fit(source, y='rating'); got y of type {type(y).__name__}")
+        if sample_weight is not None or eval_set is not None:
+            raise ValueError("sample_weight and eval_set need a DataFrame; a Parquet stream "
+                             "takes the rating column's name only (use early_stopping=True "
+                             "to hold rows out of the stream)")
+        if self.model not in RECOMMENDER_AUTO:
+            raise ValueError(f"model must be 'dot' or 'neural', got {self.model!r}")
+        self._ranking()
+        seed = draw_seed(self.random_state)
+        seeds = Seeds.from_seed(seed)
+        auto = RECOMMENDER_AUTO[self.model]
+        config = TrainingConfig.from_params(self.get_params(), seed=seed, auto=auto)
+        strength = auto["embedding_l2"] if self.embedding_l2 == "auto" else self.embedding_l2
+        if not (isinstance(strength, int | float) and strength >= 0):
+            raise ValueError(f"embedding_l2 must be a number >= 0 or 'auto', "
+                             f"got {self.embedding_l2!r}")
+        split = _stream_split(config, seeds)
+        scan = self._scan_stream(source, y, split)
+        preprocessor = scan["preprocessor"]
+        transform = self._stream_transform(scan, target=y)
+        train_data, valid = _stream_sources(scan["row_groups"], transform, split, config,
+                                            seeds, sharded_validation=True)
+        rating_range = scan["rating_range"]
+        model_kwargs = self._model_kwargs(preprocessor, scan["mean"], rating_range,
+                                          scan["features"][3])
+        with isolated_random_state():
+            torch.manual_seed(seeds.init)
+            model = (NeuralCF if self.model == "neural" else DotBias)(**model_kwargs)
+            result = train(config, model, loss_for_task("regression"), train_data, valid,
+                           output_activation=flatten, metrics=task_metrics("regression", flatten),
+                           penalty=EmbeddingPenalty(strength) if strength else None)
+        self._set_scan(scan)
+        self.rating_range_ = rating_range
+        self.model_, self.model_kwargs_ = model, model_kwargs
+        self.training_config_ = config
+        self.learner_ = result.learner
+        self.history_ = result.history
+        self.lr_ = result.lr
+        self.ranker_ = None
+        if self._ranking() == "hybrid":
+            # As fit(DataFrame): its own seed; the scan (vocabularies, tables, pairs) is shared.
+            self.ranker_ = ImplicitRecommender(
+                user_column=self.user_column, item_column=self.item_column, device=self.device,
+                multi_valued=list(self.bag_columns_), random_state=seeds.split + 1,
+                verbose=self.verbose,
+            )._fit_stream(source, None, sample_weight=None, eval_set=None, scan=scan)
+        return self
+
+    def _stream_bag_columns(self, row_groups, empty: pd.DataFrame, side: list) -> list:
+        """The multi-valued side columns of a Parquet dataset: list columns, and string
+        columns where a tenth of the values hold ``|`` (counted over every row group)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if self.multi_valued != "auto":
+            return self._bag_columns(empty[[self.user_column, self.item_column, *side]])
+        schema = row_groups.dataset.schema
+        listed = [c for c in side if pa.types.is_list(schema.field(c).type)
+                  or pa.types.is_large_list(schema.field(c).type)]
+        texts = [c for c in side if c not in listed
+                 and not pd.api.types.is_numeric_dtype(empty[c])
+                 and not pd.api.types.is_bool_dtype(empty[c])]
+        values, separated = dict.fromkeys(texts, 0), dict.fromkeys(texts, 0)
+        for index in range(len(row_groups) if texts else 0):
+            table = row_groups.read(index, texts)
+            for column in list(values):
+                array = table[column]
+                if pa.types.is_dictionary(array.type):
+                    array = array.cast(array.type.value_type)
+                try:
+                    array = array.cast(pa.large_string())
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                    del values[column]       # not text: never a bag
+                    continue
+                values[column] += len(array) - array.null_count
+                separated[column] += int(pc.sum(pc.match_substring(array, _SEPARATOR))
+                                         .as_py() or 0)
+        return [c for c in side if c in listed or
+                (c in values and values[c] and separated[c] / values[c] >= 0.1)]
+
+    def _scan_stream(self, source, target, split) -> dict:
+        """One streaming pass: what fit(DataFrame) learns from the whole frame.
+
+        Every process makes it (it is deterministic), so nothing O(ratings) is
+        sent between processes.
+        """
+        from tabembed.streaming import RowGroups, fit_preprocessor, open_dataset
+        from tabembed.streaming.interactions import FirstValues, Pairs, frames
+
+        dataset = open_dataset(source)
+        names = list(dataset.schema.names)
+        missing = [c for c in (self.user_column, self.item_column) if c not in names]
+        if missing:
+            raise ValueError(f"the Parquet data has no column {missing}; set "
+                             f"user_column/item_column (its columns are {names})")
+        if target is not None and target not in names:
+            raise ValueError(f"the rating column {target!r} is not in the Parquet data; its "
+                             f"columns are {names}")
+        features = [c for c in names if c != target]
+        side = [c for c in features if c not in (self.user_column, self.item_column)]
+        row_groups = RowGroups(dataset)
+        empty = dataset.schema.empty_table().to_pandas()[features]
+        self.bag_columns_ = self._stream_bag_columns(row_groups, empty, side)
+        cats, conts = self._roles(empty)
+        preprocessor = fit_preprocessor(dataset, TabularPreprocessor(
+            cat_names=[self.user_column, self.item_column, *cats], cont_names=conts,
+            date_names=[], add_missing_indicators=False,
+        ), exclude=[*([target] if target is not None else []), *self.bag_columns_])
+        n_users = len(preprocessor.categories_[self.user_column])
+        n_items = len(preprocessor.categories_[self.item_column])
+        per_user = {c: FirstValues(n_users) for c in side}
+        per_item = {c: FirstValues(n_items) for c in side}
+        first_user = np.full(n_users + 1, -1, dtype=np.int64)
+        first_item = np.full(n_items + 1, -1, dtype=np.int64)
+        vocabulary = {c: set() for c in self.bag_columns_}
+        lengths = dict.fromkeys(self.bag_columns_, 1)
+        pairs = Pairs()
+        low, high, total, n_train = np.inf, -np.inf, 0.0, 0
+        columns = [*features, *([target] if target is not None else [])]
+        for frame, positions, held in frames(row_groups, columns, split):
+            frame = self._canonical_bags(frame)
+            users = preprocessor.encode(self.user_column, frame[self.user_column])
+            items = preprocessor.encode(self.item_column, frame[self.item_column])
+            pairs.update(users, items)
+            for codes, first in ((users, first_user), (items, first_item)):
+                fresh = first[codes] < 0
+                ids, where = np.unique(codes[fresh], return_index=True)
+                first[ids] = positions[np.flatnonzero(fresh)[where]]
+            for column in side:
+                for values, codes in ((per_user[column], users), (per_item[column], items)):
+                    if not values.varies:
+                        values.update(codes, frame[column])
+            for column in self.bag_columns_:
+                tokens = _bag_tokens(pd.Series(frame[column].dropna().unique(), dtype=object))
+                vocabulary[column].update(tokens.unique())
+                if len(tokens):
+                    lengths[column] = max(lengths[column],
+                                          int(tokens.index.value_counts().max()))
+            if target is not None:
+                ratings = _stream_ratings(frame[target], target)
+                if len(ratings):
+                    low, high = min(low, ratings.min()), max(high, ratings.max())
+                training = ratings if held is None else ratings[~held]
+                total += float(training.sum())
+                n_train += len(training)
+        if target is not None and n_train == 0:
+            raise ValueError("no training ratings in the Parquet data; change "
+                             "validation_fraction")
+        self.bag_vocabulary_ = {c: sorted(vocabulary[c]) for c in self.bag_columns_}
+        self.bag_lengths_ = lengths
+        item_features = [c for c in side if not per_item[c].varies]
+        user_features = [c for c in side if per_item[c].varies and not per_user[c].varies]
+        context_features = [c for c in side if per_item[c].varies and per_user[c].varies]
+        for column in context_features:
+            if column in self.bag_columns_:
+                raise ValueError(f"the multi-valued column {column!r} varies within users and "
+                                 "within items; a bag must describe the user or the item")
+
+        def table(id_column, first, per_id, chosen):
+            # In order of first appearance, as drop_duplicates keeps them.
+            codes = np.flatnonzero(first >= 0)
+            codes = codes[codes > 0]       # a missing id is no user or item
+            codes = codes[np.argsort(first[codes], kind="stable")]
+            ids = np.asarray(preprocessor.categories_[id_column], dtype=object)[codes - 1]
+            index = pd.Index(ids.tolist(), name=id_column)
+            return pd.DataFrame({c: per_id[c].values(codes) for c in chosen},
+                                index=index).infer_objects()
+
+        seen_users, seen_items = pairs.sorted(n_items)
+        return {
+            "row_groups": row_groups, "preprocessor": preprocessor, "feature_names": features,
+            "features": (seen_users, seen_items, user_features, item_features,
+                         context_features, table(self.user_column, first_user, per_user,
+                                                 user_features),
+                         table(self.item_column, first_item, per_item, item_features)),
+            "bags": (list(self.bag_columns_), self.bag_vocabulary_, self.bag_lengths_),
+            "rating_range": (float(low), float(high)) if target is not None else (1.0, 1.0),
+            "mean": total / n_train if n_train else 0.0,
+        }
+
+    def _set_scan(self, scan: dict) -> None:
+        """The fitted state a scan found (as fit(DataFrame) sets it from the frame)."""
+        self.preprocessor_ = scan["preprocessor"]
+        self._grid_cache = None
+        self.feature_names_in_ = np.asarray(scan["feature_names"], dtype=object)
+        self.n_features_in_ = len(scan["feature_names"])
+        (self.seen_users_, self.seen_items_, self.user_features_, self.item_features_,
+         self.context_features_, self._user_table, self._item_table) = scan["features"]
+        columns, vocabulary, lengths = scan["bags"]
+        self.bag_columns_, self.bag_vocabulary_, self.bag_lengths_ = (
+            list(columns), dict(vocabulary), dict(lengths))
+
+    def _stream_transform(self, scan: dict, target: str | None = None):
+        """Arrow tables of the stream to ``(codes, continuous[, rating])``, vectorised."""
+        from tabembed.streaming.interactions import FrameTransform
+
+        preprocessor = scan["preprocessor"]
+        columns, vocabulary, lengths = scan["bags"]
+        encoder = EmbeddingRecommender(user_column=self.user_column,
+                                       item_column=self.item_column)
+        encoder.bag_columns_, encoder.bag_vocabulary_, encoder.bag_lengths_ = (
+            list(columns), dict(vocabulary), dict(lengths))
+
+        def encode(frame):
+            codes, continuous = encoder._tensors(encoder._canonical_bags(frame), preprocessor)
+            return codes.numpy(), continuous.numpy()
+
+        return FrameTransform(scan["feature_names"], encode, target)
 
     def _ranking(self) -> str:
         ranking = RANKING if self.ranking == "auto" else self.ranking
@@ -542,8 +787,10 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
         if not hasattr(self, "learner_"):
             raise ValueError("this EmbeddingRecommender is not fitted yet; call fit before save")
         meta, tensors = persistence.network_state(self.learner_.model, self.model_kwargs_)
-        tensors["seen_users"] = torch.from_numpy(np.ascontiguousarray(self.seen_users_))
-        tensors["seen_items"] = torch.from_numpy(np.ascontiguousarray(self.seen_items_))
+        tensors["seen_users"] = torch.from_numpy(
+            np.ascontiguousarray(self.seen_users_, dtype=np.int64))   # int32 when streamed
+        tensors["seen_items"] = torch.from_numpy(
+            np.ascontiguousarray(self.seen_items_, dtype=np.int64))   # int32 when streamed
         meta.update({
             "params": persistence.json_safe(self.get_params()),
             "preprocessor": self.preprocessor_.to_dict(),
@@ -1190,10 +1437,13 @@ class ImplicitRecommender(EmbeddingRecommender):
 
         Parameters
         ----------
-        X : DataFrame
+        X : DataFrame, or Parquet to stream
             One row per interaction: the user and item columns, and optional
             side-feature columns (user, item and multi-valued features as in
-            :class:`EmbeddingRecommender`).
+            :class:`EmbeddingRecommender`). Or a Parquet file, folder, URI,
+            list of files or ``pyarrow.dataset.Dataset`` of such rows, every
+            row an interaction, streamed in bounded memory as
+            :meth:`EmbeddingRecommender.fit` streams ratings: ``fit("clicks/")``.
         y : array-like, optional
             When given, only rows with ``y > 0`` are interactions (0/1 click
             labels; threshold ratings yourself, e.g. ``X[ratings >= 4]``).
@@ -1203,26 +1453,11 @@ class ImplicitRecommender(EmbeddingRecommender):
             Held-out interactions whose sampled loss is reported each epoch
             (and watched by early stopping).
         """
-        if self.model not in RECOMMENDER_AUTO:
-            raise ValueError(f"model must be 'dot' or 'neural', got {self.model!r}")
-        if self._loss() not in RANKING_LOSSES:
-            raise ValueError(f"loss must be one of {RANKING_LOSSES} or 'auto', "
-                             f"got {self.loss!r}")
-        loss = self._loss()
-        seed = draw_seed(self.random_state)
-        seeds = Seeds.from_seed(seed)
+        if is_stream(X):
+            return self._fit_stream(X, y, sample_weight=sample_weight, eval_set=eval_set)
+        loss, config, seeds, strength, sampling = self._options()
         frame, weights = self._interactions(X, y, sample_weight)
         frame = self._prepare(frame)
-        auto = self._auto()
-        config = TrainingConfig.from_params(self.get_params(), seed=seed, auto=auto)
-        strength = auto["embedding_l2"] if self.embedding_l2 == "auto" else self.embedding_l2
-        if not (isinstance(strength, int | float) and strength >= 0):
-            raise ValueError(f"embedding_l2 must be a number >= 0 or 'auto', "
-                             f"got {self.embedding_l2!r}")
-        n_negatives = auto["n_negatives"] if self.n_negatives == "auto" else self.n_negatives
-        if not (isinstance(n_negatives, int | np.integer) and n_negatives >= 1):
-            raise ValueError(f"n_negatives must be a positive integer or 'auto', "
-                             f"got {self.n_negatives!r}")
         cats, conts = self._roles(frame)
         preprocessor = TabularPreprocessor(
             cat_names=[self.user_column, self.item_column, *cats], cont_names=conts,
@@ -1236,16 +1471,7 @@ class ImplicitRecommender(EmbeddingRecommender):
         self.n_features_in_ = frame.shape[1]
         (self.seen_users_, self.seen_items_, self.user_features_, self.item_features_,
          self.context_features_, self._user_table, self._item_table) = features
-        self.rating_range_ = (1.0, 1.0)
-        n_items = len(preprocessor.categories_[self.item_column])
-        negatives = auto["negatives"] if self.negatives == "auto" else self.negatives
-        probabilities = sampling_probabilities(codes[:, 1].numpy(), n_items, kind=negatives)
-        log_q = None
-        if probabilities is not None and loss == "softmax":
-            log_q = torch.from_numpy(np.log(np.concatenate([[1.0], probabilities])))
-        item_codes, item_continuous, item_columns, item_numeric = self._item_side()
-        sampling = dict(n_items=n_items, n_negatives=int(n_negatives),
-                        probabilities=probabilities, shared=loss == "softmax")
+        sampling = self._sampling(sampling, codes[:, 1].numpy())
         rows, valid = np.arange(len(frame)), None
         if eval_set is not None:
             valid_frame, _ = self._interactions(*_eval_pair(eval_set), None)
@@ -1269,7 +1495,83 @@ class ImplicitRecommender(EmbeddingRecommender):
                                   has_target=False, has_weight=weights is not None,
                                   random_state=0)
         train_data = NegativeSampling(positives, random_state=seeds.shuffle, **sampling)
-        model_kwargs = self._model_kwargs(preprocessor, 0.0, self.rating_range_,
+        return self._train_ranking(loss, config, seeds, strength, train_data, valid,
+                                   sampling["probabilities"])
+
+    def _fit_stream(self, source, y, *, sample_weight, eval_set, scan=None):
+        """Fit from Parquet by streaming: every row of ``source`` is an interaction.
+
+        As :meth:`EmbeddingRecommender._fit_stream`: one pass for the
+        vocabularies, tables and the (user, item) pairs (int32, 8 bytes an
+        interaction: seen items and popularity negatives), then positives
+        streamed by :class:`~tabembed.streaming.ParquetBatches` (each process
+        its row groups under torchrun) with negatives drawn per batch, each
+        process from its own seeded generator.
+        """
+        if y is not None:
+            raise ValueError(
+                f"fit(source, y={y!r}): from a Parquet stream every row is an interaction, and "
+                "rows cannot be dropped from a stream's batches; write the interactions alone "
+                "to Parquet first (e.g. pyarrow.dataset.write_dataset(dataset.filter("
+                "pyarrow.compute.field(y) > 0), ...)) and fit(that) without y")
+        if sample_weight is not None or eval_set is not None:
+            raise ValueError("sample_weight and eval_set need a DataFrame; a Parquet stream "
+                             "takes no options (use early_stopping=True to hold rows out of "
+                             "the stream)")
+        loss, config, seeds, strength, sampling = self._options()
+        split = _stream_split(config, seeds)
+        if scan is None:
+            scan = self._scan_stream(source, None, split)
+        self._set_scan(scan)
+        sampling = self._sampling(sampling, self.seen_items_)
+        transform = self._stream_transform(scan)
+        positives, valid = _stream_sources(scan["row_groups"], transform, split, config, seeds,
+                                           sharded_validation=False,
+                                           valid_batch_size=config.batch_size)
+        if valid is not None:
+            valid = NegativeSampling(valid, random_state=seeds.split, fixed=True, **sampling)
+        train_data = NegativeSampling(positives, random_state=seeds.shuffle, **sampling)
+        return self._train_ranking(loss, config, seeds, strength, train_data, valid,
+                                   sampling["probabilities"])
+
+    def _options(self) -> tuple:
+        """``(loss, config, seeds, embedding_l2, sampling options)`` from the parameters."""
+        if self.model not in RECOMMENDER_AUTO:
+            raise ValueError(f"model must be 'dot' or 'neural', got {self.model!r}")
+        if self._loss() not in RANKING_LOSSES:
+            raise ValueError(f"loss must be one of {RANKING_LOSSES} or 'auto', "
+                             f"got {self.loss!r}")
+        loss = self._loss()
+        seed = draw_seed(self.random_state)
+        auto = self._auto()
+        config = TrainingConfig.from_params(self.get_params(), seed=seed, auto=auto)
+        strength = auto["embedding_l2"] if self.embedding_l2 == "auto" else self.embedding_l2
+        if not (isinstance(strength, int | float) and strength >= 0):
+            raise ValueError(f"embedding_l2 must be a number >= 0 or 'auto', "
+                             f"got {self.embedding_l2!r}")
+        n_negatives = auto["n_negatives"] if self.n_negatives == "auto" else self.n_negatives
+        if not (isinstance(n_negatives, int | np.integer) and n_negatives >= 1):
+            raise ValueError(f"n_negatives must be a positive integer or 'auto', "
+                             f"got {self.n_negatives!r}")
+        negatives = auto["negatives"] if self.negatives == "auto" else self.negatives
+        return (loss, config, Seeds.from_seed(seed), strength,
+                {"n_negatives": int(n_negatives), "negatives": negatives})
+
+    def _sampling(self, options: dict, item_codes: np.ndarray) -> dict:
+        """NegativeSampling's options; popularity from every interaction's item code."""
+        n_items = len(self.preprocessor_.categories_[self.item_column])
+        probabilities = sampling_probabilities(item_codes, n_items, kind=options["negatives"])
+        return dict(n_items=n_items, n_negatives=options["n_negatives"],
+                    probabilities=probabilities, shared=self._loss() == "softmax")
+
+    def _train_ranking(self, loss, config, seeds, strength, train_data, valid, probabilities):
+        """Train the ranking model on ``train_data`` and set the fitted state."""
+        self.rating_range_ = (1.0, 1.0)
+        log_q = None
+        if probabilities is not None and loss == "softmax":
+            log_q = torch.from_numpy(np.log(np.concatenate([[1.0], probabilities])))
+        item_codes, item_continuous, item_columns, item_numeric = self._item_side()
+        model_kwargs = self._model_kwargs(self.preprocessor_, 0.0, self.rating_range_,
                                           self.item_features_)
         with isolated_random_state():
             torch.manual_seed(seeds.init)
@@ -1328,3 +1630,56 @@ def _model_snapshots(learner) -> list[dict]:
     prefix = "model."
     return [{k[len(prefix):]: v for k, v in predictor._state(s).items() if k.startswith(prefix)}
             for s in predictor.snapshots]
+
+
+# Rows a streamed fit transforms and shuffles at once (ParquetBatches' buffer).
+STREAM_BUFFER_ROWS = 1 << 18
+
+
+def _stream_split(config: TrainingConfig, seeds: Seeds):
+    """The rows a streamed fit holds out (``early_stopping``): a hash of their position."""
+    from tabembed.streaming import ValidationSplit
+
+    if not config.early_stopping:
+        return None
+    return ValidationSplit(config.validation_fraction, seed=seeds.split)
+
+
+def _stream_sources(row_groups, transform, split, config: TrainingConfig, seeds: Seeds, *,
+                    sharded_validation: bool, valid_batch_size: int = EVALUATION_BATCH_SIZE):
+    """The shuffled training stream (this process's shard under torchrun) and the
+    validation stream (sharded, or whole on every process for sampled losses)."""
+    from tabembed.streaming import ParquetBatches, Part
+
+    rank, world_size = distributed.get_rank(), distributed.get_world_size()
+    # batch_size counts the rows of one step over all processes, as in memory.
+    per_process = max(1, -(-config.batch_size // world_size))
+    part = Part(row_groups, split, "train")
+    train_data = ParquetBatches(part, transform, batch_size=per_process, shuffle=True,
+                                buffer_rows=STREAM_BUFFER_ROWS, random_state=seeds.shuffle,
+                                rank=rank, world_size=world_size)
+    if split is None:
+        return train_data, None
+    shard = dict(rank=rank, world_size=world_size) if sharded_validation else {}
+    valid = ParquetBatches(part.other(), transform, batch_size=valid_batch_size,
+                           buffer_rows=STREAM_BUFFER_ROWS, **shard)
+    return train_data, valid
+
+
+def _stream_ratings(series: pd.Series, name: str) -> np.ndarray:
+    """One row group's ratings, checked as fit(DataFrame) checks ``y``."""
+    if series.isna().any():
+        raise ValueError(f"the rating column {name!r} has {int(series.isna().sum())} missing "
+                         "value(s) in a row group; drop those rows first")
+    try:
+        ratings = series.to_numpy(dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"the rating column {name!r} must be numeric, got {series.dtype}"
+                         ) from error
+    if not np.isfinite(ratings).all():
+        raise ValueError(f"the rating column {name!r} has infinite values; drop them")
+    if len(ratings) and np.abs(ratings).max() > _MAX_RATING:
+        raise ValueError(f"the rating column {name!r} holds rating(s) as large as "
+                         f"{np.abs(ratings).max():.3g}; ratings must be within "
+                         f"+-{_MAX_RATING:g}: rescale them")
+    return ratings

@@ -51,8 +51,10 @@ class NegativeSampling:
 
     Parameters
     ----------
-    positives : TensorBatches
-        The positive rows (inputs only, ``has_target=False``).
+    positives : TensorBatches or ParquetBatches
+        The positive rows (inputs only, ``has_target=False``). Under torchrun
+        each rank's positives are its shard (:meth:`sharded`, or a sharded
+        stream) and its negatives come from its own seeded generator.
     n_items : int
         Items are codes ``1..n_items``.
     n_negatives : int
@@ -77,7 +79,7 @@ class NegativeSampling:
         if n_items < 1:
             raise ValueError(f"there must be at least one item to sample, got {n_items=}")
         self.positives = positives
-        self.has_weight = positives.has_weight
+        self.has_weight = getattr(positives, "has_weight", False)
         self.n_items, self.n_negatives, self.shared = int(n_items), int(n_negatives), shared
         self.probabilities = (None if probabilities is None else
                               torch.as_tensor(np.asarray(probabilities), dtype=torch.float64))
@@ -88,7 +90,23 @@ class NegativeSampling:
             np.random.SeedSequence().generate_state(1)[0])
         self.fixed = fixed
         self.generator = torch.Generator()
-        self.generator.manual_seed(self.seed)
+        self.generator.manual_seed(self._negative_seed(self.seed))
+
+    @property
+    def rank(self) -> int:
+        return getattr(self.positives, "rank", 0)
+
+    @property
+    def world_size(self) -> int:
+        """The positives' processes: each rank draws its own negatives for its own rows."""
+        return getattr(self.positives, "world_size", 1)
+
+    def _negative_seed(self, seed: int) -> int:
+        """The negatives' seed: ``seed`` itself in one process; under torchrun one stream
+        per rank (the same negatives on every rank would waste the second process's draws)."""
+        if self.world_size == 1:
+            return int(seed)
+        return int(np.random.SeedSequence([int(seed), self.rank]).generate_state(1)[0])
 
     @property
     def batch_size(self) -> int:
@@ -132,9 +150,23 @@ class NegativeSampling:
         return moved      # the same generator: one random stream wherever the data lives
 
     def manual_seed(self, seed: int) -> None:
-        """Restart both streams (batch order and negatives) from ``seed``."""
+        """Restart both streams (batch order and negatives) from ``seed`` (the same on every
+        rank: the batch order is shared, the negatives are drawn per rank)."""
         self.positives.manual_seed(seed)
-        self.generator.manual_seed(int(np.random.SeedSequence(seed).generate_state(1)[0]))
+        negative_seed = int(np.random.SeedSequence(seed).generate_state(1)[0])
+        self.generator.manual_seed(self._negative_seed(negative_seed))
+
+    def sharded(self, rank: int, world_size: int, *, random_state: int,
+                batch_size: int | None = None) -> NegativeSampling:
+        """``rank``'s shard of the positives (``TensorBatches.sharded``, every rank the same
+        ``random_state``), with negatives from a generator of its own (this source's seed
+        and the rank; the Learner reseeds both through :meth:`manual_seed` at ``fit``)."""
+        shard = copy.copy(self)
+        shard.positives = self.positives.sharded(rank, world_size, random_state=random_state,
+                                                 batch_size=batch_size)
+        shard.generator = torch.Generator()
+        shard.generator.manual_seed(shard._negative_seed(self.seed))
+        return shard
 
     def state_dict(self) -> dict:
         return {"positives": self.positives.state_dict(),

@@ -435,3 +435,15 @@ def test_fit_preprocessor_streams_what_a_dataframe_fit_learns(table, tmp_path):
     assert pre.categories_["region"] == [0, 1, 2]
     dataset = RowGroups(open_dataset(tmp_path / "hive")).sequential(exclude=["target"])
     assert dataset.to_table().num_rows == len(frame) and "target" not in dataset.schema.names
+
+
+def test_read_ahead_only_with_a_core_to_spare(monkeypatch):
+    import os
+
+    from tabembed.streaming.source import auto_prefetch
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert auto_prefetch({}) == 1                              # one process, two cores
+    assert auto_prefetch({"LOCAL_WORLD_SIZE": "2"}) == 0       # torchrun fills the cores
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    assert auto_prefetch({"LOCAL_WORLD_SIZE": "2"}) == 1

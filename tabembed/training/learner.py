@@ -313,7 +313,9 @@ class Learner:
         """Under torch.distributed, this rank's shard of ``source``, seeded like every rank's."""
         if not distributed.is_distributed() or getattr(source, "world_size", 1) > 1:
             return source
-        if not isinstance(source, TensorBatches):
+        if getattr(source, "n_rows", None) == 0:     # a learner that only predicts
+            return source
+        if not hasattr(source, "sharded"):     # TensorBatches, NegativeSampling
             raise distributed.DistributedError(
                 f"{type(source).__name__} is not sharded across the {distributed.get_world_size()}"
                 " processes; give rank= and world_size= to the batch source")
