@@ -18,13 +18,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tabembed.models.numeric_embeddings import exporting
-
 EMBEDDING_INIT_STD = 0.01
 # Categorical embeddings train through one one-hot product when the block-diagonal table
 # (all rows x all widths) is at most this many values and there are 3+ columns; measured
 # at 512 rows: 124 x 65 (8k) 1.4x faster, 150 x 90 (30 columns) 2.2x, 250 x 125 1.3x slower.
 ONE_HOT_MAX_VALUES = 16_384
+
+
+def exporting() -> bool:
+    """Whether a model is being traced for export: the TorchScript-based ONNX exporter
+    cannot trace custom autograd functions or data-dependent fast paths."""
+    return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()
 
 
 def init_embedding(embedding: nn.Embedding, std: float = EMBEDDING_INIT_STD) -> nn.Embedding:

@@ -16,10 +16,7 @@ import math
 import torch
 from torch import nn
 
-
-def exporting() -> bool:
-    # The TorchScript-based ONNX exporter cannot trace custom autograd functions.
-    return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()
+from tabembed.models.layers import exporting
 
 
 class _CosSin(torch.autograd.Function):

@@ -16,9 +16,10 @@ from tabembed.models.layers import (
     CategoricalEmbeddings,
     PiecewiseLinearEncoding,
     ScaledSigmoid,
+    exporting,
     init_linear,
 )
-from tabembed.models.numeric_embeddings import PeriodicEmbeddings, exporting
+from tabembed.models.numeric_embeddings import PeriodicEmbeddings
 
 # Measured on a validation split of Adult (bench/RESULTS.md, "Defaults"): hidden
 # dropout 0 / 0.1 / 0.3 / 0.5 gave validation accuracy 0.8515 / 0.8518 / 0.8518 /
