@@ -121,8 +121,9 @@ class CategoricalEmbeddings(nn.Module):
     def forward(self, codes: torch.Tensor) -> torch.Tensor:
         if not self.embeddings:
             return codes.new_zeros((codes.shape[0], 0), dtype=torch.get_default_dtype())
-        if self.one_hot and torch.is_grad_enabled() and not exporting() \
-                and not ((codes < 0) | (codes >= self.cardinalities)).any():
+        # CPU only (where it was measured; the range check would sync a GPU every step).
+        if self.one_hot and codes.device.type == "cpu" and torch.is_grad_enabled() \
+                and not exporting() and not ((codes < 0) | (codes >= self.cardinalities)).any():
             return self.dropout(self._one_hot_lookup(codes))
         vectors = [embedding(codes[:, i]) for i, embedding in enumerate(self.embeddings)]
         return self.dropout(torch.cat(vectors, dim=1))
