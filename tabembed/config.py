@@ -154,6 +154,9 @@ class Seeds:
         return cls(int(init), int(shuffle), int(split))
 
 
+EXIT_WAIT_SECONDS = 30.0
+
+
 def draw_seed(random_state) -> int:
     """One integer seed per fit from ``random_state`` (None draws fresh entropy).
 
@@ -162,8 +165,10 @@ def draw_seed(random_state) -> int:
     """
     if distributed.launch_from_environment() is not None and not distributed.is_distributed():
         if distributed.init_process_group() is not None:
-            # Leave the group at exit; without waiting, since another rank may have failed.
-            atexit.register(distributed.destroy_process_group, wait=False)
+            # Leave the group at exit, waiting a bounded time for the other ranks (one
+            # leaving while another still talks made gloo abort it now and then; a rank
+            # that failed never arrives).
+            atexit.register(distributed.destroy_process_group, wait=EXIT_WAIT_SECONDS)
     if random_state is None:
         return distributed.shared_seed(int(np.random.SeedSequence().generate_state(1)[0]))
     if isinstance(random_state, np.random.RandomState):

@@ -149,18 +149,27 @@ def init_process_group(*, backend: str = "auto", device="auto",
     return launch
 
 
-def destroy_process_group(*, wait: bool = True) -> None:
+def destroy_process_group(*, wait: bool | float = True) -> None:
     """Leave the process group (a no-op without one).
 
     ``wait``: first wait for every rank (a barrier), so no process tears its
     connections down while another still uses them (gloo can abort the
-    other process then). Pass ``wait=False`` on an error path, where another
-    rank may never arrive.
+    other process then: "terminate called without an active exception").
+    A number waits at most that many seconds (gloo's monitored barrier; other
+    backends do not wait), for exit paths where another rank may have failed.
+    ``wait=False`` does not wait.
     """
-    if dist.is_available() and dist.is_initialized():
-        if wait and dist.get_world_size() > 1:
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if dist.get_world_size() > 1:
+        if wait is True:
             barrier()
-        dist.destroy_process_group()
+        elif wait is not False and dist.get_backend() == "gloo":
+            try:
+                dist.monitored_barrier(timeout=timedelta(seconds=float(wait)))
+            except RuntimeError:      # a rank is gone: leave anyway
+                pass
+    dist.destroy_process_group()
 
 
 def is_distributed() -> bool:
