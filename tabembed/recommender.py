@@ -413,12 +413,7 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
                                                                          len(frame))
         if weights is not None and np.all(weights == weights[0]):
             weights = None      # equal weights change nothing
-        auto = RECOMMENDER_AUTO[self.model]
-        config = TrainingConfig.from_params(self.get_params(), seed=seed, auto=auto)
-        strength = auto["embedding_l2"] if self.embedding_l2 == "auto" else self.embedding_l2
-        if not (isinstance(strength, int | float) and strength >= 0):
-            raise ValueError(f"embedding_l2 must be a number >= 0 or 'auto', "
-                             f"got {self.embedding_l2!r}")
+        config, strength = self._training_settings(seed)
         cats, conts = self._roles(frame)
         preprocessor = TabularPreprocessor(
             cat_names=[self.user_column, self.item_column, *cats], cont_names=conts,
@@ -440,18 +435,43 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
         rating_range = (float(ratings.min()), float(ratings.max()))
         model_kwargs = self._model_kwargs(preprocessor, float(ratings[rows].mean()), rating_range,
                                           features[3])
-        with isolated_random_state():
-            torch.manual_seed(seeds.init)
-            model = (NeuralCF if self.model == "neural" else DotBias)(**model_kwargs)
-            result = train(config, model, loss_for_task("regression"), train_data, valid,
-                           output_activation=flatten, metrics=task_metrics("regression", flatten),
-                           penalty=EmbeddingPenalty(strength) if strength else None)
+        model, result = self._train_rating_model(model_kwargs, config, strength, seeds.init,
+                                                 train_data, valid)
         self.preprocessor_ = preprocessor
         self._grid_cache = None
         self.feature_names_in_ = np.asarray(frame.columns, dtype=object)
         self.n_features_in_ = frame.shape[1]
         (self.seen_users_, self.seen_items_, self.user_features_, self.item_features_,
          self.context_features_, self._user_table, self._item_table) = features
+        self._adopt(result, model, model_kwargs, config, rating_range)
+        if self._ranking() == "hybrid":
+            self.ranker_ = self._new_ranker(seeds.split + 1).fit(frame,
+                                                                 sample_weight=sample_weight)
+        return self
+
+    def _training_settings(self, seed: int) -> tuple[TrainingConfig, float]:
+        """The training configuration and the embedding penalty's strength."""
+        auto = RECOMMENDER_AUTO[self.model]
+        config = TrainingConfig.from_params(self.get_params(), seed=seed, auto=auto)
+        strength = auto["embedding_l2"] if self.embedding_l2 == "auto" else self.embedding_l2
+        if not (isinstance(strength, int | float) and strength >= 0):
+            raise ValueError(f"embedding_l2 must be a number >= 0 or 'auto', "
+                             f"got {self.embedding_l2!r}")
+        return config, strength
+
+    def _train_rating_model(self, model_kwargs, config, strength, init_seed, train_data, valid):
+        """A fresh rating model (seeded by ``init_seed``) trained on the batches:
+        ``(model, TrainingResult)``."""
+        with isolated_random_state():
+            torch.manual_seed(init_seed)
+            model = (NeuralCF if self.model == "neural" else DotBias)(**model_kwargs)
+            result = train(config, model, loss_for_task("regression"), train_data, valid,
+                           output_activation=flatten, metrics=task_metrics("regression", flatten),
+                           penalty=EmbeddingPenalty(strength) if strength else None)
+        return model, result
+
+    def _adopt(self, result, model, model_kwargs, config, rating_range) -> None:
+        """The fitted attributes of a finished training run (``ranker_`` still to come)."""
         self.rating_range_ = rating_range
         self.model_, self.model_kwargs_ = model, model_kwargs
         self.training_config_ = config
@@ -459,14 +479,13 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
         self.history_ = result.history
         self.lr_ = result.lr
         self.ranker_ = None
-        if self._ranking() == "hybrid":
-            # Its own seed, drawn after the rating model's: predict() does not change.
-            self.ranker_ = ImplicitRecommender(
-                user_column=self.user_column, item_column=self.item_column, device=self.device,
-                multi_valued=list(self.bag_columns_), random_state=seeds.split + 1,
-                verbose=self.verbose,
-            ).fit(frame, sample_weight=sample_weight)
-        return self
+
+    def _new_ranker(self, seed: int) -> ImplicitRecommender:
+        """The hybrid ranking's implicit model, unfitted. Its own seed, drawn after the
+        rating model's: predict() does not change."""
+        return ImplicitRecommender(
+            user_column=self.user_column, item_column=self.item_column, device=self.device,
+            multi_valued=list(self.bag_columns_), random_state=seed, verbose=self.verbose)
 
     # ------------------------------------------------------------ fitting from Parquet
 
@@ -500,12 +519,7 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
         self._ranking()
         seed = draw_seed(self.random_state)
         seeds = Seeds.from_seed(seed)
-        auto = RECOMMENDER_AUTO[self.model]
-        config = TrainingConfig.from_params(self.get_params(), seed=seed, auto=auto)
-        strength = auto["embedding_l2"] if self.embedding_l2 == "auto" else self.embedding_l2
-        if not (isinstance(strength, int | float) and strength >= 0):
-            raise ValueError(f"embedding_l2 must be a number >= 0 or 'auto', "
-                             f"got {self.embedding_l2!r}")
+        config, strength = self._training_settings(seed)
         split = _stream_split(config, seeds)
         scan = self._scan_stream(source, y, split)
         preprocessor = scan["preprocessor"]
@@ -515,27 +529,14 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
         rating_range = scan["rating_range"]
         model_kwargs = self._model_kwargs(preprocessor, scan["mean"], rating_range,
                                           scan["features"][3])
-        with isolated_random_state():
-            torch.manual_seed(seeds.init)
-            model = (NeuralCF if self.model == "neural" else DotBias)(**model_kwargs)
-            result = train(config, model, loss_for_task("regression"), train_data, valid,
-                           output_activation=flatten, metrics=task_metrics("regression", flatten),
-                           penalty=EmbeddingPenalty(strength) if strength else None)
+        model, result = self._train_rating_model(model_kwargs, config, strength, seeds.init,
+                                                 train_data, valid)
         self._set_scan(scan)
-        self.rating_range_ = rating_range
-        self.model_, self.model_kwargs_ = model, model_kwargs
-        self.training_config_ = config
-        self.learner_ = result.learner
-        self.history_ = result.history
-        self.lr_ = result.lr
-        self.ranker_ = None
+        self._adopt(result, model, model_kwargs, config, rating_range)
         if self._ranking() == "hybrid":
-            # As fit(DataFrame): its own seed; the scan (vocabularies, tables, pairs) is shared.
-            self.ranker_ = ImplicitRecommender(
-                user_column=self.user_column, item_column=self.item_column, device=self.device,
-                multi_valued=list(self.bag_columns_), random_state=seeds.split + 1,
-                verbose=self.verbose,
-            )._fit_stream(source, None, sample_weight=None, eval_set=None, scan=scan)
+            # As fit(DataFrame); the scan (vocabularies, tables, pairs) is shared.
+            self.ranker_ = self._new_ranker(seeds.split + 1)._fit_stream(
+                source, None, sample_weight=None, eval_set=None, scan=scan)
         return self
 
     def _stream_bag_columns(self, row_groups, empty: pd.DataFrame, side: list) -> list:

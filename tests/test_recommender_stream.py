@@ -1,17 +1,11 @@
 """Recommenders fitted from Parquet by streaming, in one process and under torchrun."""
 
-import os
-import socket
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
+from stream_helpers import torchrun, write_parts
 
 import tabembed
 from tabembed import recommender as recommender_module
@@ -20,16 +14,6 @@ from tabembed.ranking_metrics import evaluate
 from tabembed.recommender import EmbeddingRecommender, ImplicitRecommender
 from tabembed.streaming import RowGroups
 from tabembed.streaming.interactions import FirstValues, FrameTransform, Pairs
-
-
-def _write(frame: pd.DataFrame, folder: Path, files: int = 3, row_group: int = 5000) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    cuts = np.linspace(0, len(frame), files + 1).astype(int)
-    for i in range(files):
-        pq.write_table(table.slice(cuts[i], cuts[i + 1] - cuts[i]), folder / f"part-{i}.parquet",
-                       row_group_size=row_group)
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +29,7 @@ def movielens(shared_datasets, tmp_path_factory):
                 .merge(items[["item", "genres"]], on="item", how="left"))
 
     train, test = described(train), described(test)
-    folder = _write(train, tmp_path_factory.mktemp("ml100k") / "ratings")
+    folder = write_parts(train, tmp_path_factory.mktemp("ml100k") / "ratings", row_group=5000)
     return folder, train, test
 
 
@@ -108,7 +92,7 @@ def test_hybrid_ranking_and_save_load_of_a_stream_fit(movielens, tmp_path):
 def test_implicit_from_parquet_ranks_as_well_as_in_memory(movielens, tmp_path):
     _, train, test = movielens
     liked = train.loc[train["rating"] >= 4, ["user", "item"]].reset_index(drop=True)
-    folder = _write(liked, tmp_path / "liked", row_group=4000)
+    folder = write_parts(liked, tmp_path / "liked", row_group=4000)
     relevant = test[test["rating"] >= 4]
     users = list(relevant["user"].unique())
     recalls = []
@@ -138,7 +122,7 @@ def _planted(n_users=400, n_items=200, per_user=40, seed=0) -> pd.DataFrame:
 def test_memory_is_bounded_by_the_buffer_not_the_data(tmp_path, monkeypatch):
     """No step reads or transforms more than a row group (scan) or a buffer (training)."""
     frame = _planted()       # 16,000 rows in row groups of 500
-    folder = _write(frame, tmp_path / "planted", files=4, row_group=500)
+    folder = write_parts(frame, tmp_path / "planted", files=4, row_group=500)
     monkeypatch.setattr(recommender_module, "STREAM_BUFFER_ROWS", 2000)
     largest = {"read": 0, "transformed": 0}
     read, transform = RowGroups.read, FrameTransform.__call__
@@ -190,7 +174,7 @@ def test_stream_building_blocks():
 
 
 def test_clear_errors(tmp_path):
-    folder = _write(_planted(n_users=20), tmp_path / "small", files=1)
+    folder = write_parts(_planted(n_users=20), tmp_path / "small", files=1, row_group=5000)
     with pytest.raises(TypeError, match="name its rating column"):
         EmbeddingRecommender().fit(folder, y=np.ones(10))
     with pytest.raises(ValueError, match="'stars' is not in the Parquet data"):
@@ -228,37 +212,18 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
-def _torchrun(folder, memory, out: Path, processes: int):
-    import torch
-
-    out.mkdir()
-    script = out / "fit.py"
-    script.write_text(SCRIPT)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}",
-               "--master_addr=127.0.0.1", f"--master_port={port}", str(script), str(folder),
-               str(memory), str(out)]
-    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, env=environment, capture_output=True, text=True,
-                            timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(processes)]
-
-
 @pytest.mark.slow
 def test_two_processes_shard_the_interactions_and_rank_as_well_as_one(movielens, tmp_path):
     import torch
 
     _, train, test = movielens
     liked = train.loc[train["rating"] >= 4, ["user", "item"]].reset_index(drop=True)
-    folder = _write(liked, tmp_path / "liked", row_group=4000)
+    folder = write_parts(liked, tmp_path / "liked", row_group=4000)
     memory = tmp_path / "ratings.parquet"
     train[["user", "item", "rating"]].iloc[:30000].to_parquet(memory)
-    one = _torchrun(folder, memory, tmp_path / "one", 1)[0]
-    first = _torchrun(folder, memory, tmp_path / "two", 2)
-    again = _torchrun(folder, memory, tmp_path / "again", 2)
+    one = torchrun(SCRIPT, [folder, memory], tmp_path / "one", 1)[0]
+    first = torchrun(SCRIPT, [folder, memory], tmp_path / "two", 2)
+    again = torchrun(SCRIPT, [folder, memory], tmp_path / "again", 2)
     for model in ("ranker", "rater", "hybrid"):
         for name, value in first[0][model].items():
             assert torch.equal(value, first[1][model][name]), (model, name)   # ranks agree

@@ -1,18 +1,12 @@
 """Estimators fitted from Parquet by streaming, in one process and under torchrun."""
 
-import os
-import socket
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from sklearn.metrics import accuracy_score
+from stream_helpers import torchrun, write_parts
 
 from tabembed.datasets import make_synthetic
 from tabembed.estimators import (
@@ -22,21 +16,11 @@ from tabembed.estimators import (
 )
 
 
-def _write(frame: pd.DataFrame, folder: Path, files: int = 3, row_group: int = 1000) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    cuts = np.linspace(0, len(frame), files + 1).astype(int)
-    for i in range(files):
-        pq.write_table(table.slice(cuts[i], cuts[i + 1] - cuts[i]), folder / f"part-{i}.parquet",
-                       row_group_size=row_group)
-    return folder
-
-
 @pytest.fixture(scope="module")
 def adult_parquet(adult, tmp_path_factory):
     train, test = adult
     sample = train.sample(8000, random_state=0).reset_index(drop=True)
-    folder = _write(sample, tmp_path_factory.mktemp("adult") / "train")
+    folder = write_parts(sample, tmp_path_factory.mktemp("adult") / "train")
     return folder, sample, test.iloc[:4000]
 
 
@@ -54,7 +38,8 @@ def test_classifier_from_parquet_matches_the_dataframe_fit(adult_parquet, tmp_pa
     accuracy_m = accuracy_score(y_test, in_memory.predict(X_test))
     assert accuracy_s > 0.8 and abs(accuracy_s - accuracy_m) < 0.02
     # Predictions to Parquet are the estimator's predictions, row for row, with the ids kept.
-    test_folder = _write(test.reset_index(drop=True), tmp_path / "test", files=2, row_group=700)
+    test_folder = write_parts(test.reset_index(drop=True), tmp_path / "test", files=2,
+                              row_group=700)
     written = pd.read_parquet(streamed.predict_to_parquet(
         test_folder, tmp_path / "predictions.parquet", keep_columns=["income"]))
     assert list(written.columns) == ["income", "prediction", "probability_<=50K",
@@ -76,7 +61,7 @@ def test_early_stopping_holds_rows_out_of_the_stream(adult_parquet):
 
 def test_regressor_and_transformer_from_parquet(tmp_path):
     X, y = make_synthetic(3000, noise=0.1, random_state=2)
-    folder = _write(X.assign(target=y.to_numpy()), tmp_path / "data")
+    folder = write_parts(X.assign(target=y.to_numpy()), tmp_path / "data")
     regressor = EmbeddingMLPRegressor(epochs=3, lr=1e-2, y_range="auto", random_state=0)
     regressor.fit(folder, y="target")
     low, high = y.min(), y.max()
@@ -109,33 +94,14 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
-def _torchrun(folder, out: Path, processes: int):
-    out.mkdir()
-    script = out / "fit.py"
-    script.write_text(SCRIPT)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}",
-               "--master_addr=127.0.0.1", f"--master_port={port}", str(script), str(folder),
-               str(out)]
-    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, env=environment, capture_output=True, text=True,
-                            timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    import torch
-
-    return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(processes)]
-
-
 @pytest.mark.slow
 def test_two_processes_agree_repeat_and_match_one_process(adult_parquet, tmp_path):
     import torch
 
     folder, _, _ = adult_parquet
-    one = _torchrun(folder, tmp_path / "one", 1)[0]
-    first = _torchrun(folder, tmp_path / "two", 2)
-    again = _torchrun(folder, tmp_path / "again", 2)
+    one = torchrun(SCRIPT, [folder], tmp_path / "one", 1)[0]
+    first = torchrun(SCRIPT, [folder], tmp_path / "two", 2)
+    again = torchrun(SCRIPT, [folder], tmp_path / "again", 2)
     for name, value in first[0]["weights"].items():
         assert torch.equal(value, first[1]["weights"][name]), name      # ranks agree
         assert torch.equal(value, again[0]["weights"][name]), name      # same seed, same run
