@@ -658,7 +658,7 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         return self._encode(series, column)
 
     def _encode(self, series: pd.Series, column) -> np.ndarray:
-        codes = self._encode_few_strings(series, column)
+        codes = self._encode_few(series, column)
         if codes is not None:
             return codes
         index = self._indexes[column]
@@ -674,10 +674,11 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
                 "convert lists/dicts to strings or tuples first"
             ) from error
 
-    def _encode_few_strings(self, series: pd.Series, column) -> np.ndarray | None:
-        """Codes by dictionary for up to 16 rows of strings or string categories (or
-        missing values) in a string-vocabulary column; None when that does not apply. Same codes as
-        ``get_indexer`` (tests/test_preprocessing.py checks it)."""
+    def _encode_few(self, series: pd.Series, column) -> np.ndarray | None:
+        """Codes by dictionary for up to 16 rows: strings or string categories (or missing
+        values) in a string-vocabulary column, or a NumPy integer column in an integer
+        vocabulary; None when that does not apply. Same codes as ``get_indexer``
+        (tests/test_preprocessing.py checks it)."""
         if len(series) > 16:
             return None
         dtype = series.dtype

@@ -106,8 +106,9 @@ def top_k(scores: np.ndarray, k: int, *, exclude: sp.csr_matrix | None = None,
     # cut) need the careful selection; one counting pass finds them.
     crowded = np.flatnonzero((scores >= threshold).sum(axis=1) > k)
     if len(crowded):
-        items[crowded] = _lowest_index_top_k(scores[crowded], threshold[crowded], k)
-        values[crowded] = np.take_along_axis(scores[crowded], items[crowded], axis=1)
+        rows = scores[crowded]
+        items[crowded] = _lowest_index_top_k(rows, threshold[crowded], k)
+        values[crowded] = np.take_along_axis(rows, items[crowded], axis=1)
     order = np.lexsort((items, -values), axis=1)    # best first, then the lower index
     items = np.take_along_axis(items, order, axis=1)
     values = np.take_along_axis(values, order, axis=1)

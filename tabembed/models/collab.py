@@ -226,8 +226,7 @@ class DotBias(_Collaborative):
         return super().train(mode)
 
     def __getstate__(self):
-        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__
-        return {k: v for k, v in state.items() if k != "_batch_rows"}
+        return {k: v for k, v in self.__dict__.items() if k != "_batch_rows"}
 
     def score_grid(self, user_codes, user_continuous, item_codes, item_continuous):
         # Every term but the dot product is a sum over columns, so it splits into a

@@ -202,8 +202,7 @@ class EntityEmbeddingMLP(nn.Module):
         return super()._apply(fn, *args, **kwargs)
 
     def __getstate__(self):
-        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__
-        return {k: v for k, v in state.items() if k != "_folded_cache"}
+        return {k: v for k, v in self.__dict__.items() if k != "_folded_cache"}
 
     def layer_groups(self) -> list[nn.Module]:
         """Embeddings (with the continuous input encoding), body (with the members'
