@@ -380,10 +380,10 @@ def test_dot_bias_penalty_reuses_the_forward_rows_with_the_same_value_and_gradie
     torch.testing.assert_close(kept_penalty, fresh_penalty)
     for got, want in zip(kept, fresh):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
-    assert "_batch_rows" not in model.__dict__          # used once
+    assert "_batch_penalty" not in model.__dict__          # used once
     with torch.no_grad():
         model(codes, continuous)
-    assert "_batch_rows" not in model.__dict__          # kept only when training
+    assert "_batch_penalty" not in model.__dict__          # kept only when training
 
 
 def test_one_hot_embedding_lookup_equals_the_per_column_lookups():
@@ -410,3 +410,52 @@ def test_one_hot_embedding_lookup_equals_the_per_column_lookups():
     with pytest.raises(IndexError):
         layer(bad)
     assert not CategoricalEmbeddings([(300, 50), (200, 50), (10, 5)]).one_hot
+
+
+@pytest.mark.parametrize("frozen", [None, "user_factors", "item_bias"])
+def test_dot_bias_terms_equal_the_plain_modules_values_and_gradients(frozen):
+    """The hand-written backward against autograd through the four embeddings: duplicated
+    codes, the unknown code 0 (its padding row never learns), a frozen table."""
+    from tabembed.models import DotBias
+    from tabembed.models.dot_bias_terms import dot_bias_terms
+
+    torch.manual_seed(0)
+    model = DotBias(n_users=12, n_items=15, n_factors=6)
+    with torch.no_grad():
+        for table in (model.user_bias, model.item_bias):
+            table.weight.normal_()
+    tables = (model.user_factors, model.item_factors, model.user_bias, model.item_bias)
+    if frozen:
+        getattr(model, frozen).weight.requires_grad_(False)
+    users = torch.tensor([0, 3, 3, 11, 5, 0, 7, 3])
+    items = torch.tensor([2, 0, 14, 2, 2, 9, 0, 1])
+    upstream = torch.randn(8, 1)
+
+    def run(fused: bool):
+        for table in tables:
+            table.weight.grad = None
+        if fused:
+            terms, penalty = dot_bias_terms(*tables, users, items)
+        else:
+            rows = (model.user_factors(users), model.item_factors(items),
+                    model.user_bias(users), model.item_bias(items))
+            terms = (rows[0] * rows[1]).sum(1, keepdim=True) + rows[2] + rows[3]
+            penalty = sum(r.pow(2).sum(1) for r in rows).mean()
+        ((terms * upstream).sum() + 0.3 * penalty).backward()
+        return terms.detach(), penalty.detach(), [t.weight.grad for t in tables]
+
+    got, want = run(fused=True), run(fused=False)
+    torch.testing.assert_close(got[0], want[0])
+    torch.testing.assert_close(got[1], want[1])
+    for table, fused_grad, plain_grad in zip(tables, got[2], want[2], strict=True):
+        if not table.weight.requires_grad:
+            assert fused_grad is None and plain_grad is None
+            continue
+        torch.testing.assert_close(fused_grad, plain_grad, rtol=1e-5, atol=1e-6)
+        assert fused_grad[0].abs().sum() == 0          # the unknown code's row
+    # Only the terms used (no penalty): the penalty's zero gradient adds nothing.
+    for table in tables:
+        table.weight.grad = None
+    terms, _ = dot_bias_terms(*tables, users, items)
+    terms.sum().backward()
+    assert model.item_factors.weight.grad[2].abs().sum() > 0

@@ -26,6 +26,7 @@ from tabembed.models.layers import (
     init_embedding,
     init_linear,
 )
+from tabembed.models.dot_bias_terms import dot_bias_terms
 
 DEFAULT_FACTORS = 50
 # Measured on a validation split of MovieLens 100K (bench/RESULTS.md, "Defaults"):
@@ -203,30 +204,32 @@ class DotBias(_Collaborative):
         if self.bags:
             return super().logits(codes, continuous)
         users, items = codes[:, 0], codes[:, 1]
-        rows = (self.user_factors(users), self.item_factors(items),
-                self.user_bias(users), self.item_bias(items))
         if self.training and torch.is_grad_enabled():
-            # Kept for embedding_penalty on the same batch: one lookup (and one
-            # embedding backward) per table instead of two, ~30% of a training step.
-            self.__dict__["_batch_rows"] = (codes, rows)
-        user, item, user_bias, item_bias = rows
-        output = (user * item).sum(dim=1, keepdim=True) + user_bias + item_bias
+            # One autograd function for the four lookups, the terms and the penalty (a
+            # training step's small ops cost more than its arithmetic); the penalty is
+            # kept for embedding_penalty on the same batch.
+            output, penalty = dot_bias_terms(self.user_factors, self.item_factors,
+                                             self.user_bias, self.item_bias, users, items)
+            self.__dict__["_batch_penalty"] = (codes, penalty)
+        else:
+            output = ((self.user_factors(users) * self.item_factors(items)).sum(
+                dim=1, keepdim=True) + self.user_bias(users) + self.item_bias(items))
         return self.offset(self._side_terms(codes, continuous, output))
 
     def embedding_penalty(self, codes: torch.Tensor, continuous=None) -> torch.Tensor:
         """As :meth:`_Collaborative.embedding_penalty`; right after a training forward pass
-        on the same ``codes`` it reuses that pass's rows (once) instead of looking them up."""
-        kept = self.__dict__.pop("_batch_rows", None)
+        on the same ``codes`` it returns that pass's penalty (once)."""
+        kept = self.__dict__.pop("_batch_penalty", None)
         if self.bags or kept is None or kept[0] is not codes or not torch.is_grad_enabled():
             return super().embedding_penalty(codes, continuous)
-        return sum(rows.pow(2).sum(1) for rows in kept[1]).mean()
+        return kept[1]
 
     def train(self, mode: bool = True):
-        self.__dict__.pop("_batch_rows", None)
+        self.__dict__.pop("_batch_penalty", None)
         return super().train(mode)
 
     def __getstate__(self):
-        return {k: v for k, v in self.__dict__.items() if k != "_batch_rows"}
+        return {k: v for k, v in self.__dict__.items() if k != "_batch_penalty"}
 
     def score_grid(self, user_codes, user_continuous, item_codes, item_continuous):
         # Every term but the dot product is a sum over columns, so it splits into a

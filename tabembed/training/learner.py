@@ -29,6 +29,7 @@ from tabembed.training.callbacks import (
     progress_bar,
 )
 from tabembed.training.history import History
+from tabembed.training.optimizer_step import clear_gradients, optimizer_step
 from tabembed.training.lr_finder import LRFinder, LRFinderResult
 from tabembed.training.parameter_groups import layer_groups, parameter_groups
 from tabembed.training.schedules import get_schedule
@@ -477,7 +478,7 @@ class Learner:
                 f"{self.batch_index + 1}; lower the learning rate (try lr_find), add gradient "
                 "clipping, or check the inputs for extreme values"
             )
-        self.optimizer.zero_grad(set_to_none=True)
+        clear_gradients(self.optimizer)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
             self._emit("on_after_backward")
@@ -486,7 +487,7 @@ class Learner:
         else:
             loss.backward()
             self._emit("on_after_backward")
-            self.optimizer.step()
+            optimizer_step(self.optimizer)
         self.step += 1
         self.history.batch_losses.append(value)
         self.history.batch_lrs.append(self.optimizer.param_groups[-1]["lr"])

@@ -1,0 +1,75 @@
+"""The direct fused Adam/AdamW step against torch's own step: the same weights bit for bit."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tabembed.training.optimizer_step import _direct_calls, clear_gradients, optimizer_step
+
+
+def _weights(seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    shapes = [(7, 5), (5,), (3, 7), (3,), (11, 4), (1,)]
+    return [torch.nn.Parameter(torch.randn(*s, generator=generator)) for s in shapes]
+
+
+def _groups(weights):
+    # Different rates and decays per group, and two groups sharing settings (one call).
+    return [{"params": weights[:2], "lr": 1e-2, "weight_decay": 0.1},
+            {"params": weights[2:4], "lr": 3e-3, "weight_decay": 0.0},
+            {"params": weights[4:], "lr": 1e-2, "weight_decay": 0.1}]
+
+
+def _train(direct: bool, optimizer_class, steps: int = 6):
+    weights = _weights()
+    optimizer = optimizer_class(_groups(weights), fused=True)
+    generator = torch.Generator().manual_seed(1)
+    for step in range(steps):
+        clear_gradients(optimizer)
+        for index, weight in enumerate(weights):
+            if step % 3 == 2 and index == 3:
+                continue        # a weight without a gradient this step is skipped
+            weight.grad = torch.randn(weight.shape, generator=generator)
+        for group in optimizer.param_groups:
+            group["lr"] *= 0.9                     # a schedule changes rates every step
+        if direct:
+            optimizer_step(optimizer)
+        else:
+            optimizer.step()
+    return weights, optimizer
+
+
+@pytest.mark.parametrize("optimizer_class", [torch.optim.AdamW, torch.optim.Adam])
+def test_direct_step_equals_torch_step_bit_for_bit(optimizer_class):
+    stock, stock_optimizer = _train(False, optimizer_class)
+    direct, direct_optimizer = _train(True, optimizer_class)
+    assert _direct_calls(direct_optimizer) is not None, "the direct path was not taken"
+    for got, want in zip(direct, stock, strict=True):
+        assert torch.equal(got, want)
+    for got, want in zip(direct_optimizer.state.values(), stock_optimizer.state.values(),
+                         strict=True):
+        for key in ("step", "exp_avg", "exp_avg_sq"):
+            assert torch.equal(got[key], want[key])
+
+
+def test_direct_step_defers_to_torch_where_it_must():
+    weights = _weights()
+    optimizer = torch.optim.AdamW(_groups(weights), fused=True)
+    for weight in weights:
+        weight.grad = torch.ones_like(weight)
+    assert _direct_calls(optimizer) is None          # no state yet: torch's lazy init
+    optimizer_step(optimizer)
+    assert _direct_calls(optimizer) is not None
+    calls = []
+    handle = optimizer.register_step_pre_hook(lambda *args: calls.append(1))
+    assert _direct_calls(optimizer) is None          # hooks run in torch's step
+    optimizer_step(optimizer)
+    assert calls == [1]
+    handle.remove()
+    unfused = torch.optim.AdamW(_groups(_weights()))
+    assert _direct_calls(unfused) is None
+    sgd = torch.optim.SGD(_weights(), lr=0.1)
+    assert _direct_calls(sgd) is None
+    clear_gradients(optimizer)
+    assert all(weight.grad is None for weight in weights)
