@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from tabembed.models.dot_bias_terms import dot_bias_terms
 from tabembed.models.layers import (
     MLP,
     CategoricalEmbeddings,
@@ -26,7 +27,6 @@ from tabembed.models.layers import (
     init_embedding,
     init_linear,
 )
-from tabembed.models.dot_bias_terms import dot_bias_terms
 
 DEFAULT_FACTORS = 50
 # Measured on a validation split of MovieLens 100K (bench/RESULTS.md, "Defaults"):

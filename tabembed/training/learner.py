@@ -29,8 +29,8 @@ from tabembed.training.callbacks import (
     progress_bar,
 )
 from tabembed.training.history import History
-from tabembed.training.optimizer_step import clear_gradients, optimizer_step
 from tabembed.training.lr_finder import LRFinder, LRFinderResult
+from tabembed.training.optimizer_step import clear_gradients, optimizer_step
 from tabembed.training.parameter_groups import layer_groups, parameter_groups
 from tabembed.training.schedules import get_schedule
 
