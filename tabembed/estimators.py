@@ -341,7 +341,7 @@ class _EmbeddingMLP(BaseEstimator):
         from tabembed.streaming import predict_to_parquet
 
         check_is_fitted(self, "learner_")
-        learner = self.learner_
+        learner = self._prediction_learner()
 
         def predict_batch(codes, continuous):
             values = check_finite_predictions(learner.predict((codes, continuous)).numpy())
@@ -568,8 +568,16 @@ class _EmbeddingMLP(BaseEstimator):
         frame = frame_for_prediction(self, X)
         codes, continuous = self.preprocessor_.to_tensors(frame)
         return check_finite_predictions(
-            self.learner_.predict((codes, continuous)).numpy(),
+            self._prediction_learner().predict((codes, continuous)).numpy(),
             lambda row: self.preprocessor_.describe_extreme(continuous.numpy(), row))
+
+    def _prediction_learner(self):
+        """The learner, its network given the few-valued continuous inputs' training values
+        (once; they make predictions cheaper, never different)."""
+        model = self.learner_.model
+        if getattr(model, "continuous_values", ()) is None:
+            model.set_continuous_values(self.preprocessor_.continuous_values())
+        return self.learner_
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

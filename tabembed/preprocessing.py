@@ -17,6 +17,7 @@ Rules, each chosen to avoid a silent corruption we have seen elsewhere:
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from collections.abc import Callable
@@ -48,6 +49,10 @@ DATE_PARTS = (
 )
 _NUMERIC_KINDS = {"integer", "floating", "mixed-integer-float", "decimal", "empty"}
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+# Continuous columns with at most this many distinct training values keep them
+# (``few_values_``): a fitted network's prediction looks their encodings up in tables
+# instead of computing them (tabembed.models.folding). Ages, counts, ratings qualify.
+FEW_VALUES = 1024
 
 
 def embedding_size(cardinality: int, max_size: int = 50) -> int:
@@ -150,7 +155,7 @@ def _python_scalar(value):
 
 
 _KEYED = ("categories", "embedding_sizes", "medians", "means", "stds", "quantiles",
-          "column_kinds", "timezones")
+          "column_kinds", "timezones", "few_values")
 
 _OBJECT_KINDS = {"string": "string", "unicode": "string", "bytes": "bytes",
                  "integer": "integer", "floating": "float", "mixed-integer-float": "float",
@@ -303,6 +308,10 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         ``{column: (cardinality, width)}``, the cardinality counting the unknown token.
     medians_, means_, stds_ : dict
         Training statistics of the continuous output columns.
+    few_values_ : dict
+        ``{column: sorted distinct values}`` of the continuous output columns with
+        at most ``FEW_VALUES`` (1024) distinct training values; see
+        :meth:`continuous_values`.
     """
 
     def __init__(
@@ -479,7 +488,20 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
                                for d in self.date_names_})
                 yield arrays
 
-        histograms = column_histograms(numeric_passes, moments)
+        distinct = {column: set() for column in moments}    # None: too many values
+
+        def counting_passes():
+            for arrays in numeric_passes():
+                for column, values in arrays.items():
+                    if distinct[column] is not None:
+                        distinct[column].update(pd.unique(values[np.isfinite(values)]).tolist())
+                        if len(distinct[column]) > FEW_VALUES:
+                            distinct[column] = None
+                yield arrays
+
+        histograms = column_histograms(counting_passes, moments)
+        self.few_values_ = {column: sorted(values) for column, values in distinct.items()
+                            if values is not None}
         self.medians_ = exact_medians(numeric_passes, moments, histograms)
         self.means_, self.stds_, self.quantiles_ = {}, {}, {}
         self.na_names_ = []
@@ -587,12 +609,38 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
                 if column in self.na_names_:
                     codes[:, position[f"{column}_na"]] = missing_rows + 1
                 values = np.where(missing_rows, self.medians_[column], values)   # never in place
-                if self.continuous_scaling == "quantile":
-                    values = _to_normal(values, np.asarray(self.quantiles_[column]))
-                conts[:, j] = (values - self.means_[column]) / self.stds_[column]
+                conts[:, j] = self._scale(values, column)
         if conts.size and not np.isfinite(conts).all():
             self._report_overflow(conts)
         return codes, conts
+
+    def _scale(self, values: np.ndarray, column) -> np.ndarray:
+        """Filled numbers of a continuous output column as the network sees them (float64;
+        the caller stores float32)."""
+        if self.continuous_scaling == "quantile":
+            values = _to_normal(values, np.asarray(self.quantiles_[column]))
+        return (values - self.means_[column]) / self.stds_[column]
+
+    def continuous_values(self) -> list[np.ndarray | None]:
+        """Per continuous output column, in order: the sorted distinct float32 values that
+        :meth:`transform_arrays` gives for its training values, or None where the column
+        had more than ``FEW_VALUES`` distinct values (or the state predates them).
+
+        Exactly the numbers a network sees, so a fitted network can precompute its
+        encoding of each (a prediction-time table, :mod:`tabembed.models.folding`).
+        """
+        check_is_fitted(self, "categories_")
+        few = getattr(self, "few_values_", {})
+        points = []
+        for column in self.cont_columns_:
+            if column not in few:
+                points.append(None)
+                continue
+            values = np.asarray(few[column], dtype=np.float64)
+            with np.errstate(over="ignore"):
+                scaled = self._scale(values, column).astype(np.float32)
+            points.append(np.unique(scaled[np.isfinite(scaled)]))
+        return points
 
     def _check_extra_columns(self, columns) -> None:
         """Columns not seen at fit are ignored; say so once per fitted preprocessor."""
@@ -775,6 +823,7 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
             "embedding_sizes": {k: list(v) for k, v in self.embedding_sizes_.items()},
             "medians": self.medians_, "means": self.means_, "stds": self.stds_,
             "quantiles": self.quantiles_,
+            "few_values": getattr(self, "few_values_", {}),
             "column_kinds": getattr(self, "column_kinds_", {}),
             "timezones": getattr(self, "timezones_", {}),
         }
@@ -820,6 +869,7 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         self.means_ = dict(state["means"])
         self.stds_ = dict(state["stds"])
         self.quantiles_ = dict(state.get("quantiles", {}))
+        self.few_values_ = {k: list(v) for k, v in state.get("few_values", {}).items()}
         # Files of the first release lack these: no type-change warnings, naive dates.
         self.column_kinds_ = dict(state.get("column_kinds", {}))
         self.timezones_ = dict(state.get("timezones", {}))
@@ -859,6 +909,11 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
                     or stats[2] <= 0:
                 raise damaged(f"continuous column {column!r} lacks a finite median, mean or "
                               f"positive std: {stats}")
+            few = self.few_values_.get(column, [])
+            if len(few) > FEW_VALUES or not all(
+                    isinstance(v, int | float) and math.isfinite(v) for v in few):
+                raise damaged(f"the distinct values of {column!r} are not {FEW_VALUES} or "
+                              "fewer finite numbers")
             if self.continuous_scaling == "quantile":
                 quantiles = np.asarray(self.quantiles_.get(column, []), dtype=np.float64)
                 if quantiles.ndim != 1 or len(quantiles) < 2 or not np.isfinite(quantiles).all() \

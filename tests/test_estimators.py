@@ -121,6 +121,23 @@ def test_classifier_on_adult_learns_and_decodes_labels(fitted_classifier, adult_
     assert len(classifier.history_) == 4
 
 
+def test_value_tables_change_predictions_by_float_rounding_only(fitted_classifier,
+                                                                 adult_small):
+    _, _, X_test, _ = adult_small
+    model = fitted_classifier.model_
+    with_tables = fitted_classifier.predict_proba(X_test)
+    given = dict(zip(fitted_classifier.preprocessor_.cont_columns_, model.continuous_values,
+                     strict=True))
+    assert given["fnlwgt"] is None and len(given["age"]) > 50      # many values vs few
+    try:
+        model.set_continuous_values([None] * model.n_continuous)
+        assert model._folded().lookup is None
+        np.testing.assert_allclose(with_tables, fitted_classifier.predict_proba(X_test),
+                                   rtol=1e-5, atol=1e-6)
+    finally:
+        model.set_continuous_values(None)    # the next prediction gives them again
+
+
 def test_same_random_state_same_predictions_and_pickle_round_trip(fitted_classifier,
                                                                    adult_small):
     X, y, X_test, _ = adult_small

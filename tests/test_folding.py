@@ -103,3 +103,55 @@ def test_no_fold_for_members_or_huge_tables(monkeypatch):
     assert fold(model) is None
     with torch.no_grad():
         torch.testing.assert_close(model(codes, continuous), _unfolded(model, codes, continuous))
+
+
+@pytest.mark.parametrize("options", [
+    {"continuous_embedding": "plr", "frequency_init_scale": 1.0},
+    {"embedding_sizes": [], "continuous_embedding": "plr"},
+])
+@pytest.mark.parametrize("tabled", [[0, 2], [0, 1, 2, 3]])
+def test_value_tables_equal_the_model_for_seen_and_unseen_values(options, tabled):
+    """Inputs with training values get precomputed tables; values not in a table (and
+    rows mixing both) are computed for their rows: the output is the model's."""
+    model = _model(**options)
+    codes, continuous = _inputs(model, n=600)
+    generator = torch.Generator().manual_seed(2)
+    values = [None] * model.n_continuous
+    for j in tabled:
+        points = torch.unique(torch.randint(-20, 20, (30,), generator=generator) / 4.0)
+        values[j] = points
+        known = points[torch.randint(0, len(points), (600,), generator=generator)]
+        # Most rows take a training value, some a value between them, one a value far out.
+        continuous[:, j] = torch.where(torch.rand(600, generator=generator) < 0.97, known,
+                                       known + 0.1)
+        continuous[7, j] = 1e3
+    model.set_continuous_values(values)
+    folded = fold(model)
+    assert folded.lookup is not None and folded.lookup.features == tabled
+    _, _, found = folded.lookup.locate(continuous)
+    assert found.any() and not found.all()
+    with torch.no_grad():
+        expected = _unfolded(model, codes, continuous)
+        torch.testing.assert_close(model(codes, continuous), expected, rtol=1e-5, atol=1e-5)
+        # Passes below LOOKUP_MIN_ROWS compute every input, from the same fold.
+        few = folding.LOOKUP_MIN_ROWS - 1
+        torch.testing.assert_close(model(codes[:few], continuous[:few]), expected[:few],
+                                   rtol=1e-5, atol=1e-5)
+        # All rows found: the lookup alone.
+        hits = found.all(dim=0).nonzero().squeeze(1)
+        torch.testing.assert_close(model(codes[hits], continuous[hits]), expected[hits],
+                                   rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="one entry per continuous input"):
+        model.set_continuous_values(values[:1])
+
+
+def test_value_tables_are_left_out_when_they_would_be_too_big(monkeypatch):
+    model = _model(continuous_embedding="plr", frequency_init_scale=1.0)
+    model.set_continuous_values([torch.arange(500.0), None, None, None])
+    codes, continuous = _inputs(model)
+    monkeypatch.setattr(folding, "MAX_TABLE_VALUES", 200 * 64)
+    folded = fold(model)
+    assert folded is not None and folded.lookup is None
+    with torch.no_grad():
+        torch.testing.assert_close(model(codes, continuous), _unfolded(model, codes, continuous),
+                                   rtol=1e-5, atol=1e-5)

@@ -265,6 +265,39 @@ def test_pickle_and_json_state_round_trip(fitted, adult_x):
         TabularPreprocessor.from_dict({**state, "version": 99})
 
 
+def test_continuous_values_are_the_transformed_training_values_of_few_valued_columns():
+    from tabembed.preprocessing import FEW_VALUES
+
+    rng = np.random.default_rng(0)
+    n = 4000
+    frame = pd.DataFrame({
+        "age": rng.integers(17, 90, n).astype(float),          # few values, some missing
+        "income": rng.lognormal(10, 1, n),                       # many values
+        "rating": rng.choice([1.0, 2.5, 4.0], n),
+        "when": pd.date_range("2020-01-01", periods=n, freq="D"),   # elapsed: many
+    })
+    frame.loc[::7, "age"] = np.nan
+    pre = TabularPreprocessor(continuous_scaling="quantile").fit(frame)
+    assert set(pre.few_values_) == {"age", "rating"}
+    assert pre.few_values_["rating"] == [1.0, 2.5, 4.0]
+    _, continuous = pre.transform_arrays(frame)
+    values = dict(zip(pre.cont_columns_, pre.continuous_values(), strict=True))
+    assert values["income"] is None and values["when_elapsed"] is None
+    for column in ("age", "rating"):
+        j = pre.cont_columns_.index(column)
+        seen = continuous[:, j][~frame[column].isna().to_numpy()]
+        # Exactly the float32 numbers transform gives, each once, sorted.
+        np.testing.assert_array_equal(values[column], np.unique(seen))
+    restored = TabularPreprocessor.from_dict(json.loads(json.dumps(pre.to_dict())))
+    for got, want in zip(restored.continuous_values(), pre.continuous_values(), strict=True):
+        assert (got is None and want is None) or np.array_equal(got, want)
+    too_many = {**pre.to_dict(), "few_values": {"age": list(range(FEW_VALUES + 1))}}
+    with pytest.raises(ValueError, match="damaged TabularPreprocessor state"):
+        TabularPreprocessor.from_dict(too_many)
+    older = {k: v for k, v in pre.to_dict().items() if k != "few_values"}
+    assert TabularPreprocessor.from_dict(older).continuous_values() == [None] * 4
+
+
 # ------------------------------------------------------------- bad input
 
 def test_missing_columns_are_all_named_and_extra_columns_ignored(fitted, adult_x):

@@ -151,6 +151,24 @@ class EntityEmbeddingMLP(nn.Module):
         self.head = (LinearEnsemble(n_members=n_members, d_in=self.body.d_out, d_out=d_out)
                      if n_members > 1 else init_linear(nn.Linear(self.body.d_out, d_out)))
         self.output_range = ScaledSigmoid(*y_range) if y_range is not None else nn.Identity()
+        self.continuous_values = None
+
+    def set_continuous_values(self, values) -> None:
+        """Per continuous input, the sorted values it took in training (None where they
+        were many): a hint for predictions, never a change to them.
+
+        The folded prediction network (:mod:`tabembed.models.folding`) precomputes the
+        periodic embedding of each of these values; the preprocessor's
+        ``continuous_values()`` gives them. Not saved with the weights.
+        """
+        if values is not None:
+            if len(values) != self.n_continuous:
+                raise ValueError(f"continuous_values needs one entry per continuous input, "
+                                 f"got {len(values)} for {self.n_continuous=}")
+            values = [None if v is None else torch.as_tensor(v, dtype=torch.float32).flatten()
+                      for v in values]
+        self.continuous_values = values
+        self.__dict__.pop("_folded_cache", None)
 
     def encode(self, codes: torch.Tensor, continuous: torch.Tensor) -> torch.Tensor:
         """The body's input ``[n, d]``: embeddings and encoded numbers (after swap noise)."""
