@@ -118,6 +118,44 @@ def test_candidate_scores_match_the_model_and_mask_accidental_hits():
         np.log(np.exp(2) + 1 + np.exp(1)) - 2.0)
 
 
+def test_training_scores_and_softmax_loss_equal_the_plain_computation():
+    """The training path (gradients on, one shared draw with repeated items, log-Q, hits
+    found by binary search, the fused cross-entropy) against the same scores written out."""
+    torch.manual_seed(0)
+    n_items = 12
+    model = DotBias(n_users=9, n_items=n_items, n_factors=4)
+    with torch.no_grad():
+        model.user_bias.weight.normal_()
+        model.item_bias.weight.normal_()
+    item_codes = torch.zeros(n_items, 2, dtype=torch.long)
+    item_codes[1:, 1] = torch.arange(1, n_items)
+    log_q = torch.log(torch.rand(n_items) + 0.1)
+    scorer = CandidateScores(model, item_codes, torch.zeros(n_items, 0),
+                             torch.tensor([False, True]), torch.zeros(0, dtype=torch.bool),
+                             log_q=log_q).train()
+    codes = torch.stack([torch.randint(1, 9, (40,)), torch.randint(1, n_items, (40,))], 1)
+    continuous = torch.zeros(40, 0)
+    negatives = torch.tensor([3, 7, 3, 1, 11, 7, 7, 2])      # items drawn two and three times
+    softmax = ranking_loss("softmax")
+    loss = softmax(scorer(codes, continuous, negatives))
+    loss.backward()
+    got = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    # By hand: every (row, candidate) pair through logits, minus log-Q, hits masked.
+    candidates = torch.cat([codes[:, 1:2], negatives.expand(40, -1)], 1)
+    pairs = torch.stack([codes[:, 0:1].expand(-1, 9), candidates], 2).reshape(-1, 2)
+    scores = model.logits(pairs, torch.zeros(len(pairs), 0)).reshape(40, 9) - log_q[candidates]
+    hits = torch.cat([torch.zeros(40, 1, dtype=torch.bool),
+                      negatives[None, :] == codes[:, 1:2]], 1)
+    assert hits.any(), "the draw should hit some rows' positives"
+    scores = scores.masked_fill(hits, -1e9)
+    expected = (torch.logsumexp(scores, 1) - scores[:, 0]).mean()
+    expected.backward()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    for got_grad, parameter in zip(got, model.parameters(), strict=True):
+        torch.testing.assert_close(got_grad, parameter.grad, rtol=1e-4, atol=1e-6)
+
+
 def _check_candidates(model, scorer, item_codes, codes, continuous):
     for negatives in (torch.tensor([[5, 2], [1, 6]]), torch.tensor([5, 2])):
         scores = scorer(codes, continuous, negatives)
