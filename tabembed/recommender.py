@@ -48,6 +48,7 @@ from tabembed.config import (
     IMPLICIT_DEFAULTS,
     RECOMMENDER_AUTO,
     RECOMMENDER_DEFAULTS,
+    SPARSE_TABLE_MIN_ROWS,
     Seeds,
     TrainingConfig,
     decode_lr,
@@ -68,6 +69,7 @@ from tabembed.preprocessing import TabularPreprocessor
 from tabembed.ranking_metrics import CHUNK_SCORES, evaluate, top_k
 from tabembed.sampling import NegativeSampling, sampling_probabilities
 from tabembed.training import distributed
+from tabembed.training.learner import pick_device
 
 _D = RECOMMENDER_DEFAULTS
 # Ranking defaults, measured on validation splits of MovieLens 100K and latest-small
@@ -100,6 +102,15 @@ class EmbeddingPenalty:
 
     def __call__(self, model, inputs) -> torch.Tensor:
         return self.strength * model.embedding_penalty(*inputs)
+
+
+def sparse_tables_if_large(model, device) -> None:
+    """Large user and item tables train with sparse gradients and lazy Adam (a step costs
+    the batch's rows, not the tables'); see ``SPARSE_TABLE_MIN_ROWS``."""
+    rows = model.user_factors.num_embeddings + model.item_factors.num_embeddings
+    if (rows >= SPARSE_TABLE_MIN_ROWS and distributed.get_world_size() == 1
+            and pick_device(device).type == "cpu"):
+        model.set_sparse_gradients(True)
 
 
 def flatten(output: torch.Tensor) -> torch.Tensor:
@@ -465,6 +476,7 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
         with isolated_random_state():
             torch.manual_seed(init_seed)
             model = (NeuralCF if self.model == "neural" else DotBias)(**model_kwargs)
+            sparse_tables_if_large(model, config.device)
             result = train(config, model, loss_for_task("regression"), train_data, valid,
                            output_activation=flatten, metrics=task_metrics("regression", flatten),
                            penalty=EmbeddingPenalty(strength) if strength else None)
@@ -1577,6 +1589,7 @@ class ImplicitRecommender(EmbeddingRecommender):
         with isolated_random_state():
             torch.manual_seed(seeds.init)
             model = (NeuralCF if self.model == "neural" else DotBias)(**model_kwargs)
+            sparse_tables_if_large(model, config.device)
             scorer = CandidateScores(model, item_codes, item_continuous, item_columns,
                                      item_numeric, log_q)
             result = train(config, scorer, ranking_loss(loss), train_data, valid,

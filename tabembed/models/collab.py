@@ -80,6 +80,14 @@ class _Collaborative(nn.Module):
     def interaction(self, codes, continuous, users, items):
         raise NotImplementedError
 
+    def set_sparse_gradients(self, enabled: bool) -> None:
+        """Make the user and item tables' gradients sparse (the rows a batch used), as
+        ``nn.Embedding(sparse=True)``: with :mod:`tabembed.training.lazy_adam` a step then
+        costs the batch's rows instead of the tables' (large catalogues)."""
+        for table in (self.user_factors, self.item_factors, self.user_bias, self.item_bias,
+                      *self.bag_factors, *self.bag_bias):
+            table.sparse = bool(enabled)
+
     def _pooled(self, codes: torch.Tensor, side: str, tables) -> torch.Tensor | None:
         """The sum over ``side``'s bags of their pooled ``tables`` rows (None: no bag)."""
         total = None

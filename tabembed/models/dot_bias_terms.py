@@ -18,7 +18,7 @@ import torch
 class _DotBiasTerms(torch.autograd.Function):
     @staticmethod
     def forward(ctx, user_table, item_table, user_bias_table, item_bias_table, users, items,
-                padding_idx):
+                padding_idx, sparse):
         user, item = user_table.index_select(0, users), item_table.index_select(0, items)
         user_bias = user_bias_table.index_select(0, users)
         item_bias = item_bias_table.index_select(0, items)
@@ -29,6 +29,7 @@ class _DotBiasTerms(torch.autograd.Function):
         ctx.shapes = (user_table.shape, item_table.shape, user_bias_table.shape,
                       item_bias_table.shape)
         ctx.padding_idx = padding_idx
+        ctx.sparse = sparse
         return terms, squares / users.shape[0]
 
     @staticmethod
@@ -39,17 +40,39 @@ class _DotBiasTerms(torch.autograd.Function):
         rows = (item * grad_terms + shrink * user, user * grad_terms + shrink * item,
                 grad_terms + shrink * user_bias, grad_terms + shrink * item_bias)
         codes = (users, items, users, items)
+        if ctx.sparse:
+            # The batch's rows only, summed per row (coalesced), for lazy Adam; one sort
+            # per side, shared by its factors and bias. The padding row gets zeros.
+            sides = [_rows(users, ctx.padding_idx), _rows(items, ctx.padding_idx)]
         grads = []
-        for needed, shape, row_grads, index in zip(ctx.needs_input_grad[:4], ctx.shapes, rows,
-                                                   codes, strict=True):
+        for table, (needed, shape, row_grads, index) in enumerate(zip(
+                ctx.needs_input_grad[:4], ctx.shapes, rows, codes, strict=True)):
             if not needed:
                 grads.append(None)
+                continue
+            if ctx.sparse:
+                unique, inverse, padding = sides[table % 2]
+                summed = row_grads.new_zeros(len(unique), shape[1]).index_add_(
+                    0, inverse, row_grads)
+                if padding is not None:
+                    summed[padding] = 0
+                # In range by construction: the forward's lookups took these rows.
+                grads.append(torch.sparse_coo_tensor(unique.unsqueeze(0), summed, shape,
+                                                     is_coalesced=True, check_invariants=False))
                 continue
             grad = row_grads.new_zeros(shape).index_add_(0, index, row_grads)
             if ctx.padding_idx is not None:
                 grad[ctx.padding_idx] = 0     # nn.Embedding's padding row never learns
             grads.append(grad)
-        return (*grads, None, None, None)
+        return (*grads, None, None, None, None)
+
+
+def _rows(codes: torch.Tensor, padding_idx):
+    """``(sorted distinct codes, position of each code among them, position of the padding
+    code or None)``."""
+    unique, inverse = torch.unique(codes, sorted=True, return_inverse=True)
+    found = (unique == padding_idx).nonzero() if padding_idx is not None else ()
+    return unique, inverse, int(found[0, 0]) if len(found) else None
 
 
 def dot_bias_terms(user_factors: torch.nn.Embedding, item_factors: torch.nn.Embedding,
@@ -60,9 +83,12 @@ def dot_bias_terms(user_factors: torch.nn.Embedding, item_factors: torch.nn.Embe
 
     The four embeddings must share one ``padding_idx`` (the unknown code's row,
     which gets no gradient), as :class:`~tabembed.models.collab.DotBias`'s do.
+    Gradients are sparse (the batch's rows) where the embeddings are
+    ``sparse``, as ``nn.Embedding(sparse=True)``'s.
     """
     padding = {e.padding_idx for e in (user_factors, item_factors, user_bias, item_bias)}
     if len(padding) != 1:
         raise ValueError(f"the four embeddings need one padding_idx, got {padding=}")
+    sparse = user_factors.sparse
     return _DotBiasTerms.apply(user_factors.weight, item_factors.weight, user_bias.weight,
-                               item_bias.weight, users, items, padding.pop())
+                               item_bias.weight, users, items, padding.pop(), sparse)

@@ -15,11 +15,15 @@ from __future__ import annotations
 import torch
 from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
 
+from tabembed.training.lazy_adam import lazy_adam_step
+
 _KERNELS = (getattr(torch, "_fused_adam_", None), getattr(torch, "_fused_adamw_", None))
 
 
 def optimizer_step(optimizer: torch.optim.Optimizer) -> None:
-    """``optimizer.step()``, shorter where the optimizer is torch's fused Adam or AdamW."""
+    """``optimizer.step()``, shorter where the optimizer is torch's fused Adam or AdamW;
+    sparse gradients (large recommender tables) take :func:`lazy_adam_step` first."""
+    lazy_adam_step(optimizer)
     calls = _direct_calls(optimizer)
     if calls is None:
         optimizer.step()
