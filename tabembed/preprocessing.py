@@ -53,6 +53,9 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 # (``few_values_``): a fitted network's prediction looks their encodings up in tables
 # instead of computing them (tabembed.models.folding). Ages, counts, ratings qualify.
 FEW_VALUES = 1024
+# ... and at most this many values over all columns (the folded tables hold at most ~80k
+# rows at a first layer of 200; this bounds the model file of a wide table too).
+FEW_VALUES_TOTAL = 65_536
 
 
 def embedding_size(cardinality: int, max_size: int = 50) -> int:
@@ -310,8 +313,8 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         Training statistics of the continuous output columns.
     few_values_ : dict
         ``{column: sorted distinct values}`` of the continuous output columns with
-        at most ``FEW_VALUES`` (1024) distinct training values; see
-        :meth:`continuous_values`.
+        at most ``FEW_VALUES`` (1024) distinct training values (``FEW_VALUES_TOTAL``
+        over all columns, in column order); see :meth:`continuous_values`.
     """
 
     def __init__(
@@ -500,8 +503,11 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
                 yield arrays
 
         histograms = column_histograms(counting_passes, moments)
-        self.few_values_ = {column: sorted(values) for column, values in distinct.items()
-                            if values is not None}
+        self.few_values_, total = {}, 0
+        for column, values in distinct.items():
+            if values is not None and total + len(values) <= FEW_VALUES_TOTAL:
+                self.few_values_[column] = sorted(values)
+                total += len(values)
         self.medians_ = exact_medians(numeric_passes, moments, histograms)
         self.means_, self.stds_, self.quantiles_ = {}, {}, {}
         self.na_names_ = []

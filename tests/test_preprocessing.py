@@ -298,6 +298,15 @@ def test_continuous_values_are_the_transformed_training_values_of_few_valued_col
     assert TabularPreprocessor.from_dict(older).continuous_values() == [None] * 4
 
 
+def test_few_values_are_bounded_over_all_columns(monkeypatch):
+    from tabembed import preprocessing
+
+    monkeypatch.setattr(preprocessing, "FEW_VALUES_TOTAL", 150)
+    frame = pd.DataFrame({f"x{j}": np.tile(np.arange(60.0) + 0.5, 5) for j in range(4)})
+    pre = TabularPreprocessor().fit(frame)
+    assert list(pre.few_values_) == ["x0", "x1"]          # 60 + 60, then 180 > 150
+
+
 # ------------------------------------------------------------- bad input
 
 def test_missing_columns_are_all_named_and_extra_columns_ignored(fitted, adult_x):
