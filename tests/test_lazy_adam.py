@@ -98,3 +98,24 @@ def test_recommenders_train_large_tables_with_sparse_gradients(monkeypatch):
     assert ranker.model_.item_factors.sparse
     lists = ranker.recommend(list(range(90)), k=5)
     assert np.mean((lists["item"] % 3) == (lists["user"] % 3)) > 0.9
+
+
+def test_gradient_clipping_takes_sparse_gradients():
+    from types import SimpleNamespace
+
+    from tabembed.training.callbacks import GradientClipping
+
+    def gradients(sparse: bool):
+        torch.manual_seed(0)
+        model = DotBias(n_users=6, n_items=5, n_factors=3).train()
+        model.set_sparse_gradients(sparse)
+        codes = torch.tensor([[1, 2], [3, 2], [1, 4]])
+        (model(codes, torch.zeros(3, 0)) * 100).sum().backward()
+        GradientClipping(max_norm=0.5).on_after_backward(SimpleNamespace(model=model,
+                                                                         scaler=None))
+        return [p.grad.to_dense() for p in model.parameters()]
+
+    dense, sparse = gradients(False), gradients(True)
+    for want, got in zip(dense, sparse, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+    assert torch.sqrt(sum(g.pow(2).sum() for g in sparse)) == pytest.approx(0.5, rel=1e-4)

@@ -100,7 +100,18 @@ class GradientClipping(Callback):
     def on_after_backward(self, learner) -> None:
         if learner.scaler is not None:
             learner.scaler.unscale_(learner.optimizer)
-        torch.nn.utils.clip_grad_norm_(learner.model.parameters(), self.max_norm)
+        grads = [p.grad for p in learner.model.parameters() if p.grad is not None]
+        if not any(grad.is_sparse for grad in grads):
+            torch.nn.utils.clip_grad_norm_(learner.model.parameters(), self.max_norm)
+            return
+        # torch's clip has no norm for sparse gradients (large recommender tables): the
+        # same global norm, a sparse gradient's rows summed first.
+        total = torch.sqrt(sum((grad.coalesce().values() if grad.is_sparse else grad)
+                               .float().pow(2).sum() for grad in grads))
+        scale = self.max_norm / (float(total) + 1e-6)
+        if scale < 1:
+            for grad in grads:
+                grad.mul_(scale)
 
 
 class EarlyStopping(Callback):
