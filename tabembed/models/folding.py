@@ -107,7 +107,7 @@ class _ValueTables(nn.Module):
     """
 
     def __init__(self, *, features, points, lengths, starts, tabled, tabled_weight,
-                 dense, dense_weight):
+                 dense, computed, dense_weight):
         super().__init__()
         self.features = features              # [t] continuous input positions with tables
         self.points = points                  # [t, longest] sorted, padded with +inf
@@ -116,7 +116,7 @@ class _ValueTables(nn.Module):
         self.tabled = tabled                  # _Periodic of the tabled inputs
         self.tabled_weight = tabled_weight    # [h1, t * d]
         self.dense = dense                    # [inputs without a table], or []
-        self.computed = None                  # _Periodic of those, or None
+        self.computed = computed              # _Periodic of those, or None
         self.dense_weight = dense_weight      # [h1, (f - t) * d] or None
 
     def locate(self, continuous: torch.Tensor):
@@ -274,7 +274,6 @@ def _value_tables(model, encoder, first_continuous, row):
         lengths=torch.tensor([[len(p)] for p in points], **as_column),
         starts=torch.tensor([[s] for s in starts], **as_column),
         tabled=_Periodic(encoder, features), tabled_weight=columns(features).contiguous(),
-        dense=dense, dense_weight=columns(dense).contiguous() if dense else None)
-    if dense:
-        lookup.computed = _Periodic(encoder, dense)
+        dense=dense, computed=_Periodic(encoder, dense) if dense else None,
+        dense_weight=columns(dense).contiguous() if dense else None)
     return lookup, tables
