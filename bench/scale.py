@@ -293,24 +293,23 @@ def main() -> None:
     root = args.root or Path(tempfile.mkdtemp(prefix="tabembed-scale-"))
     rows_out = []
     results = {}
-    def dataset(n: int, strings: bool = False) -> Path:
-        data = root / f"rows-{n}{'-strings' if strings else ''}"
+
+    def generated(data: Path, writer: str, *arguments) -> Path:
+        """``data``, written the first time by ``writer(data, *arguments)`` in a child
+        process: the generator's memory never counts against a measurement."""
         if not data.exists():
-            # A child process: the generator's memory never counts against a measurement.
             code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
-                    f"from scale import write_data; from pathlib import Path; "
-                    f"write_data(Path({str(data)!r}), {n}, {strings})")
+                    f"from scale import {writer}; from pathlib import Path; "
+                    f"{writer}(Path({str(data)!r}), {', '.join(map(repr, arguments))})")
             subprocess.run([sys.executable, "-c", code], check=True)
         return data
 
+    def dataset(n: int, strings: bool = False) -> Path:
+        return generated(root / f"rows-{n}{'-strings' if strings else ''}", "write_data", n,
+                         strings)
+
     def ratings(n: int) -> Path:
-        data = root / f"ratings-{n}"
-        if not data.exists():
-            code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
-                    f"from scale import write_ratings; from pathlib import Path; "
-                    f"write_ratings(Path({str(data)!r}), {n})")
-            subprocess.run([sys.executable, "-c", code], check=True)
-        return data
+        return generated(root / f"ratings-{n}", "write_ratings", n)
 
     def run_all(plan, repeats):
         """``{name: median result}`` of ``(name, processes, threads, arguments)`` runs."""

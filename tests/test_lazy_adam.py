@@ -36,7 +36,7 @@ def test_lazy_adam_equals_dense_adam_when_every_row_is_touched(optimizer_class, 
     from tabembed.training import lazy_adam
 
     if not fused:     # the update written out, for a torch without the fused kernel
-        monkeypatch.setattr(lazy_adam, "_KERNELS", (None, None))
+        monkeypatch.setattr(lazy_adam, "KERNELS", (None, None))
     # Every user 1..5 and item 1..4 in every batch (code 0, the unknown, never learns).
     codes = [torch.stack([torch.randperm(5) + 1, torch.randint(1, 5, (5,))], 1)
              for _ in range(4)]

@@ -62,7 +62,8 @@ class FoldedMLP(nn.Module):
         n = codes.shape[0]
         looked_up = self.lookup is not None and n >= LOOKUP_MIN_ROWS
         if looked_up:
-            hidden = self.lookup.first_layer(codes + self.offsets, continuous, self)
+            hidden = self.lookup.first_layer(codes + self.offsets, continuous, self.tables,
+                                             self.first_bias)
         elif self.offsets.numel():      # the first bias is inside the first table
             hidden = F.embedding_bag(codes + self.offsets, self.tables, mode="sum")
         else:
@@ -127,14 +128,14 @@ class _ValueTables(nn.Module):
         found = (self.points.gather(1, position) == values) & (position < self.lengths)
         return values, torch.where(found, position, self.lengths).add_(self.starts), found
 
-    def first_layer(self, rows: torch.Tensor, continuous: torch.Tensor, folded) -> torch.Tensor:
+    def first_layer(self, rows: torch.Tensor, continuous: torch.Tensor, tables: torch.Tensor,
+                    first_bias: torch.Tensor) -> torch.Tensor:
         """The first layer's output before its ReLU: the categorical ``rows`` of the folded
-        tables and every continuous input."""
+        ``tables`` and every continuous input."""
         values, value_rows, found = self.locate(continuous)
-        hidden = F.embedding_bag(torch.cat([rows, value_rows.t()], dim=1), folded.tables,
-                                 mode="sum")
+        hidden = F.embedding_bag(torch.cat([rows, value_rows.t()], dim=1), tables, mode="sum")
         if not rows.shape[1]:         # no categorical table holds the first bias
-            hidden += folded.first_bias
+            hidden += first_bias
         if self.computed is not None:
             hidden = torch.addmm(hidden, self.computed(continuous[:, self.dense]),
                                  self.dense_weight.t())
@@ -203,7 +204,7 @@ def fold(model) -> FoldedMLP | None:
             tables.append(embedding.weight.detach() @ weight[:, start:start + width].t())
             offsets.append(row)
             start, row = start + width, row + embedding.num_embeddings
-        first_continuous, continuous, lookup = None, None, None
+        first_continuous, continuous, lookup, value_tables = None, None, None, []
         if model.n_continuous:
             first_continuous = weight[:, start:].clone()
             encoder = model.continuous_norm
@@ -217,9 +218,7 @@ def fold(model) -> FoldedMLP | None:
             # Every row sums exactly one row of each table: adding the bias to all rows
             # of the first table adds it once.
             tables[0] = tables[0] + bias
-        if lookup is not None:
-            tables.extend(value_tables)
-        table = torch.cat(tables) if tables else None
+        table = torch.cat(tables + value_tables) if tables or value_tables else None
         layers, previous_norm = [], norm
         following = [linear for linear, _ in blocks[1:]] + [model.head]
         norms = [n for _, n in blocks[1:]] + [None]

@@ -74,20 +74,19 @@ class CandidateScores(nn.Module):
             grid = grid.index_put_(_accidental_hits(codes[:, 1], negatives),
                                    grid.new_tensor(_MASKED))
             return torch.cat([positive, grid], dim=1)
-        else:
-            if negatives.dim() == 1:
-                negatives = negatives.expand(rows, -1)
-            # Positives and negatives in one forward pass: batch norm in a neural model
-            # must normalise them with the same statistics, or it tells them apart.
-            candidates = torch.cat([codes[:, 1:2], negatives], dim=1)
-            n = candidates.shape[1]
-            pair_codes = (user_codes[:, None, :] + self.item_codes[candidates]).reshape(
-                rows * n, -1)
-            pair_continuous = (user_continuous[:, None, :]
-                               + self.item_continuous[candidates]).reshape(rows * n, -1)
-            scores = self.model.logits(pair_codes, pair_continuous).reshape(rows, n)
+        if negatives.dim() == 1:
+            negatives = negatives.expand(rows, -1)
+        # Positives and negatives in one forward pass: batch norm in a neural model must
+        # normalise them with the same statistics, or it tells them apart.
+        candidates = torch.cat([codes[:, 1:2], negatives], dim=1)
+        n = candidates.shape[1]
+        pair_codes = (user_codes[:, None, :] + self.item_codes[candidates]).reshape(
+            rows * n, -1)
+        pair_continuous = (user_continuous[:, None, :]
+                           + self.item_continuous[candidates]).reshape(rows * n, -1)
+        scores = self.model.logits(pair_codes, pair_continuous).reshape(rows, n)
         if self.training and self.log_q is not None:
-            scores = scores - self.log_q[torch.cat([codes[:, 1:2], negatives], dim=1)]
+            scores = scores - self.log_q[candidates]
         hits = torch.cat([torch.zeros_like(codes[:, 1:2], dtype=torch.bool),
                           negatives == codes[:, 1:2]], dim=1)
         return scores.masked_fill(hits, _MASKED)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-_KERNELS = (getattr(torch, "_fused_adam_", None), getattr(torch, "_fused_adamw_", None))
+from tabembed.training.fused_adam import KERNELS, FusedCalls
 
 
 def lazy_adam_step(optimizer: torch.optim.Optimizer) -> None:
@@ -31,7 +31,7 @@ def lazy_adam_step(optimizer: torch.optim.Optimizer) -> None:
     """
     if not isinstance(optimizer, torch.optim.Adam | torch.optim.AdamW):
         return
-    calls, gathered = {}, []
+    calls, gathered = FusedCalls(), []
     for group in optimizer.param_groups:
         # torch >= 2.6 names it; before, AdamW was its own class.
         decoupled = group.get("decoupled_weight_decay", isinstance(optimizer, torch.optim.AdamW))
@@ -50,7 +50,7 @@ def lazy_adam_step(optimizer: torch.optim.Optimizer) -> None:
                 state["exp_avg_sq"] = torch.zeros_like(parameter)
             parameter.grad = None
             with torch.no_grad():
-                if _KERNELS[decoupled] is None or parameter.device.type not in ("cpu", "cuda"):
+                if KERNELS[decoupled] is None or parameter.device.type not in ("cpu", "cuda"):
                     _update_rows(parameter, grad, state, group, decoupled)
                     continue
                 rows = grad._indices()[0]
@@ -58,20 +58,10 @@ def lazy_adam_step(optimizer: torch.optim.Optimizer) -> None:
                          state["exp_avg"].index_select(0, rows),
                          state["exp_avg_sq"].index_select(0, rows))
                 gathered.append((parameter, state, rows, taken))
-                key = (_KERNELS[decoupled], group["lr"], *group["betas"], group["weight_decay"],
-                       group["eps"], group["maximize"], parameter.device, parameter.dtype)
-                lists = calls.setdefault(key, ([], [], [], [], [], []))
-                for position, tensor in zip((0, 1, 2, 3, 5), (
-                        taken[0], grad._values().contiguous(), taken[1], taken[2],
-                        state["step"]), strict=True):
-                    lists[position].append(tensor)
+                calls.add(group, decoupled, taken[0], grad._values().contiguous(), taken[1],
+                          taken[2], state["step"])
+    calls.run()
     with torch.no_grad():
-        for (kernel, lr, beta1, beta2, weight_decay, eps, maximize, _, _), lists in \
-                calls.items():
-            torch._foreach_add_(lists[5], 1)
-            kernel(*lists, amsgrad=False, lr=lr, beta1=beta1, beta2=beta2,
-                   weight_decay=weight_decay, eps=eps, maximize=maximize, grad_scale=None,
-                   found_inf=None)
         for parameter, state, rows, (weights, exp_avg, exp_avg_sq) in gathered:
             parameter.index_copy_(0, rows, weights)
             state["exp_avg"].index_copy_(0, rows, exp_avg)

@@ -5,8 +5,9 @@ profiler record, hook loops, a graph-capture check, lazy state lookups and a
 regrouping of the tensors by device and dtype: ~80 us a step on CPU, more than
 the kernel itself for a recommender's tables (measured in bench/NOTES.md). Once
 every weight has its state, :func:`optimizer_step` calls the same kernel
-directly; anything unusual (hooks, AMP's scaler, amsgrad, mixed devices or
-dtypes, another optimizer, a torch without the kernel) takes ``optimizer.step()``.
+directly (one call per device, dtype and settings); anything unusual (hooks, AMP's
+scaler, amsgrad, another optimizer, a torch without the kernel) takes
+``optimizer.step()``.
 The result is the same bit for bit (tests/test_optimizer_step.py).
 """
 
@@ -15,9 +16,8 @@ from __future__ import annotations
 import torch
 from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
 
+from tabembed.training.fused_adam import KERNELS, FusedCalls
 from tabembed.training.lazy_adam import lazy_adam_step
-
-_KERNELS = (getattr(torch, "_fused_adam_", None), getattr(torch, "_fused_adamw_", None))
 
 
 def optimizer_step(optimizer: torch.optim.Optimizer) -> None:
@@ -27,13 +27,8 @@ def optimizer_step(optimizer: torch.optim.Optimizer) -> None:
     calls = _direct_calls(optimizer)
     if calls is None:
         optimizer.step()
-        return
-    with torch.no_grad():
-        for (kernel, lr, beta1, beta2, weight_decay, eps, maximize), tensors in calls.items():
-            torch._foreach_add_(tensors[-1], 1)
-            kernel(*tensors, amsgrad=False, lr=lr, beta1=beta1, beta2=beta2,
-                   weight_decay=weight_decay, eps=eps, maximize=maximize, grad_scale=None,
-                   found_inf=None)
+    else:
+        calls.run()
 
 
 def clear_gradients(optimizer: torch.optim.Optimizer) -> None:
@@ -44,42 +39,27 @@ def clear_gradients(optimizer: torch.optim.Optimizer) -> None:
             parameter.grad = None
 
 
-def _direct_calls(optimizer):
-    """``{(kernel, lr, beta1, beta2, weight_decay, eps, maximize): (params, grads, exp_avgs,
-    exp_avg_sqs, [], steps)}``, or None where the stock step must run.
-
-    Groups with the same settings share one kernel call: the update is elementwise
-    per tensor, so this changes nothing but the number of calls.
-    """
-    if (type(optimizer) not in (torch.optim.Adam, torch.optim.AdamW) or None in _KERNELS
+def _direct_calls(optimizer) -> FusedCalls | None:
+    """The fused kernel calls of this step, or None where the stock step must run."""
+    if (type(optimizer) not in (torch.optim.Adam, torch.optim.AdamW) or None in KERNELS
             or _global_optimizer_pre_hooks or _global_optimizer_post_hooks
             or optimizer._optimizer_step_pre_hooks or optimizer._optimizer_step_post_hooks
             or getattr(optimizer, "grad_scale", None) is not None
             or getattr(optimizer, "found_inf", None) is not None):
         return None
-    calls, device, dtype = {}, None, None
+    calls = FusedCalls()
     for group in optimizer.param_groups:
         if (not group.get("fused") or group["amsgrad"] or group["capturable"]
                 or group["differentiable"] or "decoupled_weight_decay" not in group
                 or torch.is_tensor(group["lr"]) or torch.is_tensor(group["betas"][0])):
             return None
-        key = (_KERNELS[bool(group["decoupled_weight_decay"])], group["lr"], *group["betas"],
-               group["weight_decay"], group["eps"], group["maximize"])
         for parameter in group["params"]:
-            grad = parameter.grad
-            if grad is None:
+            if parameter.grad is None:
                 continue
             state = optimizer.state.get(parameter)
-            # A first step (lazy state), a sparse gradient, mixed devices or dtypes:
-            # torch's own step.
-            if not state or grad.is_sparse or (device is not None and (
-                    parameter.device != device or parameter.dtype != dtype)):
+            # A first step (torch creates the state) or a sparse gradient: torch's step.
+            if not state or parameter.grad.is_sparse:
                 return None
-            device, dtype = parameter.device, parameter.dtype
-            tensors = calls.setdefault(key, ([], [], [], [], [], []))
-            tensors[0].append(parameter)
-            tensors[1].append(grad)
-            tensors[2].append(state["exp_avg"])
-            tensors[3].append(state["exp_avg_sq"])
-            tensors[5].append(state["step"])
+            calls.add(group, bool(group["decoupled_weight_decay"]), parameter, parameter.grad,
+                      state["exp_avg"], state["exp_avg_sq"], state["step"])
     return calls

@@ -1,0 +1,40 @@
+"""torch's fused Adam/AdamW kernels, one call per group of tensors with the same settings.
+
+The kernel is elementwise per tensor, so weights of different parameter groups (or
+gathered rows of several tables) that share a rate, betas, decay, eps, device and dtype
+update in one call as in several. Used by :mod:`~tabembed.training.optimizer_step`
+(dense weights) and :mod:`~tabembed.training.lazy_adam` (the touched rows of sparse ones).
+"""
+
+from __future__ import annotations
+
+import torch
+
+# (Adam's, AdamW's); None where this torch lacks them.
+KERNELS = (getattr(torch, "_fused_adam_", None), getattr(torch, "_fused_adamw_", None))
+
+
+class FusedCalls:
+    """Tensors collected per settings, then updated by :meth:`run`."""
+
+    def __init__(self):
+        self.lists = {}
+
+    def add(self, group: dict, decoupled: bool, weight, grad, exp_avg, exp_avg_sq,
+            step) -> None:
+        key = (KERNELS[decoupled], group["lr"], *group["betas"], group["weight_decay"],
+               group["eps"], group["maximize"], weight.device, weight.dtype)
+        lists = self.lists.setdefault(key, ([], [], [], [], [], []))
+        for position, tensor in zip((0, 1, 2, 3, 5), (weight, grad, exp_avg, exp_avg_sq, step),
+                                    strict=True):
+            lists[position].append(tensor)
+
+    def run(self) -> None:
+        """One Adam step of every tensor added (their step counts first)."""
+        with torch.no_grad():
+            for (kernel, lr, beta1, beta2, weight_decay, eps, maximize, _, _), lists in \
+                    self.lists.items():
+                torch._foreach_add_(lists[5], 1)
+                kernel(*lists, amsgrad=False, lr=lr, beta1=beta1, beta2=beta2,
+                       weight_decay=weight_decay, eps=eps, maximize=maximize,
+                       grad_scale=None, found_inf=None)
