@@ -11,7 +11,7 @@ from tabembed.models.numeric_embeddings import (
     Periodic,
     PeriodicEmbeddings,
     cos_sin,
-    feature_major_to_rows,
+    periodic_linear_relu,
 )
 from tabembed.training.learner import Learner
 
@@ -90,13 +90,14 @@ def test_plr_learns_an_oscillating_target_that_raw_inputs_cannot():
     assert np.isfinite([plr, raw]).all()
 
 
-def test_feature_major_layout_gives_the_row_major_values_and_gradients():
+def test_one_node_plr_gives_the_plain_modules_values_and_gradients():
     torch.manual_seed(0)
     fast = PeriodicEmbeddings(n_features=5, d_embedding=8, n_frequencies=12,
                               frequency_init_scale=2.0)
     x = torch.randn(64, 5)
     output = fast(x)
     reference = fast.activation(fast.linear(fast.periodic(x))).flatten(1)
+    assert (reference == 0).any() and (reference > 0).any()     # the ReLU's mask matters
     torch.testing.assert_close(output, reference, rtol=1e-5, atol=1e-6)
     weights = torch.randn_like(output)
     gradients = torch.autograd.grad((output * weights).sum(), list(fast.parameters()))
@@ -105,15 +106,21 @@ def test_feature_major_layout_gives_the_row_major_values_and_gradients():
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
 
-def test_cos_sin_and_the_row_layout_have_autograds_exact_gradients():
-    # The hand-written backwards (saved outputs, contiguous gradient) against
-    # finite differences in double precision, and against plain autograd.
+def test_one_node_plr_and_cos_sin_have_exact_gradients():
+    # The hand-written backwards against finite differences in double precision,
+    # every input included (the numbers too, for a model that trains its inputs).
     torch.manual_seed(0)
     phase = torch.randn(3, 7, 4, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(cos_sin, (phase,))
     torch.testing.assert_close(cos_sin(phase),
                                torch.cat([torch.cos(phase), torch.sin(phase)], dim=-1))
-    hidden = torch.randn(3, 7, 4, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(feature_major_to_rows, (hidden,))
-    torch.testing.assert_close(feature_major_to_rows(hidden),
-                               hidden.transpose(0, 1).reshape(7, 12))
+    inputs = (torch.randn(7, 3, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64),
+              torch.randn(3, 8, 5, dtype=torch.float64), torch.randn(3, 5, dtype=torch.float64))
+    inputs = tuple(t.requires_grad_() for t in inputs)
+    assert torch.autograd.gradcheck(periodic_linear_relu, inputs)
+    # Only what is asked for: frozen frequencies get no gradient and cost no phase gradient.
+    x, frequencies, weight, bias = (t.detach() for t in inputs)
+    weight.requires_grad_()
+    output = periodic_linear_relu(x, frequencies, weight, bias)
+    (gradient,) = torch.autograd.grad(output.sum(), [weight])
+    assert gradient.shape == weight.shape and frequencies.grad is None

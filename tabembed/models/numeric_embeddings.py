@@ -49,31 +49,69 @@ def cos_sin(phase: torch.Tensor) -> torch.Tensor:
     return _CosSin.apply(phase)
 
 
-class _FeatureMajorToRows(torch.autograd.Function):
-    """``[f, n, d] -> [n, f * d]`` whose gradient comes back contiguous.
+class _PeriodicLinearReLU(torch.autograd.Function):
+    """PLR with a linear layer per feature, forward and backward in one autograd node:
+    ``x [n, f] -> [n, f * d]`` (row ``i`` holds feature 0's ``d`` values, then feature 1's).
 
-    Plain ``transpose(0, 1).reshape`` hands the per-feature linear layer a
-    transposed gradient in backward, and the batched matmuls of its backward
-    ran ~3x slower on it than on a contiguous one.
+    Autograd's graph for the same computation (phase, cos/sin, a concatenation,
+    a batched product, ReLU, a transpose to rows) spent most of its time moving
+    data: the concatenation, the gradient's strided halves, a transposed gradient
+    into the batched products' backward. Here the cosines and sines meet their
+    halves of the weight in two accumulated products, the ReLU's mask and the
+    transpose back to feature-major are one pass, and the phase gradient is two
+    products and two in-place updates. 1.43 -> 1.10 ms forward and backward for
+    Adult's 5 numbers at 512 rows; equal to autograd's up to float rounding.
     """
 
     @staticmethod
-    def forward(ctx, x):
-        f, n, d = x.shape
-        ctx.shape = (f, d)
-        return x.transpose(0, 1).reshape(n, f * d)
+    def forward(ctx, x, frequencies, weight, bias):
+        k = frequencies.shape[1]
+        phase = (2 * math.pi * frequencies).unsqueeze(1) * x.t().unsqueeze(-1)   # [f, n, k]
+        cosine = torch.cos(phase)
+        sine = phase.sin_()
+        hidden = torch.baddbmm(bias.unsqueeze(1), cosine, weight[:, :k])
+        hidden.baddbmm_(sine, weight[:, k:]).relu_()                             # [f, n, d]
+        ctx.save_for_backward(x, frequencies, weight, cosine, sine, hidden)
+        return hidden.transpose(0, 1).reshape(x.shape[0], -1)
 
     @staticmethod
-    def backward(ctx, grad):
-        f, d = ctx.shape
-        return grad.reshape(grad.shape[0], f, d).transpose(0, 1).contiguous()
+    def backward(ctx, grad_output):
+        x, frequencies, weight, cosine, sine, hidden = ctx.saved_tensors
+        f, n, d = hidden.shape
+        k = frequencies.shape[1]
+        # The ReLU's gradient, written feature-major: contiguous for the products below.
+        grad = torch.empty_like(hidden)
+        torch.ops.aten.threshold_backward.grad_input(
+            grad_output.reshape(n, f, d).transpose(0, 1), hidden, 0, grad_input=grad)
+        grad_x = grad_frequencies = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[2]:
+            grad_weight = torch.cat([torch.bmm(cosine.transpose(1, 2), grad),
+                                     torch.bmm(sine.transpose(1, 2), grad)], dim=1)
+        if ctx.needs_input_grad[3]:
+            grad_bias = grad.sum(1)
+        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
+            # d cos = -sin, d sin = cos
+            grad_phase = torch.bmm(grad, weight[:, k:].transpose(1, 2)).mul_(cosine)
+            grad_phase.sub_(torch.bmm(grad, weight[:, :k].transpose(1, 2)).mul_(sine))
+            if ctx.needs_input_grad[1]:
+                grad_frequencies = torch.bmm(x.t().unsqueeze(1), grad_phase).squeeze(1)
+                grad_frequencies.mul_(2 * math.pi)
+            if ctx.needs_input_grad[0]:
+                grad_x = (grad_phase * frequencies.unsqueeze(1)).sum(-1).t() * (2 * math.pi)
+        return grad_x, grad_frequencies, grad_weight, grad_bias
 
 
-def feature_major_to_rows(x: torch.Tensor) -> torch.Tensor:
-    """``[f, n, d] -> [n, f * d]`` (row ``i`` holds feature 0's ``d`` values, then feature 1's)."""
+def periodic_linear_relu(x: torch.Tensor, frequencies: torch.Tensor, weight: torch.Tensor,
+                         bias: torch.Tensor) -> torch.Tensor:
+    """``relu([cos(2 pi c_j x_j), sin(2 pi c_j x_j)] @ weight[j] + bias[j])`` for every feature
+    ``j``, as rows ``[n, f * d]``: ``x [n, f]``, ``frequencies [f, k]``, ``weight [f, 2k, d]``,
+    ``bias [f, d]``."""
     if exporting():
-        return x.transpose(0, 1).reshape(x.shape[1], -1)
-    return _FeatureMajorToRows.apply(x)
+        phase = 2 * math.pi * frequencies.unsqueeze(1) * x.t().unsqueeze(-1)    # [f, n, k]
+        periodic = torch.cat([torch.cos(phase), torch.sin(phase)], dim=-1)
+        hidden = torch.relu(torch.baddbmm(bias.unsqueeze(1), periodic, weight))
+        return hidden.transpose(0, 1).reshape(x.shape[0], -1)
+    return _PeriodicLinearReLU.apply(x, frequencies, weight, bias)
 
 
 class Periodic(nn.Module):
@@ -96,9 +134,6 @@ class Periodic(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return cos_sin(2 * math.pi * self.weight * x.unsqueeze(-1))
 
-    def feature_major(self, x: torch.Tensor) -> torch.Tensor:
-        """The same values laid out ``[n_features, n, 2 * n_frequencies]``."""
-        return cos_sin(2 * math.pi * self.weight.unsqueeze(1) * x.t().unsqueeze(-1))
 
 
 class PerFeatureLinear(nn.Module):
@@ -116,10 +151,6 @@ class PerFeatureLinear(nn.Module):
         # [n, f, d_in] x [f, d_in, d_out]: one batched matmul over the features.
         return torch.einsum("nfi,fio->nfo", x, self.weight) + self.bias
 
-    def feature_major(self, x: torch.Tensor) -> torch.Tensor:
-        """``[f, n, d_in] -> [f, n, d_out]``: contiguous batched matmuls, no transposes
-        (forward and backward 1.5x faster than the row-major einsum at n=512, f=6)."""
-        return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight)
 
 
 class PeriodicEmbeddings(nn.Module):
@@ -156,6 +187,6 @@ class PeriodicEmbeddings(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if isinstance(self.linear, PerFeatureLinear):
-            hidden = self.activation(self.linear.feature_major(self.periodic.feature_major(x)))
-            return feature_major_to_rows(hidden)
+            return periodic_linear_relu(x, self.periodic.weight, self.linear.weight,
+                                        self.linear.bias)
         return self.activation(self.linear(self.periodic(x))).flatten(1)
