@@ -1,5 +1,6 @@
 """The folded prediction network equals the model it was folded from."""
 
+import math
 import copy
 import pickle
 
@@ -152,6 +153,40 @@ def test_value_tables_are_left_out_when_they_would_be_too_big(monkeypatch):
     monkeypatch.setattr(folding, "MAX_TABLE_VALUES", 200 * 64)
     folded = fold(model)
     assert folded is not None and folded.lookup is None
+    with torch.no_grad():
+        torch.testing.assert_close(model(codes, continuous), _unfolded(model, codes, continuous),
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_bucket_lookup_finds_exactly_the_training_values():
+    """Each training value gets a bucket of its own (scaled floats, irregular gaps, a
+    single value); queries equal to one find its row, anything else (between values,
+    outside, inf, NaN) is not found. Values no bucketing separates are computed."""
+    model = _model(continuous_embedding="plr", frequency_init_scale=1.0)
+    generator = torch.Generator().manual_seed(3)
+    irregular = torch.unique((2 * torch.randint(0, 50_000, (120,), generator=generator) - 1077.5)
+                             / 7403.3)
+    values = [irregular, torch.tensor([0.25]), torch.arange(17.0, 91.0) / 13.1,
+              torch.tensor([0.0, 1e-9, 1e6])]     # last: 1e15 buckets needed
+    model.set_continuous_values(values)
+    lookup = fold(model).lookup
+    assert lookup.features == [0, 1, 2]
+    for j, points in enumerate(values[:3]):
+        n = len(points)
+        queries = torch.zeros(n + 6, model.n_continuous)
+        queries[:n, j] = points
+        between = (points[:-1] + points[1:]) / 2 if n > 1 else points + 0.5
+        queries[n:n + 2, j] = between[:2]
+        queries[n + 2:, j] = torch.tensor([points[0] - 1, points[-1] + 1, math.inf, math.nan])
+        _, rows, found = lookup.locate(queries)
+        assert found[j, :n].all() and not found[j, n:].any()
+        starts = lookup.missing_rows[j] - n
+        assert torch.equal(rows[j, :n], starts + torch.arange(n))
+        assert (rows[j, n:] == lookup.missing_rows[j]).all()
+    codes, continuous = _inputs(model)
+    continuous[:100, 0] = irregular[:100]
+    continuous[100:200, 2] = values[2][torch.arange(100) % 74]
+    continuous[200:210, 3] = torch.tensor([0.0, 1e-9, 1e6] * 3 + [0.0])
     with torch.no_grad():
         torch.testing.assert_close(model(codes, continuous), _unfolded(model, codes, continuous),
                                    rtol=1e-5, atol=1e-5)

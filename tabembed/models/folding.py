@@ -37,6 +37,9 @@ from tabembed.models.layers import Dropout
 from tabembed.models.numeric_embeddings import PerFeatureLinear, PeriodicEmbeddings
 
 MAX_TABLE_VALUES = 16_000_000    # 64 MB of float32
+# Buckets an input's value lookup may use (12 bytes each): Adult's capital_gain, 119
+# values from 0 to 99,999 at least 2 apart, needs 100,000.
+MAX_BUCKETS = 1 << 17
 # Below this many rows a pass computes the continuous inputs instead of looking them up:
 # the lookup's fixed cost is larger (Adult, one row: 111 vs 54 us; 128 rows: even).
 LOOKUP_MIN_ROWS = 128
@@ -100,20 +103,32 @@ class _Periodic(nn.Module):
 class _ValueTables(nn.Module):
     """The first layer's continuous part, with tables for the inputs that have them.
 
-    Input ``features[i]`` has sorted ``points`` (its training values) and a table
-    of ``len(points) + 1`` rows from row ``starts[i]`` of the folded tables: row
-    ``r`` is the first-layer contribution of ``points[r]``, the last row zeros, for
-    a value not in the table, whose contribution is computed (for those rows
-    only). The other inputs are computed as in the unfolded network.
+    Input ``features[i]`` has its training values in a table of rows from row
+    ``starts[i]`` of the folded tables, each the first-layer contribution of one
+    value, then a row of zeros for a value not in the table, whose contribution
+    is computed (for those rows only). The other inputs are computed as in the
+    unfolded network.
+
+    A value finds its row by arithmetic, not by search: input ``i``'s range is
+    cut into equal buckets, fine enough that no two training values share one
+    (:func:`_buckets`); a bucket holds the row and the value of the one training
+    value in it, and a value is found when it equals its bucket's. The same
+    float operations put a training value and an equal query into the same
+    bucket, so the lookup is exact. 4 x 2048 values: ~40 us against ~200 us for
+    ``searchsorted`` and its checks.
     """
 
-    def __init__(self, *, features, points, lengths, starts, tabled, tabled_weight,
-                 dense, computed, dense_weight):
+    def __init__(self, *, features, origins, scales, last_buckets, bucket_starts, rows, keys,
+                 missing_rows, tabled, tabled_weight, dense, computed, dense_weight):
         super().__init__()
         self.features = features              # [t] continuous input positions with tables
-        self.points = points                  # [t, longest] sorted, padded with +inf
-        self.lengths = lengths                # [t, 1] points of each input
-        self.starts = starts                  # [t, 1] first table row of each input
+        self.origins = origins                # [t, 1] smallest training value of each input
+        self.scales = scales                  # [t, 1] buckets per unit of the input
+        self.last_buckets = last_buckets      # [t, 1] each input's bucket count - 1
+        self.bucket_starts = bucket_starts    # [t, 1] first bucket of each input in rows/keys
+        self.rows = rows                      # [buckets] table row (the zero row if empty)
+        self.keys = keys                      # [buckets] the training value in it, or NaN
+        self.missing_rows = missing_rows      # [t, 1] each input's row of zeros
         self.tabled = tabled                  # _Periodic of the tabled inputs
         self.tabled_weight = tabled_weight    # [h1, t * d]
         self.dense = dense                    # [inputs without a table], or []
@@ -123,10 +138,10 @@ class _ValueTables(nn.Module):
     def locate(self, continuous: torch.Tensor):
         """``(values [t, n], table rows [t, n], found [t, n])`` of the tabled inputs."""
         values = continuous[:, self.features].t().contiguous()
-        position = torch.searchsorted(self.points, values)
-        position.clamp_(max=self.points.shape[1] - 1)
-        found = (self.points.gather(1, position) == values) & (position < self.lengths)
-        return values, torch.where(found, position, self.lengths).add_(self.starts), found
+        bucket = _bucket(values, self.origins, self.scales, self.last_buckets)
+        bucket += self.bucket_starts
+        found = self.keys[bucket] == values
+        return values, torch.where(found, self.rows[bucket], self.missing_rows), found
 
     def first_layer(self, rows: torch.Tensor, continuous: torch.Tensor, tables: torch.Tensor,
                     first_bias: torch.Tensor) -> torch.Tensor:
@@ -239,12 +254,13 @@ def fold(model) -> FoldedMLP | None:
 def _value_tables(model, encoder, first_continuous, row):
     """``(_ValueTables, [table per input])`` for the continuous inputs with
     ``model.continuous_values``, the tables starting at row ``row`` of the folded tables;
-    ``(None, [])`` where there are none or they would not fit in ``MAX_TABLE_VALUES``."""
+    ``(None, [])`` where there are none or they would not fit in ``MAX_TABLE_VALUES``.
+    An input whose values no bucketing up to ``MAX_BUCKETS`` separates is computed."""
     values = getattr(model, "continuous_values", None) or []
     device, dtype = first_continuous.device, first_continuous.dtype
     width, d = first_continuous.shape[0], encoder.linear.weight.shape[2]
     room = MAX_TABLE_VALUES - row * width
-    features, points, tables, starts = [], [], [], []
+    features, tables, layouts, keys, rows = [], [], [], [], []
 
     def columns(inputs):
         return first_continuous[:, [c for j in inputs for c in range(j * d, (j + 1) * d)]]
@@ -253,26 +269,64 @@ def _value_tables(model, encoder, first_continuous, row):
         if given is None or len(given) == 0 or (len(given) + 1) * width > room:
             continue
         given = given.to(device=device, dtype=dtype)
+        layout = _buckets(given)
+        if layout is None:
+            continue
+        origin, scale, count = layout
         contributions = _Periodic(encoder, [j])(given.unsqueeze(1)) @ columns([j]).t()
         tables.append(torch.cat([contributions, contributions.new_zeros(1, width)]))
-        starts.append(row)
-        row += len(given) + 1
+        missing = row + len(given)
+        bucket = _bucket(given, origin, scale, float(count - 1))
+        keys.append(torch.full((count,), math.nan, device=device, dtype=dtype).index_put_(
+            (bucket,), given))
+        rows.append(torch.full((count,), missing, device=device, dtype=torch.int64).index_put_(
+            (bucket,), torch.arange(row, missing, device=device)))
+        layouts.append((origin, scale, count, missing))
+        row = missing + 1
         room -= (len(given) + 1) * width
         features.append(j)
-        points.append(given)
     if not features:
         return None, []
-    padded = torch.full((len(points), max(len(p) for p in points)), math.inf, device=device,
-                        dtype=dtype)
-    for i, p in enumerate(points):
-        padded[i, :len(p)] = p
+
+    def column(index, kind=torch.int64):
+        return torch.tensor([[layout[index]] for layout in layouts], dtype=kind, device=device)
+
+    counts = [layout[2] for layout in layouts]
     dense = [j for j in range(model.n_continuous) if j not in features]
-    as_column = dict(dtype=torch.int64, device=device)
     lookup = _ValueTables(
-        features=features, points=padded,
-        lengths=torch.tensor([[len(p)] for p in points], **as_column),
-        starts=torch.tensor([[s] for s in starts], **as_column),
+        features=features, origins=torch.stack([layout[0] for layout in layouts]).view(-1, 1),
+        scales=torch.stack([layout[1] for layout in layouts]).view(-1, 1),
+        last_buckets=column(2, dtype) - 1,
+        bucket_starts=torch.tensor([[sum(counts[:i])] for i in range(len(counts))],
+                                   dtype=torch.int64, device=device),
+        rows=torch.cat(rows), keys=torch.cat(keys), missing_rows=column(3),
         tabled=_Periodic(encoder, features), tabled_weight=columns(features).contiguous(),
         dense=dense, computed=_Periodic(encoder, dense) if dense else None,
         dense_weight=columns(dense).contiguous() if dense else None)
     return lookup, tables
+
+
+def _bucket(values: torch.Tensor, origins, scales, last_buckets) -> torch.Tensor:
+    """``floor((values - origins) * scales)`` clamped to ``[0, last_buckets]``, as int64
+    (NaN to bucket 0, where no key equals it)."""
+    position = torch.nan_to_num_((values - origins).mul_(scales), nan=0.0)
+    return position.clamp_(min=0).clamp_(max=last_buckets).long()
+
+
+def _buckets(points: torch.Tensor):
+    """``(origin, scale, count)``, the first two as 0-d tensors of the points' dtype:
+    ``count`` buckets over the sorted ``points`` that put each in a bucket of its own
+    (:func:`_bucket`), or None if that needs more than ``MAX_BUCKETS``."""
+    origin = points[0].clone()
+    span = float(points[-1]) - float(origin)
+    if span == 0:
+        return origin, torch.zeros_like(origin), 1
+    finest = float((points[1:] - points[:-1]).min())
+    count = math.ceil(2 * span / finest) + 1
+    while count <= MAX_BUCKETS:
+        scale = torch.tensor((count - 1) / span, dtype=points.dtype, device=points.device)
+        bucket = _bucket(points, origin, scale, float(count - 1))
+        if bool((bucket[1:] > bucket[:-1]).all()):
+            return origin, scale, count
+        count *= 2
+    return None
