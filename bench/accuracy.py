@@ -103,6 +103,27 @@ def load_dataset(name: str):
         X, Xt, y, yt = train_test_split(frame, target, test_size=0.2, random_state=0,
                                         stratify=target)
         return X, y, Xt, yt, "binary"
+    if name == "bikeshare":      # hourly rentals: counts, few-valued and periodic numbers
+        frame = pd.read_csv(package_file("ISLP", "data/Bikeshare.csv"))
+        frame = frame.drop(columns=["Unnamed: 0", "casual", "registered"], errors="ignore")
+        for column in ("season", "mnth", "hr", "weekday", "weathersit"):
+            frame[column] = frame[column].astype(str).astype("category")
+        target = np.log1p(frame.pop("bikers").astype(float))
+        X, Xt, y, yt = train_test_split(frame, target, test_size=0.2, random_state=0)
+        return X, y, Xt, yt, "regression"
+    if name == "default":        # credit default: two wide-ranging numbers, rare positives
+        frame = pd.read_csv(package_file("ISLP", "data/Default.csv"))
+        frame = frame.drop(columns=["Unnamed: 0"], errors="ignore")
+        target = frame.pop("default")
+        X, Xt, y, yt = train_test_split(frame, target, test_size=0.2, random_state=0,
+                                        stratify=target)
+        return X, y, Xt, yt, "binary"
+    if name == "wage":           # log wage from age, year and categories: small
+        frame = pd.read_csv(package_file("ISLP", "data/Wage.csv"))
+        frame = frame.drop(columns=["Unnamed: 0", "wage"], errors="ignore")
+        target = frame.pop("logwage").astype(float)
+        X, Xt, y, yt = train_test_split(frame, target, test_size=0.2, random_state=0)
+        return X, y, Xt, yt, "regression"
     raise ValueError(f"unknown dataset {name!r}")
 
 
