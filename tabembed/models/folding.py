@@ -73,7 +73,10 @@ class FoldedMLP(nn.Module):
             hidden = self.first_bias.expand(n, -1)
         if self.first_continuous is not None and not looked_up:
             encoded = self.continuous(continuous)
-            hidden = torch.addmm(hidden, encoded, self.first_continuous.t())
+            if self.offsets.numel():        # a new tensor: updated in place, no copy
+                hidden.addmm_(encoded, self.first_continuous.t())
+            else:
+                hidden = torch.addmm(hidden, encoded, self.first_continuous.t())
         for weight, bias in self.layers:
             hidden = torch.addmm(bias, hidden.relu_() if hidden.is_contiguous()
                                  else torch.relu(hidden), weight.t())
@@ -152,8 +155,8 @@ class _ValueTables(nn.Module):
         if not rows.shape[1]:         # no categorical table holds the first bias
             hidden += first_bias
         if self.computed is not None:
-            hidden = torch.addmm(hidden, self.computed(continuous[:, self.dense]),
-                                 self.dense_weight.t())
+            # In place: out of place, addmm first copies ``hidden`` ([n, h1]) into its result.
+            hidden.addmm_(self.computed(continuous[:, self.dense]), self.dense_weight.t())
         if not bool(found.all()):
             # Values not in their table (rare): every tabled input of the rows that have
             # one is computed, and kept only where it was not found.
