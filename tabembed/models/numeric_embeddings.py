@@ -135,7 +135,6 @@ class Periodic(nn.Module):
         return cos_sin(2 * math.pi * self.weight * x.unsqueeze(-1))
 
 
-
 class PerFeatureLinear(nn.Module):
     """One linear layer per feature: ``[n, n_features, d_in] -> [n, n_features, d_out]``."""
 
@@ -150,7 +149,6 @@ class PerFeatureLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # [n, f, d_in] x [f, d_in, d_out]: one batched matmul over the features.
         return torch.einsum("nfi,fio->nfo", x, self.weight) + self.bias
-
 
 
 class PeriodicEmbeddings(nn.Module):
