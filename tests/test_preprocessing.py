@@ -144,8 +144,11 @@ def test_median_fill_indicator_and_standardisation():
     assert pre.means_["x"] == pytest.approx(filled.mean())
     assert pre.stds_["x"] == pytest.approx(filled.std())
     codes, conts = pre.transform_arrays(train)
+    # Filled column-major, handed over row-major (the network reads rows).
+    assert codes.flags.c_contiguous and conts.flags.c_contiguous and conts.dtype == np.float32
     assert codes[:, 0].tolist() == [1, 1, 2, 1, 1]
     np.testing.assert_allclose(conts[:, 0], (filled - filled.mean()) / filled.std(), rtol=1e-6)
+    assert np.isnan(train.loc[2, "x"])      # the caller's frame is left unfilled
     np.testing.assert_allclose(conts.mean(0), 0, atol=1e-6)
     # y had no missing value in training; at inference a NaN is filled, not an error.
     _, conts = pre.transform_arrays(pd.DataFrame({"x": [np.nan], "y": [np.nan]}))
