@@ -1,7 +1,7 @@
 """The folded prediction network equals the model it was folded from."""
 
-import math
 import copy
+import math
 import pickle
 
 import pytest
@@ -187,6 +187,22 @@ def test_bucket_lookup_finds_exactly_the_training_values():
     continuous[:100, 0] = irregular[:100]
     continuous[100:200, 2] = values[2][torch.arange(100) % 74]
     continuous[200:210, 3] = torch.tensor([0.0, 1e-9, 1e6] * 3 + [0.0])
+    with torch.no_grad():
+        torch.testing.assert_close(model(codes, continuous), _unfolded(model, codes, continuous),
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_bucket_tables_stop_at_their_total_budget(monkeypatch):
+    """Wide tables: once the inputs' buckets would pass MAX_TOTAL_BUCKETS, the remaining
+    inputs are computed, with the same output."""
+    model = _model(continuous_embedding="plr", frequency_init_scale=1.0)
+    model.set_continuous_values([torch.arange(0.0, 100.0, 2.0)] * model.n_continuous)
+    monkeypatch.setattr(folding, "MAX_TOTAL_BUCKETS", 250)     # 99 buckets an input
+    lookup = fold(model).lookup
+    assert lookup.features == [0, 1] and lookup.dense == [2, 3]
+    assert lookup.rows.numel() == 198
+    codes, continuous = _inputs(model)
+    continuous[:, :3] = torch.arange(0.0, 100.0, 2.0).repeat(6)[:300, None]
     with torch.no_grad():
         torch.testing.assert_close(model(codes, continuous), _unfolded(model, codes, continuous),
                                    rtol=1e-5, atol=1e-5)

@@ -38,8 +38,9 @@ from tabembed.models.numeric_embeddings import PerFeatureLinear, PeriodicEmbeddi
 
 MAX_TABLE_VALUES = 16_000_000    # 64 MB of float32
 # Buckets an input's value lookup may use (12 bytes each): Adult's capital_gain, 119
-# values from 0 to 99,999 at least 2 apart, needs 100,000.
+# values from 0 to 99,999 at least 2 apart, needs 100,000. All inputs together: 12 MB.
 MAX_BUCKETS = 1 << 17
+MAX_TOTAL_BUCKETS = 1 << 20
 # Below this many rows a pass computes the continuous inputs instead of looking them up:
 # the lookup's fixed cost is larger (Adult, one row: 111 vs 54 us; 128 rows: even).
 LOOKUP_MIN_ROWS = 128
@@ -258,11 +259,12 @@ def _value_tables(model, encoder, first_continuous, row):
     """``(_ValueTables, [table per input])`` for the continuous inputs with
     ``model.continuous_values``, the tables starting at row ``row`` of the folded tables;
     ``(None, [])`` where there are none or they would not fit in ``MAX_TABLE_VALUES``.
-    An input whose values no bucketing up to ``MAX_BUCKETS`` separates is computed."""
+    An input whose values no bucketing up to ``MAX_BUCKETS`` separates, or whose buckets
+    would take the inputs' total past ``MAX_TOTAL_BUCKETS``, is computed."""
     values = getattr(model, "continuous_values", None) or []
     device, dtype = first_continuous.device, first_continuous.dtype
     width, d = first_continuous.shape[0], encoder.linear.weight.shape[2]
-    room = MAX_TABLE_VALUES - row * width
+    room, bucket_room = MAX_TABLE_VALUES - row * width, MAX_TOTAL_BUCKETS
     features, tables, layouts, keys, rows = [], [], [], [], []
 
     def columns(inputs):
@@ -272,10 +274,11 @@ def _value_tables(model, encoder, first_continuous, row):
         if given is None or len(given) == 0 or (len(given) + 1) * width > room:
             continue
         given = given.to(device=device, dtype=dtype)
-        layout = _buckets(given)
+        layout = _buckets(given, min(MAX_BUCKETS, bucket_room))
         if layout is None:
             continue
         origin, scale, count = layout
+        bucket_room -= count
         contributions = _Periodic(encoder, [j])(given.unsqueeze(1)) @ columns([j]).t()
         tables.append(torch.cat([contributions, contributions.new_zeros(1, width)]))
         missing = row + len(given)
@@ -316,17 +319,17 @@ def _bucket(values: torch.Tensor, origins, scales, last_buckets) -> torch.Tensor
     return position.clamp_(min=0).clamp_(max=last_buckets).long()
 
 
-def _buckets(points: torch.Tensor):
+def _buckets(points: torch.Tensor, most: int):
     """``(origin, scale, count)``, the first two as 0-d tensors of the points' dtype:
     ``count`` buckets over the sorted ``points`` that put each in a bucket of its own
-    (:func:`_bucket`), or None if that needs more than ``MAX_BUCKETS``."""
+    (:func:`_bucket`), or None if that needs more than ``most``."""
     origin = points[0].clone()
     span = float(points[-1]) - float(origin)
     if span == 0:
-        return origin, torch.zeros_like(origin), 1
+        return (origin, torch.zeros_like(origin), 1) if most >= 1 else None
     finest = float((points[1:] - points[:-1]).min())
     count = math.ceil(2 * span / finest) + 1
-    while count <= MAX_BUCKETS:
+    while count <= most:
         scale = torch.tensor((count - 1) / span, dtype=points.dtype, device=points.device)
         bucket = _bucket(points, origin, scale, float(count - 1))
         if bool((bucket[1:] > bucket[:-1]).all()):
