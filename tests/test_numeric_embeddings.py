@@ -124,3 +124,17 @@ def test_one_node_plr_and_cos_sin_have_exact_gradients():
     output = periodic_linear_relu(x, frequencies, weight, bias)
     (gradient,) = torch.autograd.grad(output.sum(), [weight])
     assert gradient.shape == weight.shape and frequencies.grad is None
+
+
+def test_plr_trains_under_autocast():
+    # Mixed precision (the Learner's precision="bf16"): the plain operations, autocast's
+    # casts included; values close to float32's.
+    torch.manual_seed(0)
+    plr = PeriodicEmbeddings(n_features=3, d_embedding=8, n_frequencies=4)
+    x = torch.randn(16, 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output = plr(x)
+    output.float().sum().backward()
+    assert output.dtype == torch.bfloat16
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in plr.parameters())
+    torch.testing.assert_close(output.float(), plr(x).detach(), rtol=0.05, atol=0.05)
