@@ -206,3 +206,17 @@ def test_bucket_tables_stop_at_their_total_budget(monkeypatch):
     with torch.no_grad():
         torch.testing.assert_close(model(codes, continuous), _unfolded(model, codes, continuous),
                                    rtol=1e-5, atol=1e-5)
+
+
+def test_mixed_precision_predictions_use_the_plain_network():
+    """Under autocast (a Learner with precision="bf16" predicting) the folded network,
+    whose in-place products autocast's casts do not reach, steps aside."""
+    model = _model(continuous_embedding="plr", frequency_init_scale=1.0)
+    model.set_continuous_values([torch.arange(-2.0, 2.0, 0.25), None, None, None])
+    codes, continuous = _inputs(model)
+    with torch.no_grad():
+        expected = _unfolded(model, codes, continuous)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            output = model(codes, continuous)
+    assert output.dtype == torch.bfloat16
+    torch.testing.assert_close(output.float(), expected, rtol=0.05, atol=0.05)

@@ -31,6 +31,18 @@ def exporting() -> bool:
     return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()
 
 
+def autocasting(device_type: str) -> bool:
+    """Whether autocast (mixed precision) is on for ``device_type``: hand-written
+    autograd functions and the folded prediction network then step aside, as autocast's
+    casts do not reach inside them."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:       # torch < 2.4: no device argument
+        if device_type == "cpu":
+            return torch.is_autocast_cpu_enabled()
+        return torch.is_autocast_enabled()
+
+
 def init_embedding(embedding: nn.Embedding, std: float = EMBEDDING_INIT_STD) -> nn.Embedding:
     nn.init.normal_(embedding.weight, 0.0, std)
     if embedding.padding_idx is not None:

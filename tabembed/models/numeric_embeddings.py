@@ -16,7 +16,7 @@ import math
 import torch
 from torch import nn
 
-from tabembed.models.layers import exporting
+from tabembed.models.layers import autocasting, exporting
 
 
 class _CosSin(torch.autograd.Function):
@@ -106,22 +106,13 @@ def periodic_linear_relu(x: torch.Tensor, frequencies: torch.Tensor, weight: tor
     """``relu([cos(2 pi c_j x_j), sin(2 pi c_j x_j)] @ weight[j] + bias[j])`` for every feature
     ``j``, as rows ``[n, f * d]``: ``x [n, f]``, ``frequencies [f, k]``, ``weight [f, 2k, d]``,
     ``bias [f, d]``."""
-    if exporting() or _autocasting(x.device.type):
+    if exporting() or autocasting(x.device.type):
         # Traced for export, or under autocast (whose casts the one-node version skips).
         phase = 2 * math.pi * frequencies.unsqueeze(1) * x.t().unsqueeze(-1)    # [f, n, k]
         periodic = torch.cat([torch.cos(phase), torch.sin(phase)], dim=-1)
         hidden = torch.relu(torch.baddbmm(bias.unsqueeze(1), periodic, weight))
         return hidden.transpose(0, 1).reshape(x.shape[0], -1)
     return _PeriodicLinearReLU.apply(x, frequencies, weight, bias)
-
-
-def _autocasting(device_type: str) -> bool:
-    try:
-        return torch.is_autocast_enabled(device_type)
-    except TypeError:       # torch < 2.4: no device argument
-        if device_type == "cpu":
-            return torch.is_autocast_cpu_enabled()
-        return torch.is_autocast_enabled()
 
 
 class Periodic(nn.Module):

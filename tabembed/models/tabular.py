@@ -16,6 +16,7 @@ from tabembed.models.layers import (
     CategoricalEmbeddings,
     PiecewiseLinearEncoding,
     ScaledSigmoid,
+    autocasting,
     exporting,
     init_linear,
 )
@@ -178,7 +179,8 @@ class EntityEmbeddingMLP(nn.Module):
         return inputs
 
     def forward(self, codes: torch.Tensor, continuous: torch.Tensor) -> torch.Tensor:
-        if not (self.training or torch.is_grad_enabled() or exporting()):
+        if not (self.training or torch.is_grad_enabled() or exporting()
+                or autocasting(codes.device.type)):
             folded = self._folded()
             if folded is not None:
                 return folded(codes, continuous)
