@@ -20,14 +20,20 @@ class FusedCalls:
     def __init__(self):
         self.lists = {}
 
-    def add(self, group: dict, decoupled: bool, weight, grad, exp_avg, exp_avg_sq,
-            step) -> None:
-        key = (KERNELS[decoupled], group["lr"], *group["betas"], group["weight_decay"],
-               group["eps"], group["maximize"], weight.device, weight.dtype)
-        lists = self.lists.setdefault(key, ([], [], [], [], [], []))
-        for position, tensor in zip((0, 1, 2, 3, 5), (weight, grad, exp_avg, exp_avg_sq, step),
-                                    strict=True):
-            lists[position].append(tensor)
+    @staticmethod
+    def settings(group: dict, decoupled: bool) -> tuple:
+        """What a call shares, from a parameter group (once per group, not per tensor)."""
+        return (KERNELS[decoupled], group["lr"], *group["betas"], group["weight_decay"],
+                group["eps"], group["maximize"])
+
+    def add(self, settings: tuple, weight, grad, exp_avg, exp_avg_sq, step) -> None:
+        lists = self.lists.setdefault((*settings, weight.device, weight.dtype),
+                                      ([], [], [], [], [], []))
+        lists[0].append(weight)
+        lists[1].append(grad)
+        lists[2].append(exp_avg)
+        lists[3].append(exp_avg_sq)      # lists[4], amsgrad's maxima, stays empty
+        lists[5].append(step)
 
     def run(self) -> None:
         """One Adam step of every tensor added (their step counts first)."""

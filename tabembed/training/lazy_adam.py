@@ -58,8 +58,8 @@ def lazy_adam_step(optimizer: torch.optim.Optimizer) -> None:
                          state["exp_avg"].index_select(0, rows),
                          state["exp_avg_sq"].index_select(0, rows))
                 gathered.append((parameter, state, rows, taken))
-                calls.add(group, decoupled, taken[0], grad._values().contiguous(), taken[1],
-                          taken[2], state["step"])
+                calls.add(calls.settings(group, decoupled), taken[0],
+                          grad._values().contiguous(), taken[1], taken[2], state["step"])
     calls.run()
     with torch.no_grad():
         for parameter, state, rows, (weights, exp_avg, exp_avg_sq) in gathered:

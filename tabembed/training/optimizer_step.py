@@ -53,13 +53,15 @@ def _direct_calls(optimizer) -> FusedCalls | None:
                 or group["differentiable"] or "decoupled_weight_decay" not in group
                 or torch.is_tensor(group["lr"]) or torch.is_tensor(group["betas"][0])):
             return None
+        settings = calls.settings(group, bool(group["decoupled_weight_decay"]))
         for parameter in group["params"]:
-            if parameter.grad is None:
+            grad = parameter.grad
+            if grad is None:
                 continue
             state = optimizer.state.get(parameter)
             # A first step (torch creates the state) or a sparse gradient: torch's step.
-            if not state or parameter.grad.is_sparse:
+            if not state or grad.is_sparse:
                 return None
-            calls.add(group, bool(group["decoupled_weight_decay"]), parameter, parameter.grad,
-                      state["exp_avg"], state["exp_avg_sq"], state["step"])
+            calls.add(settings, parameter, grad, state["exp_avg"], state["exp_avg_sq"],
+                      state["step"])
     return calls
