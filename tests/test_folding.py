@@ -129,7 +129,8 @@ def test_value_tables_equal_the_model_for_seen_and_unseen_values(options, tabled
     model.set_continuous_values(values)
     folded = fold(model)
     assert folded.lookup is not None and folded.lookup.features == tabled
-    _, _, found = folded.lookup.locate(continuous)
+    _, _, missing = folded.lookup.locate(continuous)
+    found = ~missing
     assert found.any() and not found.all()
     with torch.no_grad():
         expected = _unfolded(model, codes, continuous)
@@ -178,7 +179,8 @@ def test_bucket_lookup_finds_exactly_the_training_values():
         between = (points[:-1] + points[1:]) / 2 if n > 1 else points + 0.5
         queries[n:n + 2, j] = between[:2]
         queries[n + 2:, j] = torch.tensor([points[0] - 1, points[-1] + 1, math.inf, math.nan])
-        _, rows, found = lookup.locate(queries)
+        _, rows, missing = lookup.locate(queries)
+        found = ~missing
         assert found[j, :n].all() and not found[j, n:].any()
         starts = lookup.missing_rows[j] - n
         assert torch.equal(rows[j, :n], starts + torch.arange(n))
