@@ -330,7 +330,7 @@ def test_embedding_penalty_formula_and_unknown_rows():
 
 
 def test_dropout_drops_at_rate_p_and_keeps_the_expectation():
-    from tabembed.models.layers import Dropout
+    from tabembed.models.layers import Dropout, _mask_bits
 
     torch.manual_seed(0)
     layer = Dropout(0.1)
@@ -344,14 +344,24 @@ def test_dropout_drops_at_rate_p_and_keeps_the_expectation():
     assert abs(out.mean().item() - 1.0) < 0.01
     out.sum().backward()      # the gradient is the mask times the scale
     torch.testing.assert_close(ones.grad, out.detach())
-    # The float-arithmetic mask is exactly the comparison of the 16-bit lanes.
+    # The mask is exactly the comparison of the 16-bit lanes of its random words.
     torch.manual_seed(1)
     mask = layer.mask((3, 7), torch.float32)
     torch.manual_seed(1)
-    draws = torch.randint(-(2**63), 2**63 - 1, (6,), dtype=torch.int64)
-    lanes = draws.view(torch.int16)[:21].view(3, 7)
+    lanes = torch.from_numpy(_mask_bits(6).view(np.int16)[:21].copy()).view(3, 7)
     torch.testing.assert_close(mask, (lanes >= layer.threshold).float() * layer.scale,
                                rtol=0, atol=0)
+    # torch's generator governs the masks: its seed, and its saved state (checkpoints).
+    torch.manual_seed(1)
+    first = layer.mask((30, 70), torch.float32)
+    state = torch.get_rng_state()
+    second = layer.mask((30, 70), torch.float32)
+    assert not torch.equal(first, second)
+    torch.set_rng_state(state)
+    torch.testing.assert_close(layer.mask((30, 70), torch.float32), second, rtol=0, atol=0)
+    torch.manual_seed(1)
+    torch.testing.assert_close(layer.mask((30, 70), torch.float32), first, rtol=0, atol=0)
+    assert layer.mask((30, 70), torch.bfloat16).dtype == torch.bfloat16
     layer.eval()
     assert layer(ones) is ones
     assert Dropout(0.0).train()(ones) is ones
