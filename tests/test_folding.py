@@ -80,17 +80,20 @@ def test_the_fold_follows_weight_updates_and_is_not_pickled():
         after = model(codes, continuous)
         expected = _unfolded(model, codes, continuous)
     assert not torch.allclose(before, after)
-    torch.testing.assert_close(after, expected, rtol=1e-5, atol=1e-5)
+    # The large step leaves outputs in the thousands: float32 rounding (of either
+    # network, against float64) scales with them, so the tolerance does too.
+    scale = 1e-5 * max(1.0, float(expected.abs().max()))
+    torch.testing.assert_close(after, expected, rtol=1e-5, atol=scale)
     with torch.no_grad():
         model.head.bias.add_(1.0)                  # an in-place edit by hand, too
         torch.testing.assert_close(model(codes, continuous), expected + 1.0,
-                                   rtol=1e-5, atol=1e-5)
+                                   rtol=1e-5, atol=scale)
     assert "_folded_cache" in model.__dict__
     for copied in (pickle.loads(pickle.dumps(model)), copy.deepcopy(model)):
         assert "_folded_cache" not in copied.__dict__
         with torch.no_grad():
             torch.testing.assert_close(copied(codes, continuous), expected + 1.0,
-                                       rtol=1e-5, atol=1e-5)
+                                       rtol=1e-5, atol=scale)
 
 
 def test_no_fold_for_members_or_huge_tables(monkeypatch):
