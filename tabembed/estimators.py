@@ -566,10 +566,23 @@ class _EmbeddingMLP(BaseEstimator):
     def _predict_raw(self, X) -> np.ndarray:
         check_is_fitted(self, "learner_")
         frame = frame_for_prediction(self, X)
-        codes, continuous = self.preprocessor_.to_tensors(frame)
-        return check_finite_predictions(
-            self._prediction_learner().predict((codes, continuous)).numpy(),
-            lambda row: self.preprocessor_.describe_extreme(continuous.numpy(), row))
+        learner = self._prediction_learner()
+        # In slices of PREDICTION_ROWS: the whole frame's codes and inputs at once were ~100
+        # bytes a row of fresh memory in every call (bench/NOTES.md, "Speed, fifth round").
+        parts = []
+        for start in range(0, len(frame), PREDICTION_ROWS):
+            part = frame if len(frame) <= PREDICTION_ROWS else \
+                frame.iloc[start:start + PREDICTION_ROWS]
+            try:
+                tensors = self.preprocessor_.to_tensors(part)
+            except ValueError:
+                if part is not frame:
+                    self.preprocessor_.to_tensors(frame)    # the error, with the frame's rows
+                raise
+            parts.append(learner.predict(tensors).numpy())
+        outputs = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return check_finite_predictions(outputs, lambda row: self.preprocessor_.describe_extreme(
+            self.preprocessor_.to_tensors(frame.iloc[[row]])[1].numpy(), 0))
 
     def _prediction_learner(self):
         """The learner, its network given the few-valued continuous inputs' training values
@@ -586,6 +599,10 @@ class _EmbeddingMLP(BaseEstimator):
         tags.input_tags.categorical = True
         tags.non_deterministic = False
         return tags
+
+
+# Rows a prediction preprocesses at once (see _predict_raw).
+PREDICTION_ROWS = 1 << 18
 
 
 def _tensors(preprocessor, target, frame, y_values) -> tuple[torch.Tensor, ...]:

@@ -505,3 +505,36 @@ def test_eval_set_is_scored_every_epoch_and_drives_early_stopping(adult_small):
     assert regressor.history_["rmse"].iloc[-1] == pytest.approx(rmse, rel=1e-4)
     with pytest.raises(ValueError, match="eval_set must be"):
         EmbeddingMLPClassifier(epochs=1).fit(X, y, eval_set=X_val)
+
+
+def test_large_frames_predict_in_slices_with_the_frames_row_numbers(monkeypatch):
+    """A frame above PREDICTION_ROWS is preprocessed and predicted a slice at a time: the
+    same values as in one piece, and errors name rows of the whole frame."""
+    from tabembed import estimators
+
+    X, y = make_synthetic(300, random_state=0)
+    model = EmbeddingMLPRegressor(**FAST).fit(X, y)
+    whole = model.predict(X)
+    monkeypatch.setattr(estimators, "PREDICTION_ROWS", 64)
+    np.testing.assert_allclose(model.predict(X), whole, rtol=1e-5, atol=1e-6)
+    # A value beyond float32, in the third slice.
+    huge = X.copy()
+    huge.loc[150, "num_1"] = 1e39
+    with pytest.raises(ValueError, match=r"'num_1' holds .*row 150"):
+        model.predict(huge)
+    # A non-finite network output in the second slice: its row in the frame, and its input.
+    predict = model.learner_.predict
+    calls = []
+
+    def second_slice_nan(tensors, **options):
+        outputs = predict(tensors, **options).clone()
+        calls.append(len(outputs))
+        if len(calls) == 2:
+            outputs[5] = float("nan")
+        return outputs
+
+    monkeypatch.setattr(model.learner_, "predict", second_slice_nan)
+    with pytest.raises(ValueError, match=r"not finite for 1 row\(s\) \(first: row 69\).*"
+                                         r"continuous column"):
+        model.predict(X)
+    assert calls == [64, 64, 64, 64, 44]
