@@ -37,10 +37,11 @@ from tabembed.training.schedules import get_schedule
 _NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _PRECISIONS = ("32", "bf16", "fp16")
 # Rows per forward pass when validating and predicting: large enough to amortise the
-# per-call overhead, small enough that a pass's activations stay in the CPU's caches
-# (Adult's default network on one thread: 1.7-1.8 us a row at 1024-2048 rows, 2.0-2.5 at
-# 8192, 2.5-3.0 at 16384).
-EVALUATION_BATCH_SIZE = 2048
+# per-pass operations, small enough that a pass's activations stay in the CPU's caches.
+# Adult's default network on one thread, us a row at 1024 / 2048 / 4096 / 8192 rows:
+# folded for prediction 0.98 / 0.88 / 0.82 / 0.75-0.79, unfolded 2.0 / 1.88 / 1.80 / 1.86
+# (fifth round of issue 17; an older, unfolded network was slower at 8192).
+EVALUATION_BATCH_SIZE = 8192
 
 
 def pick_device(device="auto") -> torch.device:
