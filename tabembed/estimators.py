@@ -68,7 +68,7 @@ from tabembed.models import (
 )
 from tabembed.models.tabular import DEFAULT_DROPOUT, DEFAULT_EMBEDDING_DROPOUT, DEFAULT_HIDDEN
 from tabembed.preprocessing import TabularPreprocessor
-from tabembed.targets import TargetTransformer, is_label_sets
+from tabembed.targets import TargetTransformer, distinct_labels, is_label_sets
 from tabembed.training import checkpoint, distributed
 from tabembed.training.schedules import Constant
 
@@ -830,8 +830,7 @@ class EmbeddingMLPClassifier(ClassifierMixin, _EmbeddingMLP):
     def fit(self, X, y, sample_weight=None, *, eval_set=None):
         require_target(self, y)
         if not is_label_sets(y) and not is_stream(X):
-            TargetTransformer.check_values(y)
-            check_classification_targets(y)
+            check_classification_targets(distinct_labels(TargetTransformer.check_values(y)))
         super().fit(X, y, sample_weight=sample_weight, eval_set=eval_set)
         self.classes_ = self.target_transformer_.classes_
         return self
@@ -1058,7 +1057,7 @@ random_state, verbose, class_weight :
                 fit_target(X, y).task_ if distributed.is_main_process() else None
             ) == "regression" else "classification"
         elif task == "auto":
-            kind = type_of_target(TargetTransformer.check_values(y))
+            kind = type_of_target(distinct_labels(TargetTransformer.check_values(y)))
             task = "classification" if kind in ("binary", "multiclass") else "regression"
         options = {k: v for k, v in self.get_params().items() if k != "task"}
         cls = EmbeddingMLPClassifier if task == "classification" else EmbeddingMLPRegressor

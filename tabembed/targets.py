@@ -33,6 +33,26 @@ def is_label_sets(y) -> bool:
     return isinstance(first, list | tuple | set | frozenset)
 
 
+def distinct_labels(values: np.ndarray) -> np.ndarray:
+    """The distinct values of 1-D labels, in order of first appearance; other arrays as
+    they are. scikit-learn's ``type_of_target`` and ``np.unique`` answer the same on them
+    as on all the rows, in a fraction of the time (Adult's 32k string labels: 15 -> 1 ms
+    each, three calls a fit)."""
+    return _factorized(values)[1]
+
+
+def _factorized(values: np.ndarray):
+    """``(positions or None, distinct values)``: ``distinct[positions]`` is ``values``; no
+    factorization (None, ``values``) unless they are 1-D and hashable."""
+    if values.ndim != 1:
+        return None, values
+    try:
+        positions, distinct = pd.factorize(values)
+    except TypeError:          # unhashable labels
+        return None, values
+    return positions, np.asarray(distinct, dtype=values.dtype)
+
+
 class TargetTransformer(TransformerMixin, BaseEstimator):
     """Encode a target for a model and decode its outputs.
 
@@ -73,14 +93,14 @@ class TargetTransformer(TransformerMixin, BaseEstimator):
         values = self.check_values(y)
         task = self.task
         if task == "auto":
-            kind = type_of_target(values)
+            kind = type_of_target(distinct_labels(values))
             task = {"binary": "binary", "multiclass": "multiclass",
                     "multilabel-indicator": "multilabel"}.get(kind, "regression")
         if task == "multilabel":
             self.classes_ = (np.asarray(y.columns, dtype=object) if isinstance(y, pd.DataFrame)
                              else np.arange(values.shape[1]))
         elif task in ("binary", "multiclass"):
-            self.classes_ = np.unique(values)
+            self.classes_ = np.unique(distinct_labels(values))
             if len(self.classes_) < 2:
                 raise ValueError(
                     f"the target has a single class {self.classes_.tolist()}; a classifier "
@@ -159,15 +179,19 @@ class TargetTransformer(TransformerMixin, BaseEstimator):
             elif self.scale == "log":
                 values = np.log1p(values)
             return values.astype(np.float32)
-        codes = np.searchsorted(self.classes_, values)
+        # Each distinct label is looked up once (32k string labels: a sort of 2 instead of
+        # a search per row).
+        positions, labels = _factorized(values)
+        codes = np.searchsorted(self.classes_, labels)
         codes = np.clip(codes, 0, len(self.classes_) - 1)
-        unseen = self.classes_[codes] != values
+        unseen = self.classes_[codes] != labels
         if unseen.any():
             raise ValueError(
-                f"labels not seen in training: {np.unique(values[unseen])[:5].tolist()}; "
+                f"labels not seen in training: {np.unique(labels[unseen])[:5].tolist()}; "
                 f"known classes are {self.classes_.tolist()}"
             )
-        return codes.astype(np.int64)
+        codes = codes.astype(np.int64)
+        return codes if positions is None else codes[positions]
 
     def inverse_transform(self, encoded) -> np.ndarray:
         """Class labels from codes, label indicators from a matrix, targets from scaled values."""

@@ -58,3 +58,33 @@ def test_bad_targets():
         TargetTransformer(task="ranking").fit([1, 2])
     with pytest.raises(ValueError, match="0 rows"):
         TargetTransformer().fit([])
+
+
+@pytest.mark.parametrize("labels", [
+    np.array(["b", "a", "b", "c", "a"] * 40, dtype=object),
+    np.array(["yes", "no"] * 50),                          # numpy strings
+    np.array([3, 1, 3, 2] * 30),
+    np.array([0.0, 1.0, 1.0, 0.0] * 30),                   # integral floats: classes
+    np.array([0.5, 1.25, 2.0] * 30),                       # continuous
+    np.array([True, False, True] * 30),
+    np.array([1, "a", 1, "a"] * 30, dtype=object),         # non-string objects
+    np.array([[0, 1], [1, 0], [1, 1]] * 30),               # 2-D: left as it is
+])
+def test_distinct_labels_give_scikit_learns_answers_and_the_same_codes(labels):
+    """type_of_target and np.unique on the distinct labels equal their answers on every
+    row, and codes found per distinct label equal a search per row."""
+    from sklearn.utils.multiclass import type_of_target
+
+    from tabembed.targets import distinct_labels
+
+    distinct = distinct_labels(labels)
+    assert type_of_target(distinct) == type_of_target(labels)
+    if labels.ndim == 1:
+        assert len(distinct) == len(set(labels.tolist()))
+        if type_of_target(labels) in ("binary", "multiclass"):
+            np.testing.assert_array_equal(np.unique(distinct), np.unique(labels))
+            transformer = TargetTransformer().fit(labels)
+            np.testing.assert_array_equal(transformer.transform(labels),
+                                          np.searchsorted(transformer.classes_, labels))
+    else:
+        assert distinct is labels

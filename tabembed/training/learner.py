@@ -539,9 +539,9 @@ class Learner:
             output = self.model(*inputs).float()
         return self.output_activation(output) if self.output_activation else output
 
-    def validate(self, data=None) -> dict[str, float]:
+    def validate(self, data=None, *, metrics: bool = True) -> dict[str, float]:
         """Loss and metrics on ``data`` (default: the validation data), weighted when the
-        data carries sample weights."""
+        data carries sample weights; ``metrics=False``: the loss alone."""
         batches = self.valid_data if data is None else as_batches(
             data, batch_size=EVALUATION_BATCH_SIZE).to(self.device)
         if batches is None:
@@ -553,7 +553,7 @@ class Learner:
             weight = None if weight is None else distributed.all_gather_tensors(weight)
         with torch.inference_mode():
             result = {"valid_loss": float(self._loss(output, target, weight))}
-            for name, metric in self.metrics.items():
+            for name, metric in (self.metrics if metrics else {}).items():
                 arguments = (output.cpu(), target.cpu()) + (
                     () if weight is None else (weight.cpu(),))
                 result[name] = float(metric(*arguments))
