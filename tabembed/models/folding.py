@@ -288,13 +288,11 @@ def _value_tables(model, encoder, first_continuous, row):
         layout = _buckets(given, min(MAX_BUCKETS, bucket_room))
         if layout is None:
             continue
-        origin, scale, count = layout
+        origin, scale, count, bucket = layout
         bucket_room -= count
         contributions = _Periodic(encoder, [j])(given.unsqueeze(1)) @ columns([j]).t()
         tables.append(torch.cat([contributions, contributions.new_zeros(1, width)]))
         missing = row + len(given)
-        bucket = _bucket(given, origin, scale, torch.zeros_like(origin),
-                         torch.full_like(origin, count - 1))
         keys.append(torch.full((count,), math.nan, device=device, dtype=dtype).index_put_(
             (bucket,), given))
         rows.append(torch.full((count,), missing, device=device, dtype=torch.int64).index_put_(
@@ -334,13 +332,15 @@ def _bucket(values: torch.Tensor, origins, scales, lows, highs) -> torch.Tensor:
 
 
 def _buckets(points: torch.Tensor, most: int):
-    """``(origin, scale, count)``, the first two as 0-d tensors of the points' dtype:
-    ``count`` buckets over the sorted ``points`` that put each in a bucket of its own
-    (:func:`_bucket`), or None if that needs more than ``most``."""
+    """``(origin, scale, count, bucket of each point)``, the first two as 0-d tensors of the
+    points' dtype: ``count`` buckets over the sorted ``points`` that put each in a bucket of
+    its own (:func:`_bucket`), or None if that needs more than ``most``."""
     origin = points[0].clone()
     span = float(points[-1]) - float(origin)
     if span == 0:
-        return (origin, torch.zeros_like(origin), 1) if most >= 1 else None
+        return (origin, torch.zeros_like(origin), 1,
+                torch.zeros(len(points), dtype=torch.int64, device=points.device)) \
+            if most >= 1 else None
     finest = float((points[1:] - points[:-1]).min())
     count = math.ceil(2 * span / finest) + 1
     while count <= most:
@@ -348,6 +348,6 @@ def _buckets(points: torch.Tensor, most: int):
         bucket = _bucket(points, origin, scale, torch.zeros_like(origin),
                          torch.full_like(origin, count - 1))
         if bool((bucket[1:] > bucket[:-1]).all()):
-            return origin, scale, count
+            return origin, scale, count, bucket
         count *= 2
     return None
