@@ -90,7 +90,7 @@ class LRFinder(Callback):
         The sweep's first and last rate (of the fastest layer group).
     num_steps : int
         Batches in the sweep, at most (fastai's 100; the estimators' default
-        ``lr="auto"`` sweeps 60, see ``tabembed.config.LR_FINDER_OPTIONS``).
+        ``lr="auto"`` sweeps 37 from 1e-4, see ``tabembed.config.LR_FINDER_OPTIONS``).
     beta : float, optional
         Smoothing of the recorded loss (debiased exponential moving average);
         default ``0.98 ** (100 / num_steps)``, fastai's 0.98 per 100 steps, so
