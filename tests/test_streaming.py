@@ -26,6 +26,7 @@ from tabembed.streaming import (
     predict_to_parquet,
     train_valid_sources,
 )
+from tabembed.streaming.prediction import _dictionary_columns
 from tabembed.targets import TargetTransformer
 from tabembed.training.learner import Learner
 
@@ -398,6 +399,33 @@ def test_predict_to_parquet_keeps_order_and_matches_memory(table, tmp_path):
     together = pd.read_parquet(tmp_path / "parts")
     assert np.array_equal(together["row"], np.arange(len(frame)))
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["p.parquet"]   # no temp
+
+
+def test_predict_to_parquet_dictionary_encodes_all_but_float_columns(table, tmp_path):
+    # Probabilities are nearly all distinct: a dictionary for them only cost time.
+    frame, folder = table
+    pre = fit_preprocessor(folder, TabularPreprocessor(), exclude=["target", "row"])
+
+    def predict(codes, continuous):
+        probabilities = torch.rand(len(codes), generator=torch.Generator().manual_seed(0))
+        return {"label": np.where(probabilities.numpy() > 0.5, "yes", "no"),
+                "probability": probabilities}
+
+    path = predict_to_parquet(folder, tmp_path / "p.parquet", predict, pre,
+                              keep_columns=["row", "target"])
+    metadata = pq.ParquetFile(path).metadata
+    encodings = {metadata.schema.column(i).name: metadata.row_group(0).column(i).encodings
+                 for i in range(metadata.num_columns)}
+    dictionary = {name for name, used in encodings.items()
+                  if any("DICTIONARY" in encoding for encoding in used)}
+    assert dictionary == {"row", "target", "label"}
+    written = pd.read_parquet(path)
+    assert np.array_equal(written["target"], frame["target"])
+    assert set(written["label"]) == {"yes", "no"}
+    nested = pa.table({"s": pa.array([{"x": 1.5, "y": "a"}]), "l": pa.array([["b"]]),
+                       "m": pa.array([[("k", 2.0)]], pa.map_(pa.string(), pa.float64())),
+                       "f": pa.array([0.5], pa.float32())})
+    assert _dictionary_columns(nested) == ["s.y", "l.list.element", "m.key_value.key"]
 
 
 def test_predict_to_parquet_leaves_nothing_when_prediction_fails(table, tmp_path):
