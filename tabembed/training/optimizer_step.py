@@ -44,43 +44,44 @@ def clear_gradients(optimizer: torch.optim.Optimizer) -> None:
             parameter.grad = None
 
 
-class _Call:
-    """One kernel call: a parameter group's weights on one device and dtype.
-
-    The weights' step counts are views of one tensor (``counts``), so one ``add_``
-    counts them all: ``_foreach_add_`` over 0-dim tensors cost ~1.6 us a weight.
-    """
-
-    def __init__(self, group_index: int, positions: list[int], weights: list, states: list):
-        self.group_index = group_index
-        self.positions = positions           # of the weights among the step's gradients
-        self.weights = weights
-        self.exp_avgs = [state["exp_avg"] for state in states]
-        self.exp_avg_sqs = [state["exp_avg_sq"] for state in states]
-        self.counts = torch.stack([state["step"] for state in states])
-        self.steps = list(self.counts.unbind())
-        for state, step in zip(states, self.steps, strict=True):
-            state["step"] = step             # the same value, now a view of ``counts``
-
-
 class _Plan:
-    """The kernel calls of one optimizer for one set of weights with gradients."""
+    """The kernel calls of one optimizer for one set of weights with gradients.
+
+    Every weight of the plan has a gradient at each step the plan runs, so all their
+    step counts grow together: they are views of one tensor per device and dtype
+    (``counts``), and one ``add_`` counts them all (``_foreach_add_`` over 0-dim
+    tensors cost ~1.6 us a weight). Groups whose settings agree at a step share a
+    kernel call, as in torch's own step.
+    """
 
     def __init__(self, optimizer, weights: list, group_sizes: tuple):
         self.state = optimizer.state
         self.weights = weights
         self.group_sizes = group_sizes
-        self.calls = []
+        states = [optimizer.state[weight] for weight in weights]
+        by_kind: dict = {}
+        for position, state in enumerate(states):
+            by_kind.setdefault((state["step"].device, state["step"].dtype), []).append(position)
+        self.counts = []
+        for positions in by_kind.values():
+            counts = torch.stack([states[p]["step"] for p in positions])
+            for p, step in zip(positions, counts.unbind(), strict=True):
+                states[p]["step"] = step        # the same value, now a view of ``counts``
+            self.counts.append(counts)
+        # Per parameter group, its weights' lists per device and dtype.
+        self.parts = []
         position = 0
         for group_index, size in enumerate(group_sizes):
-            by_kind = {}
-            for offset in range(size):
-                weight = weights[position + offset]
-                by_kind.setdefault((weight.device, weight.dtype), []).append(position + offset)
-            for positions in by_kind.values():
-                chosen = [weights[p] for p in positions]
-                self.calls.append(_Call(group_index, positions, chosen,
-                                        [optimizer.state[w] for w in chosen]))
+            kinds: dict = {}
+            for p in range(position, position + size):
+                weight = weights[p]
+                lists = kinds.setdefault((weight.device, weight.dtype), ([], [], [], [], []))
+                lists[0].append(p)
+                lists[1].append(weight)
+                lists[2].append(states[p]["exp_avg"])
+                lists[3].append(states[p]["exp_avg_sq"])
+                lists[4].append(states[p]["step"])
+            self.parts.extend((group_index, kind, lists) for kind, lists in kinds.items())
             position += size
 
     def matches(self, optimizer, weights: list, group_sizes: tuple) -> bool:
@@ -88,17 +89,26 @@ class _Plan:
                 and all(a is b for a, b in zip(self.weights, weights, strict=True)))
 
     def run(self, param_groups: list, grads: list) -> None:
+        calls: dict = {}
+        settings = [(bool(group["decoupled_weight_decay"]), group["lr"], *group["betas"],
+                     group["weight_decay"], group["eps"], group["maximize"])
+                    for group in param_groups]
+        for group_index, kind, (positions, weights, exp_avgs, exp_avg_sqs, steps) in self.parts:
+            lists = calls.setdefault((settings[group_index], kind), ([], [], [], [], []))
+            lists[0].extend(weights)
+            lists[1].extend(grads[p] for p in positions)
+            lists[2].extend(exp_avgs)
+            lists[3].extend(exp_avg_sqs)
+            lists[4].extend(steps)
         with torch.no_grad():
-            for call in self.calls:
-                group = param_groups[call.group_index]
-                beta1, beta2 = group["betas"]
-                call.counts.add_(1)
-                KERNELS[bool(group["decoupled_weight_decay"])](
-                    call.weights, [grads[p] for p in call.positions], call.exp_avgs,
-                    call.exp_avg_sqs, [], call.steps, amsgrad=False, lr=group["lr"],
-                    beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"],
-                    eps=group["eps"], maximize=group["maximize"], grad_scale=None,
-                    found_inf=None)
+            for counts in self.counts:
+                counts.add_(1)
+            for ((decoupled, lr, beta1, beta2, weight_decay, eps, maximize), _), lists in \
+                    calls.items():
+                KERNELS[decoupled](*lists[:4], [], lists[4],
+                                   amsgrad=False, lr=lr, beta1=beta1, beta2=beta2,
+                                   weight_decay=weight_decay, eps=eps, maximize=maximize,
+                                   grad_scale=None, found_inf=None)
 
 
 def _run_plan(optimizer) -> bool:
