@@ -100,3 +100,24 @@ def test_direct_step_resumes_from_a_saved_state_like_torch():
         assert torch.equal(got, want)
     assert [float(s["step"]) for s in resumed.state.values()] == \
         [float(s["step"]) for s in stock_optimizer.state.values()]
+
+
+@pytest.mark.parametrize("edit", ["clear", "reset one"])
+def test_direct_step_follows_a_state_edited_between_steps(edit):
+    # torch's step reads the state at every call; the plan must notice an edited one
+    # (steps 3 and 4 have the same weights with gradients, so only the edit can tell).
+    runs = []
+    for direct in (False, True):
+        weights, optimizer = _train(direct, torch.optim.AdamW, steps=4)
+        if edit == "clear":
+            optimizer.state.clear()              # torch starts the moments again
+        else:
+            optimizer.state[weights[0]]["step"] = torch.tensor(0.0)
+        _train(direct, torch.optim.AdamW, steps=3, weights=weights, optimizer=optimizer,
+               first=4)
+        runs.append((weights, optimizer))
+    (stock, stock_optimizer), (direct, direct_optimizer) = runs
+    for got, want in zip(direct, stock, strict=True):
+        assert torch.equal(got, want)
+    assert [float(s["step"]) for s in direct_optimizer.state.values()] == \
+        [float(s["step"]) for s in stock_optimizer.state.values()]

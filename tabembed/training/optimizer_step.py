@@ -58,7 +58,7 @@ class _Plan:
         self.state = optimizer.state
         self.weights = weights
         self.group_sizes = group_sizes
-        states = [optimizer.state[weight] for weight in weights]
+        self.states = states = [optimizer.state[weight] for weight in weights]
         by_kind: dict = {}
         for position, state in enumerate(states):
             by_kind.setdefault((state["step"].device, state["step"].dtype), []).append(position)
@@ -68,6 +68,7 @@ class _Plan:
             for p, step in zip(positions, counts.unbind(), strict=True):
                 states[p]["step"] = step        # the same value, now a view of ``counts``
             self.counts.append(counts)
+        self.steps = [state["step"] for state in states]
         # Per parameter group, its weights' lists per device and dtype.
         self.parts = []
         position = 0
@@ -85,8 +86,13 @@ class _Plan:
             position += size
 
     def matches(self, optimizer, weights: list, group_sizes: tuple) -> bool:
+        # The same weights with gradients, and each still with the state (and step count)
+        # the plan holds: a state dict loaded, cleared or edited between steps rebuilds it.
         return (self.state is optimizer.state and self.group_sizes == group_sizes
-                and all(a is b for a, b in zip(self.weights, weights, strict=True)))
+                and all(a is b for a, b in zip(self.weights, weights, strict=True))
+                and all(optimizer.state.get(weight) is state and state["step"] is step
+                        for weight, state, step in zip(weights, self.states, self.steps,
+                                                       strict=True)))
 
     def run(self, param_groups: list, grads: list) -> None:
         calls: dict = {}
