@@ -6,7 +6,7 @@ regrouping of the tensors by device and dtype: ~80 us a step on CPU, more than
 the kernel itself for a recommender's tables (measured in bench/NOTES.md). Once
 every weight has its state, :func:`optimizer_step` calls the same kernel
 directly from a plan kept between steps (the weights, moments and step counts of
-each call, rebuilt when the weights with gradients change); anything unusual
+each call, rebuilt when the weights with gradients or their states change); anything unusual
 (hooks, AMP's scaler, amsgrad, another optimizer, a torch without the kernel)
 takes ``optimizer.step()``.
 The result is the same bit for bit (tests/test_optimizer_step.py).
