@@ -2,8 +2,9 @@
 
 The kernel is elementwise per tensor, so weights of different parameter groups (or
 gathered rows of several tables) that share a rate, betas, decay, eps, device and dtype
-update in one call as in several. Used by :mod:`~tabembed.training.optimizer_step`
-(dense weights) and :mod:`~tabembed.training.lazy_adam` (the touched rows of sparse ones).
+update in one call as in several. :class:`FusedCalls` serves
+:mod:`~tabembed.training.lazy_adam` (the touched rows of sparse weights);
+:mod:`~tabembed.training.optimizer_step` calls ``KERNELS`` from its own plan (dense ones).
 """
 
 from __future__ import annotations
