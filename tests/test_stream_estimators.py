@@ -4,6 +4,8 @@ import textwrap
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from sklearn.metrics import accuracy_score
 from stream_helpers import torchrun, write_parts
@@ -49,6 +51,23 @@ def test_classifier_from_parquet_matches_the_dataframe_fit(adult_parquet, tmp_pa
     assert (written["prediction"].to_numpy() == streamed.predict(X_test)).all()
     with pytest.raises(TypeError, match="name its target column"):
         EmbeddingMLPClassifier().fit(folder, y=sample["income"])
+
+
+@pytest.mark.parametrize("labels", [["low", "mid", "high"], [3, 7, 11], [False, True]])
+def test_parquet_labels_are_the_predicted_labels_with_their_type(labels, tmp_path):
+    # The label column is taken from the classes in Arrow: the same values and Arrow type
+    # as converting predict()'s labels would give.
+    X, y = make_synthetic(1500, task="classification", n_classes=len(labels), noise=0.3,
+                          random_state=3)
+    target = np.array(labels, dtype=object if isinstance(labels[0], str) else None)[y]
+    classifier = EmbeddingMLPClassifier(epochs=2, lr=1e-2, hidden=(16,), random_state=0)
+    classifier.fit(X, target)
+    path = classifier.predict_to_parquet(write_parts(X, tmp_path / "x", files=2, row_group=400),
+                                         tmp_path / "p.parquet")
+    expected = classifier.predict(X)
+    assert pq.read_schema(path).field("prediction").type == pa.array(expected).type
+    written = pd.read_parquet(path)["prediction"].to_numpy()
+    assert written.tolist() == expected.tolist()
 
 
 def test_early_stopping_holds_rows_out_of_the_stream(adult_parquet):

@@ -45,11 +45,12 @@ def _dictionary_columns(table: pa.Table) -> list[str]:
     return [leaf for field in table.schema for leaf in leaves(field.name, field.type)]
 
 
-def _columns_of(output, n_rows: int, names) -> dict[str, np.ndarray]:
-    """Named 1-D columns from what ``predict_batch`` returned."""
+def _columns_of(output, n_rows: int, names) -> dict:
+    """Named 1-D columns (ndarrays, or Arrow arrays as given) from what ``predict_batch``
+    returned."""
     if isinstance(output, dict):
-        columns = {str(k): np.asarray(v.cpu() if torch.is_tensor(v) else v)
-                   for k, v in output.items()}
+        columns = {str(k): v if isinstance(v, pa.Array) else
+                   np.asarray(v.cpu() if torch.is_tensor(v) else v) for k, v in output.items()}
     else:
         values = np.asarray(output.cpu() if torch.is_tensor(output) else output)
         if values.ndim == 2 and values.shape[1] == 1 and names is None:
@@ -68,9 +69,19 @@ def _columns_of(output, n_rows: int, names) -> dict[str, np.ndarray]:
         else:
             raise ValueError(f"predict_batch must return 1-D or 2-D outputs, got {values.shape}")
     for name, values in columns.items():
-        if len(values) != n_rows or values.ndim != 1:
+        if isinstance(values, pa.Array):
+            if len(values) != n_rows:
+                raise ValueError(f"output {name!r} has {len(values)} rows; expected {n_rows}")
+        elif len(values) != n_rows or values.ndim != 1:
             raise ValueError(f"output {name!r} has shape {values.shape}; expected ({n_rows},)")
     return columns
+
+
+def _concatenated(pieces: list):
+    """One column from a row group's pieces (ndarrays or Arrow arrays)."""
+    if isinstance(pieces[0], pa.Array):
+        return pa.concat_arrays(pieces)
+    return np.concatenate(pieces)
 
 
 def _destination(destination, rank: int, world_size: int) -> Path:
@@ -103,8 +114,9 @@ def predict_to_parquet(data, destination, predict_batch: Callable, preprocessor,
     predict_batch : callable
         ``predict_batch(*tensors) -> tensor, ndarray or dict of them``: the
         model's outputs for the preprocessed inputs of ``n`` rows, ``(n,)``
-        or ``(n, k)`` (for example probabilities per class). Called under
-        ``torch.inference_mode``.
+        or ``(n, k)`` (for example probabilities per class); a dict's values
+        may also be ``pyarrow.Array`` of ``n`` values (labels, written as given).
+        Called under ``torch.inference_mode``.
     preprocessor : TabularPreprocessor or TableTransform
         Fitted; turns a table into the inputs ``predict_batch`` takes.
     keep_columns : sequence of str
@@ -162,7 +174,7 @@ def predict_to_parquet(data, destination, predict_batch: Callable, preprocessor,
                             chunk = tuple(t[low:low + batch_size] for t in inputs)
                             outputs.append(_columns_of(predict_batch(*chunk), len(chunk[0]),
                                                        output_names))
-                    predicted = {name: np.concatenate([o[name] for o in outputs])
+                    predicted = {name: _concatenated([o[name] for o in outputs])
                                  for name in outputs[0]}
                     result = pa.table({**{c: table[c] for c in keep_columns}, **predicted})
                     if writer is None:
