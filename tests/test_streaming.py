@@ -401,6 +401,29 @@ def test_predict_to_parquet_keeps_order_and_matches_memory(table, tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["p.parquet"]   # no temp
 
 
+@pytest.mark.parametrize("failing", ["second", "last"])
+def test_predict_to_parquet_surfaces_a_failed_write_and_leaves_nothing(table, tmp_path,
+                                                                       failing):
+    # Row groups are written in a thread while the next is predicted: a write that fails
+    # (here a column changing type, which Parquet's writer refuses) must still raise and
+    # leave no file, whether more groups follow it or it is the last.
+    _, folder = table
+    pre = fit_preprocessor(folder, TabularPreprocessor(), exclude=["target", "row"])
+    groups = sum(pq.ParquetFile(f).num_row_groups for f in folder.glob("*.parquet"))
+    failing_call = 2 if failing == "second" else groups
+    calls = []
+
+    def predict(codes, continuous):
+        calls.append(1)
+        values = np.zeros(len(codes))
+        return values.astype(np.int64) if len(calls) == failing_call else values
+
+    with pytest.raises((ValueError, pa.ArrowInvalid), match="schema"):
+        predict_to_parquet(folder, tmp_path / "p.parquet", predict, pre)
+    assert len(calls) == groups if failing == "last" else len(calls) < groups
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_predict_to_parquet_dictionary_encodes_all_but_float_columns(table, tmp_path):
     # Probabilities are nearly all distinct: a dictionary for them only cost time.
     frame, folder = table

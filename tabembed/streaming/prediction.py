@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 import numpy as np
@@ -100,8 +100,9 @@ def predict_to_parquet(data, destination, predict_batch: Callable, preprocessor,
 
     Rows are read one row group at a time (the next read and transformed in a
     background thread), transformed, predicted ``batch_size`` rows at a time
-    and appended to the output, so memory holds a row group or two whatever
-    the dataset's size. Output rows keep the input's order.
+    and appended to the output (written in another thread while the next row
+    group is predicted), so memory holds a few row groups whatever the
+    dataset's size. Output rows keep the input's order.
 
     Parameters
     ----------
@@ -128,6 +129,9 @@ def predict_to_parquet(data, destination, predict_batch: Callable, preprocessor,
         This process's share (both or neither).
     progress : bool, optional
         A tqdm bar of rows; ``None`` shows it in terminals on rank 0.
+    prefetch : int
+        1 (default): the next row group is read and transformed, and the last
+        one written, in background threads; 0: everything in the caller's thread.
 
     Returns
     -------
@@ -159,9 +163,12 @@ def predict_to_parquet(data, destination, predict_batch: Callable, preprocessor,
     bar = tqdm(total=stop - start, unit="rows", desc="predicting", mininterval=0.5,
                disable=(None if progress is None else False) if show else True)
     pool = ThreadPoolExecutor(max_workers=1) if prefetch else None
+    # Row groups are written (Arrow encodes without the GIL) while the next one is
+    # predicted; one write in flight, in order.
+    writing = ThreadPoolExecutor(max_workers=1) if prefetch else None
     try:
         with atomic_file(path) as stream:
-            writer = None
+            writer, written = None, None
             try:
                 upcoming = pool.submit(load, segments[0]) if pool else None
                 for index, segment in enumerate(segments):
@@ -180,13 +187,24 @@ def predict_to_parquet(data, destination, predict_batch: Callable, preprocessor,
                     if writer is None:
                         writer = pq.ParquetWriter(stream, result.schema,
                                                   use_dictionary=_dictionary_columns(result))
-                    writer.write_table(result)
+                    if writing is None:
+                        writer.write_table(result)
+                    else:
+                        if written is not None:
+                            written.result()     # the previous group's write, or its error
+                        written = writing.submit(writer.write_table, result)
                     bar.update(table.num_rows)
+                if written is not None:
+                    written.result()
             finally:
+                if written is not None:
+                    wait([written])      # never two threads on the writer
                 if writer is not None:   # the footer; on failure the file is discarded anyway
                     writer.close()
     finally:
         bar.close()
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
+        if writing is not None:
+            writing.shutdown(wait=True)
     return path
