@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, TransformerMixin
 from sklearn.exceptions import DataConversionWarning
@@ -869,11 +870,8 @@ class EmbeddingMLPClassifier(ClassifierMixin, _EmbeddingMLP):
         if self.task_ != "multilabel":
             # An Arrow column taken from the classes' labels: converting 65,536 Python
             # strings to Arrow took 2.9 ms a row group, the take 0.1 ms.
-            import pyarrow as pa
-
-            labels = pa.array(self.target_transformer_.inverse_transform(
-                np.arange(len(self.classes_))))
-            columns = {"prediction": labels.take(probabilities.argmax(axis=1)), **columns}
+            labels = pa.array(self.classes_).take(probabilities.argmax(axis=1))
+            columns = {"prediction": labels, **columns}
         return columns
 
     def __sklearn_tags__(self):

@@ -19,7 +19,7 @@ import weakref
 import torch
 from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
 
-from tabembed.training.fused_adam import KERNELS
+from tabembed.training.fused_adam import KERNELS, FusedCalls
 from tabembed.training.lazy_adam import lazy_adam_step
 
 # One plan per optimizer, dropped with it.
@@ -95,26 +95,16 @@ class _Plan:
                                                        strict=True)))
 
     def run(self, param_groups: list, grads: list) -> None:
-        calls: dict = {}
-        settings = [(bool(group["decoupled_weight_decay"]), group["lr"], *group["betas"],
-                     group["weight_decay"], group["eps"], group["maximize"])
+        calls = FusedCalls()
+        settings = [calls.settings(group, bool(group["decoupled_weight_decay"]))
                     for group in param_groups]
         for group_index, kind, (positions, weights, exp_avgs, exp_avg_sqs, steps) in self.parts:
-            lists = calls.setdefault((settings[group_index], kind), ([], [], [], [], []))
-            lists[0].extend(weights)
-            lists[1].extend(grads[p] for p in positions)
-            lists[2].extend(exp_avgs)
-            lists[3].extend(exp_avg_sqs)
-            lists[4].extend(steps)
+            calls.extend(settings[group_index], kind, weights, [grads[p] for p in positions],
+                         exp_avgs, exp_avg_sqs, steps)
         with torch.no_grad():
             for counts in self.counts:
                 counts.add_(1)
-            for ((decoupled, lr, beta1, beta2, weight_decay, eps, maximize), _), lists in \
-                    calls.items():
-                KERNELS[decoupled](*lists[:4], [], lists[4],
-                                   amsgrad=False, lr=lr, beta1=beta1, beta2=beta2,
-                                   weight_decay=weight_decay, eps=eps, maximize=maximize,
-                                   grad_scale=None, found_inf=None)
+        calls.run(count_steps=False)
 
 
 def _run_plan(optimizer) -> bool:
