@@ -422,10 +422,12 @@ def test_one_hot_embedding_lookup_equals_the_per_column_lookups():
     assert not CategoricalEmbeddings([(300, 50), (200, 50), (10, 5)]).one_hot
 
 
+@pytest.mark.parametrize("unknown", [True, False])
 @pytest.mark.parametrize("frozen", [None, "user_factors", "item_bias"])
-def test_dot_bias_terms_equal_the_plain_modules_values_and_gradients(frozen):
+def test_dot_bias_terms_equal_the_plain_modules_values_and_gradients(frozen, unknown):
     """The hand-written backward against autograd through the four embeddings: duplicated
-    codes, the unknown code 0 (its padding row never learns), a frozen table."""
+    codes, the unknown code 0 (its padding row never learns) in the batch or not, a frozen
+    table."""
     from tabembed.models import DotBias
     from tabembed.models.dot_bias_terms import dot_bias_terms
 
@@ -439,6 +441,8 @@ def test_dot_bias_terms_equal_the_plain_modules_values_and_gradients(frozen):
         getattr(model, frozen).weight.requires_grad_(False)
     users = torch.tensor([0, 3, 3, 11, 5, 0, 7, 3])
     items = torch.tensor([2, 0, 14, 2, 2, 9, 0, 1])
+    if not unknown:
+        users, items = users.clamp(min=1), items.clamp(min=1)
     upstream = torch.randn(8, 1)
 
     def run(fused: bool):

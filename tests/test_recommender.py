@@ -156,8 +156,10 @@ def test_eval_set_reports_rmse_and_mae_each_epoch_and_weights_shift_the_fit():
     X, y = _planted()
     order = np.random.default_rng(1).permutation(len(X))
     train, valid = order[:4000], order[4000:]
-    recommender = EmbeddingRecommender(n_factors=8, epochs=4, lr=1e-2, weight_decay=0.0,
-                                       y_range=None, random_state=0)
+    # Batch 512 pinned: the weighting check below needs this many steps to show.
+    settings = dict(n_factors=8, epochs=4, lr=1e-2, weight_decay=0.0, y_range=None,
+                    batch_size=512, random_state=0)
+    recommender = EmbeddingRecommender(**settings)
     recommender.fit(X.iloc[train], y.iloc[train], eval_set=(X.iloc[valid], y.iloc[valid]))
     history = recommender.history_
     assert {"valid_loss", "rmse", "mae"} <= set(history) and len(history) == 4
@@ -167,11 +169,8 @@ def test_eval_set_reports_rmse_and_mae_each_epoch_and_weights_shift_the_fit():
     # Ratings of user u0 weighted 20x pull the fit towards them: their error shrinks.
     heavy = (X["user"] == "u0").to_numpy()
     weights = np.where(heavy, 20.0, 1.0)
-    weighted = EmbeddingRecommender(n_factors=8, epochs=4, lr=1e-2, weight_decay=0.0,
-                                    y_range=None, random_state=0)
-    weighted.fit(X, y, sample_weight=weights)
-    plain = EmbeddingRecommender(n_factors=8, epochs=4, lr=1e-2, weight_decay=0.0,
-                                 y_range=None, random_state=0).fit(X, y)
+    weighted = EmbeddingRecommender(**settings).fit(X, y, sample_weight=weights)
+    plain = EmbeddingRecommender(**settings).fit(X, y)
 
     def error(model):
         return np.mean((model.predict(X[heavy]) - y[heavy]) ** 2)

@@ -22,28 +22,35 @@ class _DotBiasTerms(torch.autograd.Function):
         user, item = user_table.index_select(0, users), item_table.index_select(0, items)
         user_bias = user_bias_table.index_select(0, users)
         item_bias = item_bias_table.index_select(0, items)
+        # Products and sums, not vecdot or dot: autocast would run those in bf16/fp16.
         terms = torch.sum(user * item, dim=1, keepdim=True).add_(user_bias).add_(item_bias)
         squares = (torch.sum(user * user) + torch.sum(item * item)
                    + torch.sum(user_bias * user_bias) + torch.sum(item_bias * item_bias))
-        ctx.save_for_backward(user, item, user_bias, item_bias, users, items)
+        # Intermediates on ctx (save_for_backward is for inputs and outputs).
+        ctx.rows = (user, item, user_bias, item_bias)
+        ctx.codes = (users, items)
         ctx.shapes = (user_table.shape, item_table.shape, user_bias_table.shape,
                       item_bias_table.shape)
         ctx.padding_idx = padding_idx
         ctx.sparse = sparse
-        return terms, squares / users.shape[0]
+        return terms, squares.div_(users.shape[0])
 
     @staticmethod
     def backward(ctx, grad_terms, grad_penalty):
-        user, item, user_bias, item_bias, users, items = ctx.saved_tensors
+        user, item, user_bias, item_bias = ctx.rows
+        users, items = ctx.codes
         # Both outputs always reach the backward (autograd passes zeros for an unused one).
-        shrink = grad_penalty * (2.0 / users.shape[0])
-        rows = (item * grad_terms + shrink * user, user * grad_terms + shrink * item,
-                grad_terms + shrink * user_bias, grad_terms + shrink * item_bias)
+        shrink = grad_penalty.item() * (2.0 / users.shape[0])
+        rows = (torch.add(item * grad_terms, user, alpha=shrink),
+                torch.add(user * grad_terms, item, alpha=shrink),
+                torch.add(grad_terms, user_bias, alpha=shrink),
+                torch.add(grad_terms, item_bias, alpha=shrink))
         codes = (users, items, users, items)
         if ctx.sparse:
             # The batch's rows only, summed per row (coalesced), for lazy Adam; one sort
             # per side, shared by its factors and bias. The padding row gets zeros.
             sides = [_rows(users, ctx.padding_idx), _rows(items, ctx.padding_idx)]
+        padded = not ctx.sparse and _contains(ctx.codes, ctx.padding_idx)
         grads = []
         for table, (needed, shape, row_grads, index) in enumerate(zip(
                 ctx.needs_input_grad[:4], ctx.shapes, rows, codes, strict=True)):
@@ -61,10 +68,19 @@ class _DotBiasTerms(torch.autograd.Function):
                                                      is_coalesced=True, check_invariants=False))
                 continue
             grad = row_grads.new_zeros(shape).index_add_(0, index, row_grads)
-            if ctx.padding_idx is not None:
+            if padded:
                 grad[ctx.padding_idx] = 0     # nn.Embedding's padding row never learns
             grads.append(grad)
         return (*grads, None, None, None, None)
+
+
+def _contains(codes, code) -> bool:
+    """Whether any of the ``codes`` tensors holds ``code`` (None: no)."""
+    if code is None:
+        return False
+    if code == 0:     # codes are never negative: one reduction tells (the usual case)
+        return any(len(c) and c.min().item() == 0 for c in codes)
+    return any(bool((c == code).any()) for c in codes)
 
 
 def _rows(codes: torch.Tensor, padding_idx):

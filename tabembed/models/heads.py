@@ -56,13 +56,14 @@ class TaskLoss(nn.Module):
             per_row = function(output, target, reduction="none" if weight is not None else "mean",
                                label_smoothing=self.label_smoothing)
         else:
-            n = output.shape[0]
-            output, target = output.reshape(n, -1), target.reshape(n, -1).to(output.dtype)
+            target = target.to(output.dtype)
             if self.label_smoothing:
                 target = target * (1 - self.label_smoothing) + self.label_smoothing / 2
-            if weight is None:
+            if weight is None:     # flattened straight away: fewer operations a step
                 return function(output.reshape(-1), target.reshape(-1))
-            per_row = function(output, target, reduction="none").mean(dim=1)
+            n = output.shape[0]
+            per_row = function(output.reshape(n, -1), target.reshape(n, -1),
+                               reduction="none").mean(dim=1)
         if weight is None:
             return per_row
         weight = weight.to(per_row.dtype)
