@@ -194,7 +194,7 @@ def run_surprise(train, test, algorithm):
     return (*rmse_mae(predicted, test["rating"]), seconds)
 
 
-def collab_rows(splits: dict, seeds, svdpp_splits) -> str:
+def collab_rows(splits: dict, seeds, svdpp_splits, only=None) -> str:
     models = {
         "tabembed dot-bias (defaults)": lambda tr, te, s: run_tabembed_collab(tr, te, s, "dot"),
         "tabembed neural CF (defaults)": lambda tr, te, s: run_tabembed_collab(tr, te, s,
@@ -206,6 +206,8 @@ def collab_rows(splits: dict, seeds, svdpp_splits) -> str:
     }
     rows = []
     for name, run in models.items():
+        if only and only not in name:
+            continue
         deterministic = name.startswith("Surprise")
         chosen = svdpp_splits if name == "Surprise SVD++" else list(splits)
         per_split = {}
@@ -228,16 +230,16 @@ def collab_rows(splits: dict, seeds, svdpp_splits) -> str:
     return table(rows)
 
 
-def movielens_sections(data_home, seeds, quick: bool) -> str:
+def movielens_sections(data_home, seeds, quick: bool, only=None) -> str:
     folds = {f"u{i}": load_movielens("100k", data_home=data_home, fold=f"u{i}")
              for i in range(1, 2 if quick else 6)}
     ratings = load_movielens("latest-small")
     held = np.random.default_rng(0).random(len(ratings)) < 0.1
     small = {"90/10 seed 0": (ratings[~held].reset_index(drop=True),
                               ratings[held].reset_index(drop=True))}
-    return ("### MovieLens 100K, canonical folds\n\n" + collab_rows(folds, seeds, ["u1"])
+    return ("### MovieLens 100K, canonical folds\n\n" + collab_rows(folds, seeds, ["u1"], only)
             + "\n\n### MovieLens latest-small, random 90/10 split (seed 0)\n\n"
-            + collab_rows(small, seeds, ["90/10 seed 0"]))
+            + collab_rows(small, seeds, ["90/10 seed 0"], only))
 
 
 # ---------------------------------------------------------------- speed
@@ -335,9 +337,16 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("data_home")
     parser.add_argument("--quick", action="store_true", help="1 seed, fold u1 only")
+    parser.add_argument("--recommenders", default=None, metavar="NAME",
+                        help="only the MovieLens rows whose model name holds NAME")
     args = parser.parse_args()
     torch.set_num_threads(1)
     seeds = [0] if args.quick else [0, 1, 2]
+    if args.recommenders:
+        print(f"# MovieLens rows with {args.recommenders!r} ({machine()})\n")
+        print(movielens_sections(args.data_home, seeds, args.quick, args.recommenders),
+              flush=True)
+        return
     import fastai
     import lightgbm
     import surprise

@@ -106,5 +106,8 @@ def dot_bias_terms(user_factors: torch.nn.Embedding, item_factors: torch.nn.Embe
     if len(padding) != 1:
         raise ValueError(f"the four embeddings need one padding_idx, got {padding=}")
     sparse = user_factors.sparse
+    # Columns of a codes matrix are strided: each of the eight lookups and index_add_s
+    # would copy its index; one copy each here.
+    users, items = users.contiguous(), items.contiguous()
     return _DotBiasTerms.apply(user_factors.weight, item_factors.weight, user_bias.weight,
                                item_bias.weight, users, items, padding.pop(), sparse)
