@@ -473,3 +473,42 @@ def test_dot_bias_terms_equal_the_plain_modules_values_and_gradients(frozen, unk
     terms, _ = dot_bias_terms(*tables, users, items)
     terms.sum().backward()
     assert model.item_factors.weight.grad[2].abs().sum() > 0
+
+
+@pytest.mark.parametrize("y_range", [(0.0, 5.5), None])
+def test_dot_bias_training_output_in_one_node_equals_the_module_path(y_range):
+    """In training, DotBias computes its whole output (terms, global offset, y_range's
+    sigmoid) in one autograd function: the same outputs, penalty and gradients (offset
+    included) as the modules' path, which the model still takes with side features."""
+    from torch import nn
+
+    from tabembed.models import DotBias
+    from tabembed.models.collab import _Collaborative
+
+    torch.manual_seed(0)
+    model = DotBias(n_users=12, n_items=15, n_factors=6, y_range=y_range, global_bias=3.0)
+    with torch.no_grad():
+        for table in (model.user_bias, model.item_bias):
+            table.weight.normal_()
+    model.train()
+    codes = torch.tensor([[0, 2], [3, 0], [3, 14], [11, 2], [5, 2], [7, 9]])
+    continuous = torch.zeros(6, 0)
+    upstream = torch.randn(6, 1)
+
+    def run(forward):
+        model.zero_grad(set_to_none=True)
+        output = forward(model, codes, continuous)
+        penalty = model.embedding_penalty(codes)
+        ((output * upstream).sum() + 0.3 * penalty).backward()
+        return output.detach(), penalty.detach(), {
+            name: weight.grad.clone() for name, weight in model.named_parameters()}
+
+    fused, modules = run(DotBias.forward), run(_Collaborative.forward)
+    torch.testing.assert_close(fused[0], modules[0])
+    torch.testing.assert_close(fused[1], modules[1])
+    assert fused[2].keys() == modules[2].keys() and "offset.bias" in fused[2]
+    for name, grad in fused[2].items():
+        torch.testing.assert_close(grad, modules[2][name], rtol=1e-5, atol=1e-6)
+    assert isinstance(model.output_range, nn.Identity) == (y_range is None)
+    if y_range is not None:
+        assert (fused[0] > y_range[0]).all() and (fused[0] < y_range[1]).all()

@@ -208,6 +208,20 @@ class DotBias(_Collaborative):
             return (self.user_factors(users) * self.item_factors(items)).sum(dim=1, keepdim=True)
         return (self.user_vectors(codes) * self.item_vectors(codes)).sum(dim=1, keepdim=True)
 
+    def forward(self, codes: torch.Tensor, continuous: torch.Tensor) -> torch.Tensor:
+        if (self.training and torch.is_grad_enabled() and not self.bags
+                and not self.side_bias.embeddings and self.side_linear is None):
+            # Training without side features: the whole output, offset and y_range
+            # included, is one autograd function (four nodes fewer a step; fit -1.5%).
+            scaled = isinstance(self.output_range, ScaledSigmoid)
+            output, penalty = dot_bias_terms(
+                self.user_factors, self.item_factors, self.user_bias, self.item_bias,
+                codes[:, 0], codes[:, 1], self.offset.bias,
+                (self.output_range.low, self.output_range.high) if scaled else None)
+            self.__dict__["_batch_penalty"] = (codes, penalty)
+            return output if scaled else self.output_range(output)
+        return super().forward(codes, continuous)
+
     def logits(self, codes: torch.Tensor, continuous: torch.Tensor) -> torch.Tensor:
         if self.bags:
             return super().logits(codes, continuous)

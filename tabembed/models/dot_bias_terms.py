@@ -17,8 +17,8 @@ import torch
 
 class _DotBiasTerms(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, user_table, item_table, user_bias_table, item_bias_table, users, items,
-                padding_idx, sparse):
+    def forward(ctx, user_table, item_table, user_bias_table, item_bias_table, offset, users,
+                items, padding_idx, sparse, output_range):
         user, item = user_table.index_select(0, users), item_table.index_select(0, items)
         user_bias = user_bias_table.index_select(0, users)
         item_bias = item_bias_table.index_select(0, items)
@@ -26,6 +26,13 @@ class _DotBiasTerms(torch.autograd.Function):
         terms = torch.sum(user * item, dim=1, keepdim=True).add_(user_bias).add_(item_bias)
         squares = (torch.sum(user * user) + torch.sum(item * item)
                    + torch.sum(user_bias * user_bias) + torch.sum(item_bias * item_bias))
+        if offset is not None:
+            terms.add_(offset)
+        ctx.output_range = output_range
+        if output_range is not None:     # low + (high - low) * sigmoid(terms)
+            low, high = output_range
+            ctx.fraction = terms.sigmoid_()
+            terms = ctx.fraction.mul(high - low).add_(low)
         # Intermediates on ctx (save_for_backward is for inputs and outputs).
         ctx.rows = (user, item, user_bias, item_bias)
         ctx.codes = (users, items)
@@ -37,6 +44,9 @@ class _DotBiasTerms(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_terms, grad_penalty):
+        if ctx.output_range is not None:
+            low, high = ctx.output_range
+            grad_terms = torch.ops.aten.sigmoid_backward(grad_terms, ctx.fraction).mul_(high - low)
         user, item, user_bias, item_bias = ctx.rows
         users, items = ctx.codes
         # Both outputs always reach the backward (autograd passes zeros for an unused one).
@@ -71,7 +81,8 @@ class _DotBiasTerms(torch.autograd.Function):
             if padded:
                 grad[ctx.padding_idx] = 0     # nn.Embedding's padding row never learns
             grads.append(grad)
-        return (*grads, None, None, None, None)
+        grad_offset = grad_terms.sum() if ctx.needs_input_grad[4] else None
+        return (*grads, grad_offset, None, None, None, None, None)
 
 
 def _contains(codes, code) -> bool:
@@ -93,9 +104,15 @@ def _rows(codes: torch.Tensor, padding_idx):
 
 def dot_bias_terms(user_factors: torch.nn.Embedding, item_factors: torch.nn.Embedding,
                    user_bias: torch.nn.Embedding, item_bias: torch.nn.Embedding,
-                   users: torch.Tensor, items: torch.Tensor):
+                   users: torch.Tensor, items: torch.Tensor, offset: torch.Tensor | None = None,
+                   output_range: tuple[float, float] | None = None):
     """``(terms [n, 1], penalty)``: ``user . item + user bias + item bias`` per row and the
     mean over the rows of the squared user and item factors and biases.
+
+    With ``offset`` (a scalar weight) it is added to every row's terms, and with
+    ``output_range = (low, high)`` the terms become ``low + (high - low) *
+    sigmoid(terms)``: the dot-bias model's whole output in one autograd node (each
+    node of a training step costs more than its arithmetic here).
 
     The four embeddings must share one ``padding_idx`` (the unknown code's row,
     which gets no gradient), as :class:`~tabembed.models.collab.DotBias`'s do.
@@ -110,4 +127,5 @@ def dot_bias_terms(user_factors: torch.nn.Embedding, item_factors: torch.nn.Embe
     # would copy its index; one copy each here.
     users, items = users.contiguous(), items.contiguous()
     return _DotBiasTerms.apply(user_factors.weight, item_factors.weight, user_bias.weight,
-                               item_bias.weight, users, items, padding.pop(), sparse)
+                               item_bias.weight, offset, users, items, padding.pop(), sparse,
+                               output_range)
