@@ -17,11 +17,10 @@ import numpy as np
 from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine
+from common import fold_rmse, machine
 
 from tabembed.datasets import load_adult, load_movielens
 from tabembed.estimators import EmbeddingMLPClassifier
-from tabembed.recommender import EmbeddingRecommender
 
 SEEDS = (0, 1, 2)
 EPOCHS = 8
@@ -64,15 +63,9 @@ def movielens(data_home) -> None:
     for name, options in METHODS.items():
         per_seed, seconds = [], []
         for seed in SEEDS:
-            errors = []
-            for train, test in folds:
-                start = time.perf_counter()
-                model = EmbeddingRecommender(epochs=EPOCHS, random_state=seed, **options)
-                model.fit(train[["user", "item"]], train["rating"])
-                seconds.append(time.perf_counter() - start)
-                error = model.predict(test[["user", "item"]]) - test["rating"].to_numpy()
-                errors.append(np.sqrt(np.mean(error ** 2)))
-            per_seed.append(np.mean(errors))
+            rmse, fits = fold_rmse(folds, epochs=EPOCHS, random_state=seed, **options)
+            per_seed.append(rmse)
+            seconds += fits
         print(f"| {name} | {np.mean(per_seed):.4f} ± {np.std(per_seed):.4f} | "
               f"{np.mean(seconds):.1f} |", flush=True)
 

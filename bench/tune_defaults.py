@@ -16,6 +16,7 @@ import sys
 import time
 
 import numpy as np
+from common import fold_rmse
 from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
 from sklearn.model_selection import train_test_split
 
@@ -224,15 +225,10 @@ def movielens_folds(data_home, seeds=(0, 1, 2, 3)) -> None:
     for options in MOVIELENS_FOLD_CHECK:
         means, seconds = [], []
         for seed in seeds:
-            errors = []
-            for train, test in folds.values():
-                start = time.perf_counter()
-                model = EmbeddingRecommender(ranking="rating", random_state=seed, **options)
-                model.fit(train[["user", "item"]], train["rating"])
-                seconds.append(time.perf_counter() - start)
-                error = model.predict(test[["user", "item"]]) - test["rating"].to_numpy()
-                errors.append(np.sqrt(np.mean(error ** 2)))
-            means.append(np.mean(errors))
+            rmse, fits = fold_rmse(folds.values(), ranking="rating", random_state=seed,
+                                   **options)
+            means.append(rmse)
+            seconds += fits
         print(f"| {options} | {', '.join(f'{m:.4f}' for m in means)} | {np.mean(means):.4f} "
               f"| {np.median(seconds):.2f} |", flush=True)
 
