@@ -9,10 +9,16 @@ import torch
 
 from tabembed.training.optimizer_step import (
     _PLANS,
-    _direct_path,
+    _gradients,
     clear_gradients,
     optimizer_step,
 )
+
+
+def _direct_path(optimizer) -> bool:
+    """Whether this step can take the direct path (the plan exists or can be made)."""
+    found = _gradients(optimizer)
+    return found is not None and all(optimizer.state.get(weight) for weight in found[0])
 
 
 def _weights(seed: int = 0):

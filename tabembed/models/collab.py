@@ -213,30 +213,32 @@ class DotBias(_Collaborative):
                 and not self.side_bias.embeddings and self.side_linear is None):
             # Training without side features: the whole output, offset and y_range
             # included, is one autograd function (four nodes fewer a step; fit -1.5%).
-            scaled = isinstance(self.output_range, ScaledSigmoid)
-            output, penalty = dot_bias_terms(
-                self.user_factors, self.item_factors, self.user_bias, self.item_bias,
-                codes[:, 0], codes[:, 1], self.offset.bias,
-                (self.output_range.low, self.output_range.high) if scaled else None)
-            self.__dict__["_batch_penalty"] = (codes, penalty)
-            return output if scaled else self.output_range(output)
+            if isinstance(self.output_range, ScaledSigmoid):
+                return self._training_terms(codes, self.offset.bias,
+                                            (self.output_range.low, self.output_range.high))
+            return self.output_range(self._training_terms(codes, self.offset.bias))
         return super().forward(codes, continuous)
 
     def logits(self, codes: torch.Tensor, continuous: torch.Tensor) -> torch.Tensor:
         if self.bags:
             return super().logits(codes, continuous)
-        users, items = codes[:, 0], codes[:, 1]
         if self.training and torch.is_grad_enabled():
-            # One autograd function for the four lookups, the terms and the penalty (a
-            # training step's small ops cost more than its arithmetic); the penalty is
-            # kept for embedding_penalty on the same batch.
-            output, penalty = dot_bias_terms(self.user_factors, self.item_factors,
-                                             self.user_bias, self.item_bias, users, items)
-            self.__dict__["_batch_penalty"] = (codes, penalty)
+            output = self._training_terms(codes)
         else:
+            users, items = codes[:, 0], codes[:, 1]
             output = ((self.user_factors(users) * self.item_factors(items)).sum(
                 dim=1, keepdim=True) + self.user_bias(users) + self.item_bias(items))
         return self.offset(self._side_terms(codes, continuous, output))
+
+    def _training_terms(self, codes, offset=None, output_range=None) -> torch.Tensor:
+        """:func:`dot_bias_terms` of the batch: one autograd function for the four lookups,
+        the terms and the penalty (a training step's small ops cost more than its
+        arithmetic); the penalty is kept for embedding_penalty on the same batch."""
+        output, penalty = dot_bias_terms(self.user_factors, self.item_factors, self.user_bias,
+                                         self.item_bias, codes[:, 0], codes[:, 1], offset,
+                                         output_range)
+        self.__dict__["_batch_penalty"] = (codes, penalty)
+        return output
 
     def embedding_penalty(self, codes: torch.Tensor, continuous=None) -> torch.Tensor:
         """As :meth:`_Collaborative.embedding_penalty`; right after a training forward pass

@@ -123,12 +123,6 @@ def _run_plan(optimizer) -> bool:
     return True
 
 
-def _direct_path(optimizer) -> bool:
-    """Whether this step can take the direct path (the plan exists or can be made)."""
-    found = _gradients(optimizer)
-    return found is not None and all(optimizer.state.get(weight) for weight in found[0])
-
-
 def _gradients(optimizer):
     """``(weights with gradients, their gradients, how many per group)``, or None where
     torch's step must run (or a gradient is sparse)."""
