@@ -422,12 +422,31 @@ def test_one_hot_embedding_lookup_equals_the_per_column_lookups():
     assert not CategoricalEmbeddings([(300, 50), (200, 50), (10, 5)]).one_hot
 
 
+@pytest.fixture(params=["native", "torch"])
+def dot_bias_path(request, monkeypatch):
+    """Runs a test with dot_bias_terms's C kernel and with its PyTorch path."""
+    from tabembed.native import dot_bias as native_dot_bias
+
+    if request.param == "torch":
+        monkeypatch.setattr(native_dot_bias, "library", lambda: None)
+    elif native_dot_bias.library() is None:
+        from tabembed.native import reason
+
+        # Only a machine without a C compiler may lack the kernel; anywhere else it is a
+        # failure, not a skip.
+        if "no C compiler" not in reason("dot_bias"):
+            pytest.fail(f"the dot-bias kernel did not build: {reason('dot_bias')}")
+        pytest.skip(reason("dot_bias"))
+    return request.param
+
+
 @pytest.mark.parametrize("unknown", [True, False])
 @pytest.mark.parametrize("frozen", [None, "user_factors", "item_bias"])
-def test_dot_bias_terms_equal_the_plain_modules_values_and_gradients(frozen, unknown):
-    """The hand-written backward against autograd through the four embeddings: duplicated
-    codes, the unknown code 0 (its padding row never learns) in the batch or not, a frozen
-    table."""
+def test_dot_bias_terms_equal_the_plain_modules_values_and_gradients(frozen, unknown,
+                                                                     dot_bias_path):
+    """The hand-written backward (C kernel or PyTorch) against autograd through the four
+    embeddings: duplicated codes, the unknown code 0 (its padding row never learns) in the
+    batch or not, a frozen table."""
     from tabembed.models import DotBias
     from tabembed.models.dot_bias_terms import dot_bias_terms
 
@@ -459,6 +478,8 @@ def test_dot_bias_terms_equal_the_plain_modules_values_and_gradients(frozen, unk
         return terms.detach(), penalty.detach(), [t.weight.grad for t in tables]
 
     got, want = run(fused=True), run(fused=False)
+    kind = type(dot_bias_terms(*tables, users, items)[0].grad_fn).__name__
+    assert kind.startswith("_NativeDotBiasTerms" if dot_bias_path == "native" else "_DotBias")
     torch.testing.assert_close(got[0], want[0])
     torch.testing.assert_close(got[1], want[1])
     for table, fused_grad, plain_grad in zip(tables, got[2], want[2], strict=True):
@@ -473,10 +494,22 @@ def test_dot_bias_terms_equal_the_plain_modules_values_and_gradients(frozen, unk
     terms, _ = dot_bias_terms(*tables, users, items)
     terms.sum().backward()
     assert model.item_factors.weight.grad[2].abs().sum() > 0
+    # A code outside its table is an error naming it, never another row's memory.
+    with pytest.raises(IndexError, match="15" if dot_bias_path == "native" else "range"):
+        dot_bias_terms(*tables, users, items.clone().fill_(15))
+    # The kernel's backward reads the table again: one changed in place between forward
+    # and backward is autograd's error, not gradients of other values. (The PyTorch path
+    # keeps copies of the batch's rows.)
+    if dot_bias_path == "native" and not frozen:
+        terms, penalty = dot_bias_terms(*tables, users, items)
+        with torch.no_grad():
+            model.user_factors.weight.add_(1.0)
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            (terms.sum() + penalty).backward()
 
 
 @pytest.mark.parametrize("y_range", [(0.0, 5.5), None])
-def test_dot_bias_training_output_in_one_node_equals_the_module_path(y_range):
+def test_dot_bias_training_output_in_one_node_equals_the_module_path(y_range, dot_bias_path):
     """In training, DotBias computes its whole output (terms, global offset, y_range's
     sigmoid) in one autograd function: the same outputs, penalty and gradients (offset
     included) as the modules' path, which the model still takes with side features."""

@@ -1,0 +1,97 @@
+"""tabembed.native: the optional C kernels' build, cache and fallback."""
+
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tabembed.native import build
+
+needs_compiler = pytest.mark.skipif(shutil.which(os.environ.get("CC", "cc")) is None,
+                                    reason="no C compiler on this machine")
+
+
+@pytest.fixture
+def fresh_loader(monkeypatch):
+    """``build.load`` as in a new process: nothing loaded or refused yet."""
+    monkeypatch.setattr(build, "_loaded", {})
+    monkeypatch.setattr(build, "_reasons", {})
+
+
+@needs_compiler
+def test_build_compiles_once_then_reuses_the_cached_library(tmp_path, monkeypatch):
+    first = build.build("dot_bias", tmp_path)
+    assert first.parent == tmp_path and first.name.startswith("dot_bias-")
+    assert [p.name for p in tmp_path.iterdir()] == [first.name]     # no scratch file left
+
+    def no_compiling(*args, **kwargs):
+        raise AssertionError("compiled again")
+
+    monkeypatch.setattr(subprocess, "run", no_compiling)
+    assert build.build("dot_bias", tmp_path) == first
+
+
+def test_a_failing_compiler_is_an_error_and_load_falls_back(tmp_path, monkeypatch,
+                                                            fresh_loader):
+    false = shutil.which("false")
+    if false is None:
+        pytest.skip("no 'false' program")
+    with pytest.raises(build.NativeBuildError, match="exit status 1"):
+        build.build("dot_bias", tmp_path, compiler=false)
+    assert list(tmp_path.iterdir()) == []       # the scratch file is removed
+    with pytest.raises(build.NativeBuildError, match="no C compiler found"):
+        build.build("dot_bias", tmp_path, compiler="no-such-compiler-anywhere")
+
+    monkeypatch.setenv("CC", "no-such-compiler-anywhere")
+    monkeypatch.setattr(build, "cache_folder", lambda: tmp_path)
+    assert build.load("dot_bias") is None
+    assert "no C compiler found" in build.reason("dot_bias")
+
+
+def test_turned_off_by_environment_and_the_model_still_trains(monkeypatch, fresh_loader):
+    from tabembed.native import dot_bias as native_dot_bias
+    from tabembed.recommender import EmbeddingRecommender
+
+    monkeypatch.setenv("TABEMBED_NATIVE", "0")
+    assert native_dot_bias.library() is None
+    assert "TABEMBED_NATIVE=0" in build.reason("dot_bias")
+    X, y = _ratings()
+    recommender = EmbeddingRecommender(epochs=2, ranking="rating", random_state=0).fit(X, y)
+    assert np.isfinite(recommender.predict(X)).all()
+
+
+@needs_compiler
+def test_a_cache_folder_writable_by_anyone_is_refused(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(build.NativeBuildError, match="writable by anyone"):
+        build.build("dot_bias", shared)
+    assert list(shared.iterdir()) == []
+
+
+def _ratings(n_users=60, n_items=40, seed=0):
+    rng = np.random.default_rng(seed)
+    users, items = rng.integers(0, n_users, 3000), rng.integers(0, n_items, 3000)
+    taste = rng.normal(size=n_users)[users] * rng.normal(size=n_items)[items]
+    rating = np.clip(np.round(3 + taste + rng.normal(0, 0.3, 3000)), 1, 5)
+    return pd.DataFrame({"user": users, "item": items}), pd.Series(rating, name="rating")
+
+
+@needs_compiler
+def test_kernel_and_pytorch_path_train_the_same_recommender(monkeypatch):
+    """A whole fit (five epochs, one-cycle, weight decay) through each path: the same
+    predictions up to float rounding."""
+    from tabembed.native import dot_bias as native_dot_bias
+    from tabembed.recommender import EmbeddingRecommender
+
+    assert native_dot_bias.library() is not None, build.reason("dot_bias")
+    X, y = _ratings()
+    native = EmbeddingRecommender(epochs=5, ranking="rating", random_state=0).fit(X, y)
+    monkeypatch.setattr(native_dot_bias, "library", lambda: None)
+    plain = EmbeddingRecommender(epochs=5, ranking="rating", random_state=0).fit(X, y)
+    np.testing.assert_allclose(native.predict(X), plain.predict(X), rtol=1e-4, atol=1e-4)
+    assert np.corrcoef(native.predict(X), y)[0, 1] > 0.5      # it learned the tastes
