@@ -13,6 +13,7 @@ import ctypes
 import hashlib
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -63,11 +64,13 @@ def build(name: str, folder: Path, compiler: str | None = None) -> Path:
     """Path of the shared library built from ``<name>.c`` in ``folder``, compiling it if
     the folder lacks it. Raises :class:`NativeBuildError`."""
     source = SOURCE_FOLDER / f"{name}.c"
-    compiler_path = shutil.which(compiler or os.environ.get("CC", "cc"))
+    # CC may carry options ("gcc -m64"), as make and setuptools allow.
+    named = compiler or os.environ.get("CC") or "cc"
+    program, *options = shlex.split(named) or ["cc"]
+    compiler_path = shutil.which(program)
     if compiler_path is None:
-        raise NativeBuildError(f"no C compiler found ({compiler or os.environ.get('CC', 'cc')!r}"
-                               " on PATH); set CC to one")
-    flags = FLAGS + _cpu_flags()
+        raise NativeBuildError(f"no C compiler found ({named!r} on PATH); set CC to one")
+    flags = (*options, *FLAGS, *_cpu_flags())
     key = hashlib.sha256(b"\0".join([
         source.read_bytes(), os.path.realpath(compiler_path).encode(),
         str(os.stat(compiler_path).st_mtime_ns).encode(), " ".join(flags).encode(),
