@@ -51,6 +51,17 @@ def test_a_failing_compiler_is_an_error_and_load_falls_back(tmp_path, monkeypatc
     assert "no C compiler found" in build.reason("dot_bias")
 
 
+def test_no_home_folder_means_no_kernel_not_an_error(monkeypatch, fresh_loader):
+    from pathlib import Path
+
+    def no_home():
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(Path, "home", staticmethod(no_home))
+    assert build.load("dot_bias") is None
+    assert "no home folder" in build.reason("dot_bias")
+
+
 def test_turned_off_by_environment_and_the_model_still_trains(monkeypatch, fresh_loader):
     from tabembed.native import dot_bias as native_dot_bias
     from tabembed.recommender import EmbeddingRecommender

@@ -36,7 +36,11 @@ class NativeBuildError(RuntimeError):
 
 
 def cache_folder() -> Path:
-    return Path.home() / ".cache" / "tabembed" / "native"
+    try:
+        home = Path.home()
+    except RuntimeError as error:      # no HOME and no user database entry
+        raise NativeBuildError(f"no home folder for the build cache: {error}") from error
+    return home / ".cache" / "tabembed" / "native"
 
 
 def load(name: str) -> ctypes.CDLL | None:
