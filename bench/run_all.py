@@ -29,6 +29,9 @@ SECTIONS = [
      ["tune_defaults.py", "adult", "-", "round3"], None),
     ("Defaults: validation evidence, Adult, fourth round (at the final defaults)",
      ["tune_defaults.py", "adult", "-", "round4"], None),
+    ("Defaults: validation evidence, Adult, fifth round (hidden widths, issue 17)",
+     ["tune_defaults.py", "adult", "-", "round5"], None),
+    ("Hidden widths and prediction speed (issue 17)", ["hidden_width.py"], None),
     ("Defaults: validation evidence, MovieLens 100K (issues 4, 8); base: decay 0.1, "
      "batch 256, no embedding L2",
      ["tune_defaults.py", "movielens", "{data}"], None),
@@ -38,12 +41,19 @@ SECTIONS = [
      ["tune_defaults.py", "movielens", "{data}", "round3"], None),
     ("Defaults: validation evidence, MovieLens 100K, fourth round (batch-only L2)",
      ["tune_defaults.py", "movielens", "{data}", "round4"], None),
+    ("Defaults: validation evidence, MovieLens 100K, ninth round (batch size again, "
+     "issue 17)", ["tune_defaults.py", "movielens", "{data}", "round9"], None),
+    ("Ninth round's candidates on the test folds u1..u5 (issue 17)",
+     ["tune_defaults.py", "movielens-folds", "{data}"], None),
     ("Preprocessing (issue 3)", ["preprocess.py"], None),
     ("Training loop overhead (issue 5)", ["loop_overhead.py", "--threads", "1"], None),
     ("Threads (issue 5)", ["threads.py"], None),
     ("Scale: streaming Parquet and several processes (issue 13)", ["scale.py"], None),
     ("Ranking: top-10 lists against peers (issue 14)", ["ranking.py", "{data}"], None),
     ("Ranking defaults: validation evidence (issue 14)", ["tune_ranking.py", "{data}"], None),
+    # Prints "Not measured" where there is no CUDA device.
+    ("GPU: Learner epoch against a bare loop on the device (issue 17)",
+     ["gpu.py", "{data}"], None),
 ]
 
 # One-thread comparisons run without OMP_WAIT_POLICY=PASSIVE (the Makefile sets it for
