@@ -12,13 +12,18 @@ from tabembed.native import build
 
 needs_compiler = pytest.mark.skipif(shutil.which(os.environ.get("CC", "cc")) is None,
                                     reason="no C compiler on this machine")
+needs_kernel = pytest.mark.skipif(
+    shutil.which(os.environ.get("CC", "cc")) is None or os.environ.get("TABEMBED_NATIVE") == "0",
+    reason="no C compiler on this machine, or the kernel turned off (TABEMBED_NATIVE=0)")
 
 
 @pytest.fixture
 def fresh_loader(monkeypatch):
-    """``build.load`` as in a new process: nothing loaded or refused yet."""
+    """``build.load`` as in a new process: nothing loaded or refused yet (and the kernel
+    not turned off by the environment the tests run in)."""
     monkeypatch.setattr(build, "_loaded", {})
     monkeypatch.setattr(build, "_reasons", {})
+    monkeypatch.delenv("TABEMBED_NATIVE", raising=False)
 
 
 @needs_compiler
@@ -92,7 +97,7 @@ def _ratings(n_users=60, n_items=40, seed=0):
     return pd.DataFrame({"user": users, "item": items}), pd.Series(rating, name="rating")
 
 
-@needs_compiler
+@needs_kernel
 def test_kernel_and_pytorch_path_train_the_same_recommender(monkeypatch):
     """A whole fit (five epochs, one-cycle, weight decay) through each path: the same
     predictions up to float rounding."""
@@ -106,3 +111,32 @@ def test_kernel_and_pytorch_path_train_the_same_recommender(monkeypatch):
     plain = EmbeddingRecommender(epochs=5, ranking="rating", random_state=0).fit(X, y)
     np.testing.assert_allclose(native.predict(X), plain.predict(X), rtol=1e-4, atol=1e-4)
     assert np.corrcoef(native.predict(X), y)[0, 1] > 0.5      # it learned the tastes
+
+
+@needs_kernel
+def test_kernel_outputs_float32_whatever_the_default_dtype():
+    """The kernel writes floats: its outputs are float32 even where torch's default dtype
+    is float64 (tables made before the default changed), and an empty batch takes the
+    PyTorch path."""
+    import torch
+
+    from tabembed.models import DotBias
+    from tabembed.models.dot_bias_terms import dot_bias_terms
+
+    torch.manual_seed(0)
+    model = DotBias(n_users=5, n_items=4, n_factors=3)
+    tables = (model.user_factors, model.item_factors, model.user_bias, model.item_bias)
+    users, items = torch.tensor([1, 2, 4]), torch.tensor([3, 0, 1])
+    want = (model.user_factors(users) * model.item_factors(items)).sum(1, keepdim=True) \
+        + model.user_bias(users) + model.item_bias(items)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        terms, penalty = dot_bias_terms(*tables, users, items)
+    finally:
+        torch.set_default_dtype(previous)
+    assert type(terms.grad_fn).__name__.startswith("_NativeDotBiasTerms")
+    assert terms.dtype == torch.float32 and penalty.dtype == torch.float32
+    torch.testing.assert_close(terms, want)
+    empty, _ = dot_bias_terms(*tables, users[:0], items[:0])
+    assert empty.shape == (0, 1)

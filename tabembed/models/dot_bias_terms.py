@@ -135,7 +135,7 @@ def _native_fits(tables, users, items, offset, sparse) -> bool:
             and item_bias.shape == (item_table.shape[0], 1)
             and users.dtype == torch.int64 and items.dtype == torch.int64
             and users.device.type == "cpu" and items.device.type == "cpu"
-            and users.dim() == 1 and users.shape == items.shape
+            and users.dim() == 1 and users.shape == items.shape and users.shape[0] > 0
             and native_dot_bias.library() is not None)
 
 

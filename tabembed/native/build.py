@@ -2,7 +2,7 @@
 
 Nothing here is needed: where there is no compiler (or ``TABEMBED_NATIVE=0``), the
 callers keep their PyTorch path. The library is built once per source, compiler and
-CPU into ``~/.cache/tabembed/native`` (about 0.3 s), written under a temporary name
+CPU into ``~/.cache/tabembed/native`` (about 0.2 s), written under a temporary name
 and renamed, so concurrent processes never load a half-written file. Only a folder
 and files owned by the current user are loaded: a shared library runs code.
 """

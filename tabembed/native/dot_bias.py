@@ -45,8 +45,9 @@ def forward(tables, users: torch.Tensor, items: torch.Tensor, offset: float,
     """``(terms [n, 1], sigmoid fraction [n] or None, sum of squares)`` of a batch."""
     user_table, item_table, _, _ = tables
     n = users.shape[0]
-    terms = torch.empty(n, 1)
-    fraction = torch.empty(n) if output_range is not None else None
+    # float32 whatever torch's default dtype: the kernel writes floats.
+    terms = torch.empty(n, 1, dtype=torch.float32)
+    fraction = torch.empty(n, dtype=torch.float32) if output_range is not None else None
     low, high = output_range if output_range is not None else (0.0, 0.0)
     squares = ctypes.c_double()
     failed = library().dot_bias_forward(
