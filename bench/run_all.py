@@ -31,6 +31,7 @@ SECTIONS = [
      ["tune_defaults.py", "adult", "-", "round4"], None),
     ("Defaults: validation evidence, Adult, fifth round (hidden widths, issue 17)",
      ["tune_defaults.py", "adult", "-", "round5"], None),
+    ("Hidden widths on the other datasets (issue 17)", ["tune_defaults.py", "widths"], None),
     ("Hidden widths and prediction speed (issue 17)", ["hidden_width.py"], None),
     ("Defaults: validation evidence, MovieLens 100K (issues 4, 8); base: decay 0.1, "
      "batch 256, no embedding L2",

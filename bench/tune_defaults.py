@@ -8,6 +8,8 @@ Run: ``python bench/tune_defaults.py adult|movielens DATA_HOME [round2]``; print
 markdown table (DATA_HOME holds ml-100k/; any value for adult).
 ``python bench/tune_defaults.py movielens-folds DATA_HOME`` checks round 9's candidates
 on the test sets of u1..u5 (4 seeds), once chosen on validation.
+``python bench/tune_defaults.py widths`` runs the fifth Adult round's widths on the other
+datasets of bench/accuracy.py (6 seeds; needs its plotnine and ISLP data files).
 """
 
 from __future__ import annotations
@@ -269,10 +271,50 @@ MOVIELENS_GRID = [
 ]
 
 
+# The fifth Adult round's widths on the other datasets of bench/accuracy.py (validation
+# splits as there), through the estimators: the width is every MLP's default.
+WIDTH_DATASETS = ("diamonds", "bikeshare", "wage", "caravan", "default")
+WIDTHS = [(200, 100), (200, 64)]
+
+
+def widths(seeds=tuple(range(6))) -> None:
+    from accuracy import load_dataset, validation_split
+
+    from tabembed.estimators import EmbeddingMLPRegressor
+
+    print("| dataset | hidden | valid RMSE, or accuracy / AUC / log loss | fit s |")
+    print("| --- | --- | --- | --- |")
+    for name in WIDTH_DATASETS:
+        X, y, _, _, task = load_dataset(name)
+        X_fit, y_fit, X_valid, y_valid = validation_split(X, y, task)
+        for hidden in WIDTHS:
+            rows = []
+            for seed in seeds:
+                start = time.perf_counter()
+                if task == "regression":
+                    model = EmbeddingMLPRegressor(random_state=seed, hidden=hidden)
+                    model.fit(X_fit, y_fit)
+                    error = model.predict(X_valid) - np.asarray(y_valid)
+                    rows.append((np.sqrt(np.mean(error ** 2)), time.perf_counter() - start))
+                    continue
+                model = EmbeddingMLPClassifier(random_state=seed, hidden=hidden).fit(X_fit, y_fit)
+                seconds = time.perf_counter() - start
+                positive = np.asarray(y_valid) == model.classes_[1]
+                p = model.predict_proba(X_valid)[:, 1]
+                rows.append((accuracy_score(positive, p > 0.5), roc_auc_score(positive, p),
+                             log_loss(positive, p), seconds))
+            mean = np.mean(rows, axis=0)
+            shown = " / ".join(f"{v:.4f}" for v in mean[:-1])
+            print(f"| {name} | {hidden} | {shown} | {mean[-1]:.1f} |", flush=True)
+
+
 def main() -> None:
     which = sys.argv[1]
     if which == "movielens-folds":
         movielens_folds(sys.argv[2])
+        return
+    if which == "widths":
+        widths()
         return
     round_name = sys.argv[3] if len(sys.argv) > 3 else "round1"
     # Each round keeps the base it was measured on, so its table reproduces exactly.
