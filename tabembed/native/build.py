@@ -74,11 +74,14 @@ def build(name: str, folder: Path, compiler: str | None = None) -> Path:
     compiler_path = shutil.which(program)
     if compiler_path is None:
         raise NativeBuildError(f"no C compiler found ({named!r} on PATH); set CC to one")
-    flags = (*options, *FLAGS, *_cpu_flags())
+    cpu = _cpu_identity()
+    # -march=native only where the CPU's identity is known (it keys the cache), so a home
+    # folder shared by different machines never loads another CPU's instructions.
+    flags = (*options, *FLAGS, *(("-march=native",) if cpu else ()))
     key = hashlib.sha256(b"\0".join([
         source.read_bytes(), os.path.realpath(compiler_path).encode(),
         str(os.stat(compiler_path).st_mtime_ns).encode(), " ".join(flags).encode(),
-        _cpu_identity().encode()])).hexdigest()[:16]
+        cpu.encode()])).hexdigest()[:16]
     suffix = ".dll" if sys.platform == "win32" else ".so"
     target = folder / f"{name}-{key}{suffix}"
     try:
@@ -105,12 +108,6 @@ def build(name: str, folder: Path, compiler: str | None = None) -> Path:
         if os.path.exists(scratch):
             os.unlink(scratch)
     return target
-
-
-def _cpu_flags() -> tuple[str, ...]:
-    # -march=native only where the CPU's identity is known (it keys the cache), so a home
-    # folder shared by different machines never loads another CPU's instructions.
-    return ("-march=native",) if _cpu_identity() else ()
 
 
 def _cpu_identity() -> str:
