@@ -30,7 +30,7 @@ demo: $(STAMP)
 	$(BIN)/python -m tabembed demo --output-dir demo_output
 
 # Benchmarks against fastai, LightGBM and Surprise in a separate environment;
-# regenerates bench/RESULTS.md. DATA_HOME must hold the unzipped ml-100k/ folder.
+# updates each script's block in bench/RESULTS.md. DATA_HOME must hold the unzipped ml-100k/ folder.
 BENCH := .venv-bench
 BENCH_STAMP := $(BENCH)/.tabembed-installed
 DATA_HOME ?= ../shared/datasets
