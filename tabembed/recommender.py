@@ -68,7 +68,7 @@ from tabembed.models.ranking import RANKING_LOSSES, CandidateScores, ranking_los
 from tabembed.preprocessing import TabularPreprocessor
 from tabembed.ranking_metrics import CHUNK_SCORES, evaluate, top_k
 from tabembed.sampling import NegativeSampling, sampling_probabilities
-from tabembed.training import distributed
+from tabembed.training import distributed, optimizers
 from tabembed.training.learner import pick_device
 
 _D = RECOMMENDER_DEFAULTS
@@ -1155,7 +1155,7 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
             return base
         vector = torch.zeros(factors.shape[1], device=device, requires_grad=True)
         bias = torch.zeros((), device=device, requires_grad=True)
-        optimizer = torch.optim.Adam([vector, bias], lr=self._FOLD_IN_LR)
+        optimizer = optimizers.Adam([vector, bias], lr=self._FOLD_IN_LR)
         target = None if ratings is None else torch.tensor(np.asarray(ratings),
                                                            dtype=torch.float32, device=device)
         with torch.enable_grad():
@@ -1168,7 +1168,7 @@ class EmbeddingRecommender(RegressorMixin, BaseEstimator):
                 loss = loss + strength * (vector.pow(2).sum() + bias.pow(2))
                 optimizer.zero_grad()
                 loss.backward()
-                optimizer.step()
+                optimizers.step(optimizer)
         return (base + factors @ vector + bias).detach()
 
     def _fold_in_scores(self, positions: np.ndarray, ratings) -> np.ndarray:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from tabembed.batches import BatchSource, TensorBatches, as_batches, split_batch
-from tabembed.training import checkpoint, distributed
+from tabembed.training import checkpoint, distributed, optimizers
 from tabembed.training.callbacks import (
     EVENTS,
     Callback,
@@ -226,12 +226,12 @@ class Learner:
         if callable(spec):
             optimizer = spec(groups)
         elif spec == "adamw":
-            optimizer = torch.optim.AdamW(groups, lr=rates[-1], weight_decay=self.weight_decay,
-                                          **self._fused())
+            optimizer = optimizers.AdamW(groups, lr=rates[-1], weight_decay=self.weight_decay,
+                                         **self._fused())
         elif spec == "adam":
-            optimizer = torch.optim.Adam(groups, lr=rates[-1], **self._fused())
+            optimizer = optimizers.Adam(groups, lr=rates[-1], **self._fused())
         elif spec == "sgd":
-            optimizer = torch.optim.SGD(groups, lr=rates[-1], momentum=0.9)
+            optimizer = optimizers.SGD(groups, lr=rates[-1], momentum=0.9)
         else:
             raise ValueError(
                 f"optimizer must be 'adamw', 'adam', 'sgd' or a callable, got {spec!r}")

@@ -19,8 +19,12 @@ import weakref
 import torch
 from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
 
+from tabembed.training import optimizers
 from tabembed.training.fused_adam import KERNELS, FusedCalls
 from tabembed.training.lazy_adam import lazy_adam_step
+
+# torch's Adam and AdamW, and the Learner's (the same, built without torch._dynamo).
+_ADAM_TYPES = (torch.optim.Adam, torch.optim.AdamW, optimizers.Adam, optimizers.AdamW)
 
 # One plan per optimizer, dropped with it.
 _PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -33,7 +37,7 @@ def optimizer_step(optimizer: torch.optim.Optimizer) -> None:
         return
     lazy_adam_step(optimizer)
     if not _run_plan(optimizer):
-        optimizer.step()
+        optimizers.step(optimizer)
 
 
 def clear_gradients(optimizer: torch.optim.Optimizer) -> None:
@@ -126,7 +130,7 @@ def _run_plan(optimizer) -> bool:
 def _gradients(optimizer):
     """``(weights with gradients, their gradients, how many per group)``, or None where
     torch's step must run (or a gradient is sparse)."""
-    if (type(optimizer) not in (torch.optim.Adam, torch.optim.AdamW) or None in KERNELS
+    if (type(optimizer) not in _ADAM_TYPES or None in KERNELS
             or _global_optimizer_pre_hooks or _global_optimizer_post_hooks
             or optimizer._optimizer_step_pre_hooks or optimizer._optimizer_step_post_hooks
             or getattr(optimizer, "grad_scale", None) is not None
