@@ -17,7 +17,6 @@ from __future__ import annotations
 import weakref
 
 import torch
-from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
 
 from tabembed.training import optimizers
 from tabembed.training.fused_adam import KERNELS, FusedCalls
@@ -130,11 +129,7 @@ def _run_plan(optimizer) -> bool:
 def _gradients(optimizer):
     """``(weights with gradients, their gradients, how many per group)``, or None where
     torch's step must run (or a gradient is sparse)."""
-    if (type(optimizer) not in _ADAM_TYPES or None in KERNELS
-            or _global_optimizer_pre_hooks or _global_optimizer_post_hooks
-            or optimizer._optimizer_step_pre_hooks or optimizer._optimizer_step_post_hooks
-            or getattr(optimizer, "grad_scale", None) is not None
-            or getattr(optimizer, "found_inf", None) is not None):
+    if type(optimizer) not in _ADAM_TYPES or None in KERNELS or not optimizers.unhooked(optimizer):
         return None
     weights, grads, group_sizes = [], [], []
     for group in optimizer.param_groups:

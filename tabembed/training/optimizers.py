@@ -20,7 +20,7 @@ import inspect
 import torch
 from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
 
-__all__ = ["SGD", "Adam", "AdamW", "step"]
+__all__ = ["SGD", "Adam", "AdamW", "step", "unhooked"]
 
 # The code of torch._disable_dynamo's wrapper: a method whose code is this is unwrapped.
 _DISABLE_DYNAMO = getattr(torch, "_disable_dynamo", None)
@@ -69,14 +69,20 @@ def _raw_step(kind: type):
     return _STEPS[kind]
 
 
+def unhooked(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether ``optimizer.step()`` would run no step hooks and no gradient scaler's
+    unscaling: its kernel alone may then stand in for it."""
+    return not (_global_optimizer_pre_hooks or _global_optimizer_post_hooks
+                or optimizer._optimizer_step_pre_hooks or optimizer._optimizer_step_post_hooks
+                or getattr(optimizer, "grad_scale", None) is not None
+                or getattr(optimizer, "found_inf", None) is not None)
+
+
 def step(optimizer: torch.optim.Optimizer) -> None:
-    """``optimizer.step()``; for this module's optimizers without hooks or a gradient
-    scaler's attributes, the undecorated step with gradients off, as the decorator runs it."""
+    """``optimizer.step()``; for this module's optimizers, when :func:`unhooked`, the
+    undecorated step with gradients off, as the decorator runs it."""
     raw = _raw_step(type(optimizer)) if isinstance(optimizer, _Eager) else None
-    if (raw is None or _global_optimizer_pre_hooks or _global_optimizer_post_hooks
-            or optimizer._optimizer_step_pre_hooks or optimizer._optimizer_step_post_hooks
-            or getattr(optimizer, "grad_scale", None) is not None
-            or getattr(optimizer, "found_inf", None) is not None):
+    if raw is None or not unhooked(optimizer):
         optimizer.step()
         return
     with torch.set_grad_enabled(bool(optimizer.defaults.get("differentiable", False))):
