@@ -353,7 +353,7 @@ class _EmbeddingMLP(BaseEstimator):
                                   keep_columns=keep_columns,
                                   rank=distributed.get_rank() if shard else None,
                                   world_size=distributed.get_world_size() if shard else None,
-                                  progress=progress)
+                                  progress=progress, order="F")
 
     def _continue(self, X, y, *, sample_weight, eval_set, incremental: bool):
         """Train the fitted network on more data with the fitted encoders.
@@ -570,12 +570,14 @@ class _EmbeddingMLP(BaseEstimator):
         learner = self._prediction_learner()
         # In slices of PREDICTION_ROWS: the whole frame's codes and inputs at once were ~100
         # bytes a row of fresh memory in every call (bench/NOTES.md, "Speed, fifth round").
+        # Column-major, as the preprocessor fills them: the network reads either layout, and
+        # the copy into row-major was 4% of a 1M-row call ("Speed, tenth round").
         parts = []
         for start in range(0, len(frame), PREDICTION_ROWS):
             part = frame if len(frame) <= PREDICTION_ROWS else \
                 frame.iloc[start:start + PREDICTION_ROWS]
             try:
-                tensors = self.preprocessor_.to_tensors(part)
+                tensors = self.preprocessor_.to_tensors(part, order="F")
             except ValueError:
                 if part is not frame:
                     self.preprocessor_.to_tensors(frame)    # the error, with the frame's rows
@@ -604,6 +606,17 @@ class _EmbeddingMLP(BaseEstimator):
 
 # Rows a prediction preprocesses at once (see _predict_raw).
 PREDICTION_ROWS = 1 << 18
+
+
+def _top_class(probabilities: np.ndarray) -> np.ndarray:
+    """Each row's most probable class, the first of equals (``argmax(axis=1)``).
+
+    Two classes by one comparison: ``argmax`` over rows of two took 13 ms a million
+    rows, the comparison 0.3 ms.
+    """
+    if probabilities.ndim == 2 and probabilities.shape[1] == 2:
+        return (probabilities[:, 1] > probabilities[:, 0]).astype(np.intp)
+    return probabilities.argmax(axis=1)
 
 
 def _tensors(preprocessor, target, frame, y_values) -> tuple[torch.Tensor, ...]:
@@ -858,7 +871,7 @@ class EmbeddingMLPClassifier(ClassifierMixin, _EmbeddingMLP):
     def _labels(self, probabilities: np.ndarray) -> np.ndarray:
         if self.task_ == "multilabel":
             return (probabilities >= 0.5).astype(int)
-        return self.target_transformer_.inverse_transform(probabilities.argmax(axis=1))
+        return self.target_transformer_.inverse_transform(_top_class(probabilities))
 
     def _prediction_columns(self, outputs: np.ndarray) -> dict:
         """``predict_to_parquet``'s columns: the label and each class's probability."""
@@ -870,7 +883,7 @@ class EmbeddingMLPClassifier(ClassifierMixin, _EmbeddingMLP):
         if self.task_ != "multilabel":
             # An Arrow column taken from the classes' labels: converting 65,536 Python
             # strings to Arrow took 2.9 ms a row group, the take 0.1 ms.
-            labels = pa.array(self.classes_).take(probabilities.argmax(axis=1))
+            labels = pa.array(self.classes_).take(_top_class(probabilities))
             columns = {"prediction": labels, **columns}
         return columns
 

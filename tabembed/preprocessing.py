@@ -566,9 +566,18 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
 
     # ------------------------------------------------------------ transforming
 
-    def transform_arrays(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """Codes ``int64 [n, n_cat]`` and continuous values ``float32 [n, n_cont]``."""
+    def transform_arrays(self, X: pd.DataFrame, *, order: str = "C"
+                         ) -> tuple[np.ndarray, np.ndarray]:
+        """Codes ``int64 [n, n_cat]`` and continuous values ``float32 [n, n_cont]``.
+
+        ``order="F"`` returns them column-major, as they are filled: no copy into
+        row-major, for callers that read strided arrays (prediction: tabembed's
+        networks take either layout and give the same outputs).
+        """
         check_is_fitted(self, "categories_")
+        if order not in ("C", "F"):
+            raise ValueError(f"order must be 'C' (row-major) or 'F' (column-major), "
+                             f"got {order=}")
         if isinstance(X, np.ndarray):
             X = pd.DataFrame(X, columns=list(self.feature_names_in_))
         if not isinstance(X, pd.DataFrame):
@@ -584,7 +593,7 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         self._check_extra_columns(X.columns)
         n = len(X)
         # Filled a column at a time, so column-major (contiguous writes: 0.136 -> 0.094 us a
-        # row on Adult); row-major at the end, as the network reads rows.
+        # row on Adult); row-major at the end unless asked, as training gathers rows.
         codes = np.zeros((n, len(self.cat_columns_)), dtype=np.int64, order="F")
         conts = np.empty((n, len(self.cont_columns_)), dtype=np.float32, order="F")
         position = {c: i for i, c in enumerate(self.cat_columns_)}
@@ -621,6 +630,8 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
                 conts[:, j] = self._scale(values, column)
         if conts.size and not np.isfinite(conts).all():
             self._report_overflow(conts)
+        if order == "F":
+            return codes, conts
         return np.ascontiguousarray(codes), np.ascontiguousarray(conts)
 
     def _scale(self, values: np.ndarray, column) -> np.ndarray:
@@ -771,9 +782,11 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         return np.array([lookup.get(value, 0) if isinstance(value, str) else 0
                          for value in values], dtype=np.int64)
 
-    def to_tensors(self, X: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
-        """The model's inputs: ``(codes int64 [n, n_cat], continuous float32 [n, n_cont])``."""
-        codes, conts = self.transform_arrays(X)
+    def to_tensors(self, X: pd.DataFrame, *, order: str = "C"
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's inputs: ``(codes int64 [n, n_cat], continuous float32 [n, n_cont])``,
+        row-major or, with ``order="F"``, column-major (see :meth:`transform_arrays`)."""
+        codes, conts = self.transform_arrays(X, order=order)
         return torch.from_numpy(codes), torch.from_numpy(conts)
 
     def transform(self, X):

@@ -19,6 +19,7 @@ from tabembed.estimators import (
     EmbeddingMLPClassifier,
     EmbeddingMLPRegressor,
     EntityEmbeddingTransformer,
+    _top_class,
 )
 
 # Small, fixed-rate configurations: the checks fit dozens of times on tiny data.
@@ -119,6 +120,28 @@ def test_classifier_on_adult_learns_and_decodes_labels(fitted_classifier, adult_
     assert list(classifier.feature_names_in_) == list(X_test.columns)
     assert classifier.lr_finder_ is not None and classifier.lr_ > 0
     assert len(classifier.history_) == 4
+
+
+def test_predictions_equal_the_networks_on_row_major_inputs(fitted_classifier, adult_small):
+    # Predictions hand the network the preprocessor's column-major arrays.
+    _, _, X_test, _ = adult_small
+    classifier = fitted_classifier
+    probabilities = classifier.predict_proba(X_test)
+    codes, continuous = classifier.preprocessor_.to_tensors(X_test)
+    assert codes.is_contiguous()
+    positive = classifier._prediction_learner().predict((codes, continuous)).numpy().reshape(-1)
+    np.testing.assert_allclose(probabilities[:, 1], positive, rtol=1e-6, atol=1e-7)
+    labels = classifier.predict(X_test)
+    np.testing.assert_array_equal(labels, classifier.classes_[probabilities.argmax(axis=1)])
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_top_class_is_argmax_with_the_first_of_equals(n_classes):
+    rng = np.random.default_rng(0)
+    probabilities = rng.random((1000, n_classes)).astype(np.float32)
+    probabilities[::7, 1] = probabilities[::7, 0]                    # ties
+    probabilities[::11] = 1.0 / n_classes
+    np.testing.assert_array_equal(_top_class(probabilities), probabilities.argmax(axis=1))
 
 
 def test_value_tables_change_predictions_by_float_rounding_only(fitted_classifier,

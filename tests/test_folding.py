@@ -66,6 +66,36 @@ def test_folded_network_equals_the_model(options):
     torch.testing.assert_close(one, expected[:1], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("options", [
+    {},
+    {"continuous_embedding": "plr", "frequency_init_scale": 1.0},
+    {"continuous_embedding": "plr", "frequency_init_scale": 1.0, "values": True},
+    {"continuous_bins": [[-1.0, 0.0, 1.0]] * 4},
+    {"task": "multiclass", "d_out": 3},
+    {"n_members": 2},                                     # not folded: the plain network
+])
+def test_column_major_inputs_give_the_same_outputs(options):
+    # Predictions pass the preprocessor's column-major arrays as they are (no copy).
+    options = dict(options)
+    values = options.pop("values", False)
+    model = _model(**options)
+    codes, continuous = _inputs(model, n=600)
+    if values:       # value tables, and rows with values outside them
+        given = continuous[:300].round(decimals=1)
+        continuous = torch.cat([given, continuous[300:]])
+        model.set_continuous_values([v.unique() for v in given.t()])
+    codes_f, continuous_f = codes.t().contiguous().t(), continuous.t().contiguous().t()
+    assert not codes_f.is_contiguous() and not continuous_f.is_contiguous()
+    with torch.no_grad():
+        expected = model(codes, continuous)
+        got = model(codes_f, continuous_f)
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
+    if options.get("n_members", 1) == 1:
+        assert model._folded() is not None      # the folded path was the one compared
+        if values:
+            assert model._folded().lookup is not None
+
+
 def test_the_fold_follows_weight_updates_and_is_not_pickled():
     model = _model(continuous_embedding="plr", frequency_init_scale=1.0)
     codes, continuous = _inputs(model)

@@ -224,6 +224,21 @@ def test_to_tensors_and_sklearn_output(fitted, adult_x):
     assert column.transform(adult_x[1]).shape == (16281, 2)
 
 
+def test_column_major_arrays_hold_the_same_values(fitted, adult_x):
+    codes, conts = fitted.transform_arrays(adult_x[1])
+    assert codes.flags.c_contiguous and conts.flags.c_contiguous
+    codes_f, conts_f = fitted.transform_arrays(adult_x[1], order="F")
+    assert codes_f.flags.f_contiguous and conts_f.flags.f_contiguous
+    assert not codes_f.flags.c_contiguous
+    np.testing.assert_array_equal(codes_f, codes)
+    np.testing.assert_array_equal(conts_f, conts)
+    tensors = fitted.to_tensors(adult_x[1].iloc[:100], order="F")
+    assert tensors[0].stride() == (1, 100) and tensors[1].stride() == (1, 100)
+    assert torch.equal(tensors[0], torch.from_numpy(codes[:100]))
+    with pytest.raises(ValueError, match=r"order must be 'C'.*order='K'"):
+        fitted.transform_arrays(adult_x[1], order="K")
+
+
 # ------------------------------------------------------------- streaming fit
 
 def test_streaming_fit_from_parquet_matches_in_memory(adult_x, tmp_path):

@@ -401,6 +401,31 @@ def test_predict_to_parquet_keeps_order_and_matches_memory(table, tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["p.parquet"]   # no temp
 
 
+def test_predict_to_parquet_column_major_inputs(table, tmp_path):
+    _, folder = table
+    pre = fit_preprocessor(folder, TabularPreprocessor(), exclude=["target", "row"])
+    torch.manual_seed(0)
+    model = EntityEmbeddingMLP(embedding_sizes=list(pre.embedding_sizes_.values()),
+                               n_continuous=len(pre.cont_columns_), d_out=3, task="multiclass",
+                               hidden=(16,)).eval()
+    layouts = []
+
+    def predict(codes, continuous):
+        layouts.append((codes.is_contiguous(), continuous.is_contiguous()))
+        return torch.softmax(model(codes, continuous), dim=1)
+
+    written = {order: pd.read_parquet(predict_to_parquet(
+        folder, tmp_path / f"{order}.parquet", predict, pre, batch_size=333, order=order))
+        for order in ("C", "F")}
+    n_calls = len(layouts) // 2
+    assert all(layout == (True, True) for layout in layouts[:n_calls])
+    assert all(layout == (False, False) for layout in layouts[n_calls:])
+    pd.testing.assert_frame_equal(written["F"], written["C"], rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match=r"order must be 'C'.*order='row'"):
+        predict_to_parquet(folder, tmp_path / "x.parquet", predict, pre, order="row")
+    assert not (tmp_path / "x.parquet").exists()
+
+
 @pytest.mark.parametrize("failing", ["second", "last"])
 def test_predict_to_parquet_surfaces_a_failed_write_and_leaves_nothing(table, tmp_path,
                                                                        failing):

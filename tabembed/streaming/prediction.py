@@ -95,7 +95,8 @@ def _destination(destination, rank: int, world_size: int) -> Path:
 def predict_to_parquet(data, destination, predict_batch: Callable, preprocessor, *,
                        batch_size: int = 65536, keep_columns=(), output_names=None,
                        rank: int | None = None, world_size: int | None = None,
-                       progress: bool | None = None, prefetch: int = 1) -> Path:
+                       progress: bool | None = None, prefetch: int = 1,
+                       order: str = "C") -> Path:
     """Predict every row of a Parquet dataset and write the predictions to Parquet.
 
     Rows are read one row group at a time (the next read and transformed in a
@@ -132,6 +133,10 @@ def predict_to_parquet(data, destination, predict_batch: Callable, preprocessor,
     prefetch : int
         1 (default): the next row group is read and transformed, and the last
         one written, in background threads; 0: everything in the caller's thread.
+    order : {"C", "F"}
+        Layout of the inputs ``predict_batch`` gets: row-major (default) or
+        column-major slices, which skip a copy of every row group; tabembed's
+        networks take either (the estimators pass ``"F"``).
 
     Returns
     -------
@@ -143,6 +148,8 @@ def predict_to_parquet(data, destination, predict_batch: Callable, preprocessor,
         transform = TableTransform(transform.preprocessor)   # prediction reads features only
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size=}")
+    if order not in ("C", "F"):
+        raise ValueError(f"order must be 'C' (row-major) or 'F' (column-major), got {order=}")
     rank, world_size = check_shard(rank, world_size)
     part = Part(RowGroups(open_dataset(data)))
     keep_columns = list(keep_columns)
@@ -156,7 +163,8 @@ def predict_to_parquet(data, destination, predict_batch: Callable, preprocessor,
     def load(segment):
         group, first, last = segment
         table = part.row_groups.read(group, columns).slice(first, last - first)
-        return table, tuple(torch.from_numpy(a) for a in transform(table))
+        arrays = transform(table) if order == "C" else transform(table, order=order)
+        return table, tuple(torch.from_numpy(a) for a in arrays)
 
     path = _destination(destination, rank, world_size)
     show = (rank == 0) if progress is None else progress

@@ -95,9 +95,11 @@ class TableTransform:
         self.columns = [*self.features, *([target] if target is not None else [])]
         self.has_target = target is not None
 
-    def __call__(self, table: pa.Table) -> tuple[np.ndarray, ...]:
+    def __call__(self, table: pa.Table, *, order: str = "C") -> tuple[np.ndarray, ...]:
+        """The arrays of ``table``'s rows; ``order="F"``: codes and continuous values
+        column-major (:meth:`TabularPreprocessor.transform_arrays`)."""
         frame = table.select(self.features).to_pandas()
-        codes, continuous = self.preprocessor.transform_arrays(frame)
+        codes, continuous = self.preprocessor.transform_arrays(frame, order=order)
         if self.target is None:
             return codes, continuous
         column = table[self.target]
