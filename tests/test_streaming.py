@@ -371,13 +371,19 @@ def test_learner_trains_from_a_stream_as_well_as_from_memory(table):
     assert abs(scores["stream"] - scores["memory"]) < 0.03
 
 
-def test_predict_to_parquet_keeps_order_and_matches_memory(table, tmp_path):
-    frame, folder = table
+def _streamed_classifier(folder):
+    """A preprocessor fitted by streaming ``folder`` and a small three-class network."""
     pre = fit_preprocessor(folder, TabularPreprocessor(), exclude=["target", "row"])
     torch.manual_seed(0)
     model = EntityEmbeddingMLP(embedding_sizes=list(pre.embedding_sizes_.values()),
                                n_continuous=len(pre.cont_columns_), d_out=3, task="multiclass",
                                hidden=(16,)).eval()
+    return pre, model
+
+
+def test_predict_to_parquet_keeps_order_and_matches_memory(table, tmp_path):
+    frame, folder = table
+    pre, model = _streamed_classifier(folder)
 
     def predict(codes, continuous):
         return torch.softmax(model(codes, continuous), dim=1)
@@ -403,11 +409,7 @@ def test_predict_to_parquet_keeps_order_and_matches_memory(table, tmp_path):
 
 def test_predict_to_parquet_column_major_inputs(table, tmp_path):
     _, folder = table
-    pre = fit_preprocessor(folder, TabularPreprocessor(), exclude=["target", "row"])
-    torch.manual_seed(0)
-    model = EntityEmbeddingMLP(embedding_sizes=list(pre.embedding_sizes_.values()),
-                               n_continuous=len(pre.cont_columns_), d_out=3, task="multiclass",
-                               hidden=(16,)).eval()
+    pre, model = _streamed_classifier(folder)
     layouts = []
 
     def predict(codes, continuous):
