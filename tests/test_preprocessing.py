@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from sklearn.compose import ColumnTransformer
 from sklearn.pipeline import make_pipeline
 
+from tabembed import preprocessing
 from tabembed.preprocessing import DATE_PARTS, TabularPreprocessor, embedding_size
 
 
@@ -237,6 +238,91 @@ def test_column_major_arrays_hold_the_same_values(fitted, adult_x):
     assert torch.equal(tensors[0], torch.from_numpy(codes[:100]))
     with pytest.raises(ValueError, match=r"order must be 'C'.*order='K'"):
         fitted.transform_arrays(adult_x[1], order="K")
+
+
+def _same_arrays(pre, table, order="C"):
+    expected = pre.transform_arrays(table.to_pandas(), order=order)
+    got = pre.transform_table(table, order=order)
+    for want, have in zip(expected, got, strict=True):
+        np.testing.assert_array_equal(have, want)
+        assert have.dtype == want.dtype and have.flags.f_contiguous == want.flags.f_contiguous
+
+
+def test_arrow_tables_transform_as_their_pandas_frames(fitted, adult_x, tmp_path,
+                                                       monkeypatch):
+    # Categories as dictionary columns, integers as int64: Parquet written by pandas.
+    adult_x[1].to_parquet(tmp_path / "adult.parquet", row_group_size=5000)
+    table = pq.read_table(tmp_path / "adult.parquet")
+    assert pa.types.is_dictionary(table.schema.field("workclass").type)
+    for order in ("C", "F"):
+        _same_arrays(fitted, table, order)
+    # Only the integer-coded categorical column goes through pandas; nothing numeric does.
+    encoded, numeric = [], []
+    monkeypatch.setattr(TabularPreprocessor, "_encode", lambda self, series, column: (
+        encoded.append(column), np.zeros(len(series), dtype=np.int64))[1])
+    monkeypatch.setattr(preprocessing, "_numeric", lambda series, column: numeric.append(column))
+    fitted.transform_table(table)
+    assert encoded == ["education_num"] and numeric == []
+    monkeypatch.undo()
+    _same_arrays(fitted, pq.ParquetFile(tmp_path / "adult.parquet").read_row_group(1))
+    _same_arrays(fitted, table.slice(0, 0))
+
+
+def test_arrow_columns_of_every_kind_transform_as_in_pandas():
+    rng = np.random.default_rng(0)
+    n = 200
+    colours = rng.choice(["red", "green", "blue"], n)
+    frame = pd.DataFrame({
+        "colour": colours, "shade": colours, "size": rng.choice([1, 2, 3], n),
+        "grade": rng.choice(["a", "b"], n),
+        "x": rng.normal(size=n), "count": rng.integers(0, 9, n), "small": rng.integers(0, 9, n),
+        "flag": rng.random(n) < 0.5,
+        "when": pd.date_range("2024-01-01", periods=n, freq="D"),
+    })
+    frame.loc[::7, "x"] = np.nan
+    pre = TabularPreprocessor(cat_names=["colour", "shade", "size", "grade"],
+                              cont_names=["x", "count", "small", "flag"]).fit(frame)
+    assert pre.date_names_ == ["when"]
+    table = pa.table({
+        # a dictionary with unseen and missing values; split in two chunks with their own
+        # dictionaries; a plain string column
+        "colour": pa.array(["red", "violet", None, "blue"] * 50).dictionary_encode(),
+        "shade": pa.chunked_array([pa.array(["blue", "red"] * 50).dictionary_encode(),
+                                   pa.array(["green", "pink"] * 50).dictionary_encode()]),
+        "size": pa.array(["1", "2", "3", "9"] * 50).dictionary_encode(),  # trained as integers
+        "grade": pa.array(["a", "b", None, "c"] * 50, pa.large_string()),
+        "x": pa.array(np.r_[rng.normal(size=199), np.nan]),          # NaN, no null
+        "count": pa.array([1, None, 3, 4] * 50, pa.int64()),          # nulls
+        "small": pa.array(np.arange(200) % 7, pa.uint8()),
+        "flag": pa.array([True, False] * 100),
+        "when": pa.array(pd.date_range("2025-01-01", periods=n, freq="h")),
+    })
+    with pytest.warns(UserWarning, match="'size' held integer values"):
+        expected = pre.transform_arrays(table.to_pandas())
+    with pytest.warns(UserWarning, match="'size' held integer values"):
+        got = pre.transform_table(table)
+    for want, have in zip(expected, got, strict=True):
+        np.testing.assert_array_equal(have, want)
+    assert (got[0][1::4, pre.cat_columns_.index("colour")] == 0).all()   # unseen: unknown
+    assert (got[0][:, pre.cat_columns_.index("size")] == 0).all()
+    float32 = table.set_column(table.schema.get_field_index("x"), "x",
+                               pa.array(rng.normal(size=n).astype(np.float32)))
+    _same_arrays(pre, float32.drop_columns(["size"]).append_column("size", pa.array(
+        rng.choice([1, 2, 3], n))))
+
+
+def test_arrow_table_errors_name_the_column(fitted, adult_x):
+    table = pa.Table.from_pandas(adult_x[1].iloc[:50], preserve_index=False)
+    with pytest.raises(ValueError, match=r"columns missing from the frame: \['age'\]"):
+        fitted.transform_table(table.drop_columns(["age"]))
+    huge = table.set_column(table.schema.get_field_index("fnlwgt"), "fnlwgt",
+                            pa.array([np.inf] + [1.0] * 49))
+    with pytest.raises(ValueError, match="'fnlwgt' has 1 infinite value"):
+        fitted.transform_table(huge)
+    with pytest.raises(TypeError, match=r"pyarrow\.Table"):
+        fitted.transform_table(adult_x[1])
+    with pytest.raises(ValueError, match=r"order must be 'C'.*order='A'"):
+        fitted.transform_table(table, order="A")
 
 
 # ------------------------------------------------------------- streaming fit

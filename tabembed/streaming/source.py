@@ -98,8 +98,8 @@ class TableTransform:
     def __call__(self, table: pa.Table, *, order: str = "C") -> tuple[np.ndarray, ...]:
         """The arrays of ``table``'s rows; ``order="F"``: codes and continuous values
         column-major (:meth:`TabularPreprocessor.transform_arrays`)."""
-        frame = table.select(self.features).to_pandas()
-        codes, continuous = self.preprocessor.transform_arrays(frame, order=order)
+        codes, continuous = self.preprocessor.transform_table(table.select(self.features),
+                                                              order=order)
         if self.target is None:
             return codes, continuous
         column = table[self.target]
