@@ -624,8 +624,7 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
             if values.null_count == 0 and (
                     pa.types.is_integer(values.type) or pa.types.is_floating(values.type)):
                 numbers[column] = _checked_numbers(values.to_numpy().astype(np.float64), column)
-        needed = self.cat_names_ + self.cont_names_ + self.date_names_
-        rest = [c for c in needed if c not in codes and c not in numbers]
+        rest = [c for c in self._input_names() if c not in codes and c not in numbers]
         frame = table.select(rest).to_pandas()
         return self._transform(frame, table.num_rows, order, codes, numbers)
 
@@ -650,10 +649,14 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
             parts.append(lookup[indices.to_numpy().astype(np.intp)])  # -1 (missing) hits the 0
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
+    def _input_names(self) -> list:
+        """The input columns the transform reads: categorical, continuous, dates."""
+        return self.cat_names_ + self.cont_names_ + self.date_names_
+
     def _check_given_columns(self, columns: pd.Index) -> None:
         """Duplicates and missing columns are errors; extra ones are ignored (a warning)."""
         self._check_columns(columns, where="transform")
-        needed = self.cat_names_ + self.cont_names_ + self.date_names_
+        needed = self._input_names()
         missing = [c for c in needed if c not in columns]
         if missing:
             raise ValueError(
@@ -991,7 +994,7 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         if self.continuous_scaling not in ("standard", "quantile", None):
             raise damaged(f"continuous_scaling={self.continuous_scaling!r}")
         inputs = set(self.feature_names_in_.tolist())
-        roles = self.cat_names_ + self.cont_names_ + self.date_names_
+        roles = self._input_names()
         if not set(roles) <= inputs or len(set(roles)) != len(roles):
             raise damaged(f"the column roles {roles} do not match the input columns "
                           f"{sorted(map(str, inputs))}")
