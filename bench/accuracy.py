@@ -48,22 +48,18 @@ import torch
 from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
 from sklearn.model_selection import train_test_split
 
-from tabembed.config import (
-    Seeds,
-    TrainingConfig,
-    auto_batch_size,
-    draw_seed,
-    isolated_random_state,
-    row_batches,
-)
-from tabembed.config import train as train_config
+from tabembed.batches import row_batches
 from tabembed.datasets import load_adult
+from tabembed.defaults import auto_batch_size
 from tabembed.estimators import EmbeddingMLPClassifier, EmbeddingMLPRegressor, Predictions
 from tabembed.metrics import task_metrics
 from tabembed.models import EntityEmbeddingMLP, loss_for_task
 from tabembed.models.augmentation import MixupLoss
 from tabembed.preprocessing import TabularPreprocessor
 from tabembed.targets import TargetTransformer
+from tabembed.training.config import TrainingConfig
+from tabembed.training.run import train as train_config
+from tabembed.training.seeding import Seeds, draw_seed, isolated_random_state
 from tabembed.transfer import transfer_embeddings
 
 torch.set_num_threads(1)
@@ -202,7 +198,7 @@ def fit(X, y, task, options, seed, *, preprocessor=None, after_build=None):
 
 
 def fit_once(X, y, task, options, seed, *, preprocessor=None, after_build=None):
-    """Fit as ``EmbeddingMLP*.fit`` does (``tabembed.config.train``, the same seeds and
+    """Fit as ``EmbeddingMLP*.fit`` does (``tabembed.training.run.train``, the same seeds and
     configuration); returns ``(learner, preprocessor, target, seconds)``.
 
     ``after_build(preprocessor, model)`` runs on the fresh model before training.
@@ -222,7 +218,7 @@ def fit_once(X, y, task, options, seed, *, preprocessor=None, after_build=None):
     codes, continuous = preprocessor.to_tensors(X)
     dtype = torch.int64 if target.task_ == "multiclass" else torch.float32
     encoded = torch.as_tensor(target.transform(np.asarray(y)), dtype=dtype)
-    config = TrainingConfig.from_params(params, seed=whole_seed,
+    config = TrainingConfig.from_parameters(params, seed=whole_seed,
                                         auto={"batch_size": auto_batch_size(len(X))})
     train_data = row_batches((codes, continuous, encoded), np.arange(len(X)),
                              batch_size=config.batch_size, shuffle=True)
@@ -544,7 +540,7 @@ def run_recommender(data_home, seeds=(0, 1, 2)) -> None:
     """Ensembles of independent fits of the default recommender (dot-bias) on MovieLens."""
     from tabembed.datasets import load_movielens
     from tabembed.ensembles import average_predictions
-    from tabembed.recommender import EmbeddingRecommender
+    from tabembed.recommenders import EmbeddingRecommender
 
     ratings = load_movielens("latest-small")
     held = np.random.default_rng(0).random(len(ratings)) < 0.1

@@ -41,7 +41,7 @@ def fold_rmse(folds, **options) -> tuple[float, list[float]]:
     ``EmbeddingRecommender(**options)`` fitted on each, and each fit's seconds."""
     import numpy as np
 
-    from tabembed.recommender import EmbeddingRecommender
+    from tabembed.recommenders import EmbeddingRecommender
 
     errors, seconds = [], []
     for train, test in folds:

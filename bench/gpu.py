@@ -31,7 +31,7 @@ from loop_overhead import adult_tensors, make_model
 from tabembed.datasets import load_adult, load_movielens
 from tabembed.estimators import EmbeddingMLPClassifier
 from tabembed.models import loss_for_task
-from tabembed.recommender import EmbeddingRecommender
+from tabembed.recommenders import EmbeddingRecommender
 from tabembed.training.learner import Learner
 from tabembed.training.schedules import OneCycle
 

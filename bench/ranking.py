@@ -38,7 +38,7 @@ from common import machine
 from tabembed.datasets import load_movielens
 from tabembed.interaction_splits import leave_last_out, random_holdout
 from tabembed.ranking_metrics import evaluate
-from tabembed.recommender import EmbeddingRecommender, ImplicitRecommender
+from tabembed.recommenders import EmbeddingRecommender, ImplicitRecommender
 
 K = 10
 

@@ -117,7 +117,7 @@ def measure_recommender(mode: str, data: Path, epochs: int) -> dict:
     """One EmbeddingRecommender fit in this process, data preparation included."""
     import torch
 
-    from tabembed.recommender import EmbeddingRecommender
+    from tabembed.recommenders import EmbeddingRecommender
     from tabembed.training import distributed
 
     torch.set_num_threads(1)
@@ -151,7 +151,7 @@ def recommender_steps() -> list[str]:
     import torch
 
     from tabembed.models import DotBias
-    from tabembed.recommender import EmbeddingPenalty
+    from tabembed.recommenders.base import EmbeddingPenalty
     from tabembed.training.optimizer_step import clear_gradients, optimizer_step
 
     torch.set_num_threads(1)

@@ -28,10 +28,10 @@ from peers import (
     table,
 )
 
-from tabembed.config import LR_FINDER_OPTIONS
 from tabembed.datasets import load_adult, load_movielens
+from tabembed.defaults import LR_FINDER_OPTIONS
 from tabembed.estimators import EmbeddingMLPClassifier
-from tabembed.recommender import EmbeddingRecommender
+from tabembed.recommenders import EmbeddingRecommender
 
 
 def _median_seconds(function, repeat: int = 3) -> float:

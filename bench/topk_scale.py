@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from common import machine
 
-from tabembed.recommender import EmbeddingRecommender
+from tabembed.recommenders import EmbeddingRecommender
 
 
 def peak_mib() -> float:

@@ -24,7 +24,7 @@ from sklearn.model_selection import train_test_split
 
 from tabembed.datasets import load_adult, load_movielens
 from tabembed.estimators import EmbeddingMLPClassifier
-from tabembed.recommender import EmbeddingRecommender
+from tabembed.recommenders import EmbeddingRecommender
 
 SEEDS = (0, 1)
 

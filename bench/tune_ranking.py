@@ -20,7 +20,7 @@ from common import machine
 from tabembed.datasets import load_movielens
 from tabembed.interaction_splits import random_holdout
 from tabembed.ranking_metrics import evaluate
-from tabembed.recommender import EmbeddingRecommender
+from tabembed.recommenders import EmbeddingRecommender
 
 SHRINKAGE = (0, 1, 5, 10, 25, 50, 100, 1e9)
 SUPPORT = (0, 5, 10, 20)

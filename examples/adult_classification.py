@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sklearn.metrics import accuracy_score, roc_auc_score
 
-from tabembed import EmbeddingMLPClassifier
+from tabembed import SGDR, SWA, EmbeddingMLPClassifier
 from tabembed.datasets import load_adult
 
 FAST = os.environ.get("TABEMBED_FAST") == "1"
@@ -35,8 +35,8 @@ default.lr_finder_.plot(OUTPUT / "adult_lr_finder.png")
 
 # %% 2. SGDR (cosine with warm restarts, cycles of 1, 2, 4 epochs) and SWA at the low points.
 sgdr_swa = EmbeddingMLPClassifier(
-    schedule="sgdr", cycle_len=1, cycle_mult=2, epochs=3 if FAST else 7,
-    averaging="swa", swa_start=0.0, random_state=0,
+    schedule=SGDR(cycle_len=1, cycle_mult=2), epochs=3 if FAST else 7,
+    averaging=SWA(start=0.0), random_state=0,
 )
 sgdr_swa.fit(X_train, y_train)
 probabilities = sgdr_swa.predict_proba(X_test)[:, 1]
@@ -45,7 +45,7 @@ print(f"SGDR + SWA    : accuracy {accuracy:.4f}"
       f"  AUC {roc_auc_score(y_test == '>50K', probabilities):.4f}")
 
 # %% 3. Snapshot ensemble: one model per SGDR cycle, predictions averaged.
-snapshots = EmbeddingMLPClassifier(schedule="sgdr", cycle_len=1, cycle_mult=2,
+snapshots = EmbeddingMLPClassifier(schedule=SGDR(cycle_len=1, cycle_mult=2),
                                    epochs=3 if FAST else 7, averaging="snapshot", random_state=0)
 snapshots.fit(X_train, y_train)
 accuracy = accuracy_score(y_test.astype(object), snapshots.predict(X_test))

@@ -14,8 +14,8 @@ _PUBLIC = {
     "EmbeddingMLPClassifier": "tabembed.estimators",
     "EmbeddingMLPRegressor": "tabembed.estimators",
     "EntityEmbeddingTransformer": "tabembed.estimators",
-    "EmbeddingRecommender": "tabembed.recommender",
-    "ImplicitRecommender": "tabembed.recommender",
+    "EmbeddingRecommender": "tabembed.recommenders",
+    "ImplicitRecommender": "tabembed.recommenders",
     "TabularPreprocessor": "tabembed.preprocessing",
     "TargetTransformer": "tabembed.targets",
     "embedding_size": "tabembed.preprocessing",
@@ -25,6 +25,15 @@ _PUBLIC = {
     "Learner": "tabembed.training.learner",
     "TensorBatches": "tabembed.batches",
     "save": "tabembed.persistence",
+    # Option objects of the estimators' parameters.
+    "SGDR": "tabembed.training.schedules",
+    "OneCycle": "tabembed.training.schedules",
+    "EMA": "tabembed.training.averaging",
+    "SWA": "tabembed.training.averaging",
+    "SnapshotEnsemble": "tabembed.training.averaging",
+    "FastGeometricEnsemble": "tabembed.training.averaging",
+    "PLR": "tabembed.models.numeric_embeddings",
+    "PiecewiseLinear": "tabembed.models.numeric_embeddings",
 }
 
 __all__ = ["__version__", "load", *_PUBLIC]
@@ -37,7 +46,7 @@ def load(path, *, device="auto", max_bytes: int = 8 << 30):
     See :func:`tabembed.persistence.load`."""
     # Importing the estimator modules registers every persistable class.
     import tabembed.estimators
-    import tabembed.recommender  # noqa: F401
+    import tabembed.recommenders  # noqa: F401
     from tabembed.persistence import load as load_registered
 
     return load_registered(path, device=device, max_bytes=max_bytes)

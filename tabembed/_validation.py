@@ -18,7 +18,6 @@ __all__ = [
     "frame_for_prediction",
     "has_feature_names",
     "require_target",
-    "store_parameters",
 ]
 
 
@@ -144,13 +143,3 @@ def check_sample_weight(sample_weight, n_rows: int) -> np.ndarray:
     if not weights.sum() > 0:
         raise ValueError("sample_weight sums to zero: at least one row must have weight")
     return weights
-
-
-def store_parameters(estimator, values: dict) -> None:
-    """``__init__``'s whole job (scikit-learn's contract): keep each parameter as given.
-
-    Call it as ``store_parameters(self, locals())`` first thing in ``__init__``.
-    """
-    for name, value in values.items():
-        if name not in ("self", "__class__"):
-            setattr(estimator, name, value)

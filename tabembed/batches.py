@@ -26,18 +26,25 @@ import math
 from collections.abc import Iterator, Sequence
 from typing import Protocol, runtime_checkable
 
+import numpy as np
 import torch
 
 __all__ = [
+    "EVALUATION_BATCH_SIZE",
     "BatchSource",
     "TensorBatches",
     "as_batches",
     "check_shard",
     "even_bounds",
+    "row_batches",
     "shard_range",
     "split_batch",
     "steps_per_epoch",
 ]
+
+# Rows per forward pass when validating and predicting: large enough to amortise the
+# per-pass operations, small enough that a pass's activations stay in the CPU's caches.
+EVALUATION_BATCH_SIZE = 8192
 
 
 @runtime_checkable
@@ -230,6 +237,20 @@ class TensorBatches:
         self.generator.set_state(state["generator"])
         self._resume_position = int(state.get("position", 0))
         self._position = 0
+
+
+def row_batches(tensors, rows, weights=None, *, batch_size: int = EVALUATION_BATCH_SIZE,
+                shuffle: bool = False) -> TensorBatches:
+    """The ``rows`` of ``tensors`` (plus their sample ``weights``, if any) as a batch source.
+
+    Its order is seeded by the Learner at each fit (``random_state=0`` here only
+    keeps torch's global generator untouched).
+    """
+    chosen = [t[rows] for t in tensors]
+    if weights is not None:
+        chosen.append(torch.as_tensor(np.asarray(weights)[rows], dtype=torch.float32))
+    return TensorBatches(chosen, batch_size=batch_size, shuffle=shuffle,
+                         has_weight=weights is not None, random_state=0)
 
 
 def as_batches(data, *, batch_size: int, shuffle: bool = False,

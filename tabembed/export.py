@@ -74,9 +74,9 @@ def _served(estimator) -> _Served:
     members = [copy.deepcopy(model)]
     if predictor is not None:
         members = []
-        for snapshot in predictor.snapshots:
+        for state in predictor.snapshot_states():
             member = copy.deepcopy(model)
-            member.load_state_dict(predictor._state(snapshot))
+            member.load_state_dict(state)
             members.append(member)
     target = getattr(inner, "target_transformer_", None)
     task = getattr(model, "task", "regression")

@@ -9,7 +9,7 @@ A model file is a zip archive holding
 Loading parses JSON and safetensors only: nothing in the file is ever
 unpickled or executed. Classes come from a registry that tabembed's own
 persistable classes join with :func:`persistable`; each class writes and
-reads its own state (``_to_state`` / ``_from_state``), so this module knows
+reads its own state (``to_state`` / ``from_state``), so this module knows
 the file format and nothing about estimators. Files are written atomically
 (temporary file, then rename), so a crash never leaves a half-written model
 in place of a good one.
@@ -40,8 +40,8 @@ _REGISTRY: dict[str, type] = {}
 
 
 def persistable(cls: type) -> type:
-    """Class decorator: ``cls`` can be saved and loaded (it defines ``_to_state`` returning
-    ``(metadata, tensors)`` and a classmethod ``_from_state(metadata, tensors, device=)``)."""
+    """Class decorator: ``cls`` can be saved and loaded (it defines ``to_state`` returning
+    ``(metadata, tensors)`` and a classmethod ``from_state(metadata, tensors, device=)``)."""
     _REGISTRY[cls.__name__] = cls
     return cls
 
@@ -73,7 +73,7 @@ def save(obj, path) -> Path:
     if _REGISTRY.get(name) is not type(obj):
         raise TypeError(f"save() handles tabembed's persistable classes {sorted(_REGISTRY)}, "
                         f"not {name}")
-    meta, tensors = obj._to_state()
+    meta, tensors = obj.to_state()
     meta = {"format": "tabembed", "version": FORMAT_VERSION, "tabembed_version": __version__,
             "class": name, **meta}
     buffer = io.BytesIO()
@@ -112,7 +112,7 @@ def load(path, *, device="auto", max_bytes: int = MAX_BYTES):
         raise ValueError(f"{path} names class {name!r}, which is not one of tabembed's "
                          f"estimators {sorted(_REGISTRY)}")
     try:
-        return _REGISTRY[name]._from_state(meta, tensors, device=device)
+        return _REGISTRY[name].from_state(meta, tensors, device=device)
     except DamagedFileError as error:
         raise ValueError(f"{path} is damaged: {error}") from None
     except (KeyError, TypeError, AttributeError, IndexError, ValueError, RuntimeError) as error:
@@ -123,7 +123,7 @@ def load(path, *, device="auto", max_bytes: int = MAX_BYTES):
 
 
 class DamagedFileError(ValueError):
-    """A model file whose content is inconsistent (raised by the classes' ``_from_state``)."""
+    """A model file whose content is inconsistent (raised by the classes' ``from_state``)."""
 
 
 def _read(path, max_bytes: int = MAX_BYTES) -> tuple[dict, dict]:

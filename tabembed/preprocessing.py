@@ -51,7 +51,7 @@ _NUMERIC_KINDS = {"integer", "floating", "mixed-integer-float", "decimal", "empt
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 # Continuous columns with at most this many distinct training values keep them
 # (``few_values_``): a fitted network's prediction looks their encodings up in tables
-# instead of computing them (tabembed.models.folding). Ages, counts, ratings qualify.
+# instead of computing them (tabembed.models.prediction_network). Ages, counts, ratings qualify.
 FEW_VALUES = 1024
 # ... and at most this many values over all columns (the folded tables hold at most ~80k
 # rows at a first layer of 200; this bounds the model file of a wide table too).
@@ -602,7 +602,7 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         and floating-point columns without nulls are read as NumPy arrays; the other
         columns go through pandas as in :meth:`transform_arrays`. Why: pandas' Python per
         column holds the GIL, which the reader thread of a Parquet prediction shares with
-        the predicting thread (bench/NOTES.md, "Speed, tenth round").
+        the predicting thread.
         """
         import pyarrow as pa
 
@@ -731,7 +731,7 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         had more than ``FEW_VALUES`` distinct values (or the state predates them).
 
         Exactly the numbers a network sees, so a fitted network can precompute its
-        encoding of each (a prediction-time table, :mod:`tabembed.models.folding`).
+        encoding of each (a prediction-time table, :mod:`tabembed.models.prediction_network`).
         """
         check_is_fitted(self, "categories_")
         few = getattr(self, "few_values_", {})

@@ -51,10 +51,8 @@ __all__ = [
     "top_k",
 ]
 
-# Scores per chunk of users when recommending, whatever the numbers of users and items.
-# Measured at 2e4 users x 1e5 items (bench/RESULTS.md, "Top-k at scale"): 2e6 scores a chunk
-# added 232 MiB to the peak resident memory, 4e6 660 MiB, 8e6 1458 MiB (the allocator keeps
-# freed blocks of that size), at the same speed (610-660 users/s).
+# Scores per chunk of users when recommending, whatever the numbers of users and items:
+# larger chunks were no faster and raised the peak memory (the allocator keeps freed blocks).
 CHUNK_SCORES = 2_000_000
 
 

@@ -49,7 +49,7 @@ def test_other_encodings_train_and_round_trip(classification, encoding, tmp_path
     ({"continuous_encoding": "periodic"}, "continuous_encoding must be one of"),
     ({"frequency_init_scale": 0}, "frequency_init_scale must be"),
     ({"frequency_init_scale": "high"}, "frequency_init_scale must be"),
-    ({"label_smoothing": 1.0}, "label_smoothing must be in"),
+    ({"label_smoothing": 1.0}, "label_smoothing must be"),
 ])
 def test_bad_options_are_clear_errors(classification, params, message):
     X, y = classification

@@ -244,16 +244,17 @@ def test_ema_keeps_constant_buffers_finite():
                                       "slanted_triangular"])
 @pytest.mark.parametrize("averaging", [None, "ema", "swa", "snapshot", "fge"])
 def test_the_optimizer_sees_exactly_the_composed_schedule(averaging, schedule):
-    from tabembed.config import MLP_DEFAULTS, TrainingConfig
+    from tabembed.defaults import MLP_DEFAULTS
     from tabembed.training.callbacks import compose_schedule
+    from tabembed.training.config import TrainingConfig
 
     params = {**vars(MLP_DEFAULTS), "lr": 3e-3, "averaging": averaging, "schedule": schedule,
               "batch_size": 50, "early_stopping": False, "device": "cpu", "verbose": 0}
     if averaging == "snapshot" and schedule not in ("sgdr", "cyclical"):
         with pytest.raises(ValueError, match="cyclical schedule"):
-            TrainingConfig.from_params(params, seed=0)
+            TrainingConfig.from_parameters(params, seed=0)
         return
-    config = TrainingConfig.from_params(params, seed=0)
+    config = TrainingConfig.from_parameters(params, seed=0)
     callbacks = config.callbacks()
     seen = []
 

@@ -7,7 +7,7 @@ import pytest
 from tabembed.datasets import make_synthetic
 from tabembed.estimators import EmbeddingMLPClassifier, EmbeddingMLPRegressor
 from tabembed.export import export_onnx, onnx_inputs
-from tabembed.recommender import EmbeddingRecommender
+from tabembed.recommenders import EmbeddingRecommender
 
 ort = pytest.importorskip("onnxruntime")
 

@@ -4,14 +4,35 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import tabembed
 from tabembed.batches import TensorBatches
 from tabembed.models import DotBias
-from tabembed.models.ranking import CandidateScores, ranking_loss
+from tabembed.models.implicit_losses import CandidateScores, implicit_loss
 from tabembed.ranking_metrics import evaluate
-from tabembed.recommender import ImplicitRecommender
+from tabembed.recommenders import ImplicitRecommender
 from tabembed.sampling import NegativeSampling, sampling_probabilities
+
+_BY_NAME = ("the recommender finds its user and item columns by name, and this check passes "
+            "a frame with unnamed integer columns")
+
+
+@parametrize_with_checks(
+    [ImplicitRecommender(user_column="x0", item_column="x1", epochs=5, lr=1e-2, batch_size=64,
+                         random_state=0)],
+    expected_failed_checks=lambda estimator: {
+        "check_sample_weights_pandas_series": _BY_NAME,
+        "check_fit_score_takes_y": "score() is NDCG@10 of recommend(), which cannot fill "
+        "context features, and the check's random columns vary within users and items "
+        "(fit warns so)",
+        "check_sample_weight_equivalence_on_dense_data": "mini-batch training: weighted "
+        "rows and repeated rows fall into different batches, so the fits agree in "
+        "expectation, not exactly",
+    },
+)
+def test_scikit_learn_compatible(estimator, check):
+    check(estimator)
 
 
 def _clusters(n_users=90, n_items=60, n_groups=3, per_user=8, seed=0):
@@ -110,7 +131,7 @@ def test_candidate_scores_match_the_model_and_mask_accidental_hits():
         _check_candidates(model, scorer, item_codes, codes, continuous)
     finally:
         torch.set_grad_enabled(True)
-    bpr, softmax = ranking_loss("bpr"), ranking_loss("softmax")
+    bpr, softmax = implicit_loss("bpr"), implicit_loss("softmax")
     scores = torch.tensor([[2.0, 0.0, 1.0]])
     assert bpr(scores).item() == pytest.approx(
         (np.log1p(np.exp(-2.0)) + np.log1p(np.exp(-1.0))) / 2)
@@ -136,7 +157,7 @@ def test_training_scores_and_softmax_loss_equal_the_plain_computation():
     codes = torch.stack([torch.randint(1, 9, (40,)), torch.randint(1, n_items, (40,))], 1)
     continuous = torch.zeros(40, 0)
     negatives = torch.tensor([3, 7, 3, 1, 11, 7, 7, 2])      # items drawn two and three times
-    softmax = ranking_loss("softmax")
+    softmax = implicit_loss("softmax")
     loss = softmax(scorer(codes, continuous, negatives))
     loss.backward()
     got = [p.grad.clone() for p in model.parameters()]

@@ -86,14 +86,14 @@ def test_no_import_cycle_among_tabembed_modules():
 # Layers from the bottom up: a module may import only from its own layer or below.
 LAYERS = [
     {"tabembed._version", "tabembed._io", "tabembed.column_statistics", "tabembed.plotting",
-     "tabembed.datasets", "tabembed.native"},
+     "tabembed.datasets", "tabembed.native", "tabembed.defaults"},
     {"tabembed.preprocessing", "tabembed.targets", "tabembed.batches", "tabembed.models",
      "tabembed.persistence", "tabembed._validation", "tabembed.metrics",
      "tabembed.ranking_metrics", "tabembed.interaction_splits", "tabembed.sampling"},
     {"tabembed.streaming"},
     {"tabembed.training"},
-    {"tabembed.config"},
-    {"tabembed.estimators", "tabembed.recommender", "tabembed.export", "tabembed.pretraining",
+    {"tabembed.estimators"},
+    {"tabembed.recommenders", "tabembed.recommender", "tabembed.export", "tabembed.pretraining",
      "tabembed.transfer", "tabembed.ensembles"},
     {"tabembed.cli", "tabembed.__main__", "tabembed"},
 ]
@@ -112,3 +112,63 @@ def _layer(module: str) -> int:
 def test_arrows_point_down(module):
     for target in import_graph()[module]:
         assert _layer(target) <= _layer(module), f"{module} imports {target}, a higher layer"
+
+
+# Private names read through another object, allowed, with why: external libraries' internals
+# (torch tensors and optimizers), and a class's own private names on another instance of it.
+PRIVATE_ACCESS_ALLOWED = {
+    ("tabembed.training.lazy_adam", "_indices"): "a torch sparse tensor's index view",
+    ("tabembed.training.lazy_adam", "_values"): "a torch sparse tensor's value view",
+    ("tabembed.training.optimizers", "_optimizer_step_pre_hooks"): "torch's hook registry",
+    ("tabembed.training.optimizers", "_optimizer_step_post_hooks"): "torch's hook registry",
+    ("tabembed.models.tabular", "_version"): "a torch tensor's in-place version counter",
+    ("tabembed.sampling", "_negative_seed"): "NegativeSampling on its own shard",
+    ("tabembed.estimators.base", "_adopt"): "TrainedEstimator.from_state on its new instance",
+    ("tabembed.estimators.base", "_restore_extra"): "the same",
+    ("tabembed.estimators.base", "_default_batch_size"): "the same",
+    ("tabembed.estimators.base", "_training_config"): "the same",
+    ("tabembed.estimators.base", "_auto_values"): "the same",
+    ("tabembed.estimators.transformer", "_adopt"): "EntityEmbeddingTransformer.from_state",
+}
+
+
+def _private_accesses(name: str, path: Path) -> set[tuple[str, str]]:
+    """``(module, attribute)`` for every ``other._private`` in the module's source, where
+    ``other`` is neither ``self``, ``cls``, ``super()`` nor an imported module."""
+    tree = ast.parse(path.read_text())
+    modules = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            modules.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            modules.update(alias.asname or alias.name for alias in node.names)
+    found = set()
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Attribute) and node.attr.startswith("_")
+                and not node.attr.startswith("__")):
+            continue
+        root = node.value
+        while isinstance(root, ast.Attribute):
+            root = root.value
+        if isinstance(root, ast.Call) and getattr(root.func, "id", None) == "super":
+            continue
+        if isinstance(root, ast.Name) and ((root.id in ("self", "cls") and node.value is root)
+                                           or root.id in modules):
+            continue
+        found.add((name, node.attr))
+    return found
+
+
+def test_no_module_calls_another_objects_private_names():
+    found = set()
+    for name, path in _modules().items():
+        found |= _private_accesses(name, path)
+    assert sorted(found - set(PRIVATE_ACCESS_ALLOWED)) == []
+    assert sorted(set(PRIVATE_ACCESS_ALLOWED) - found) == [], "stale allowances"
+
+
+def test_the_private_access_finder_sees_a_call_through_another_object(tmp_path):
+    source = tmp_path / "module.py"
+    source.write_text("import torch\n\ndef f(ranker, self):\n    torch._foreach_add_(1)\n"
+                      "    self._ok()\n    self.ranker_._grid_scores(1)\n    ranker._x\n")
+    assert _private_accesses("m", source) == {("m", "_grid_scores"), ("m", "_x")}

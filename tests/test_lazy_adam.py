@@ -75,8 +75,8 @@ def test_recommenders_train_large_tables_with_sparse_gradients(monkeypatch):
     import numpy as np
     import pandas as pd
 
-    from tabembed import recommender as module
-    from tabembed.recommender import EmbeddingRecommender, ImplicitRecommender
+    from tabembed import defaults as module
+    from tabembed.recommenders import EmbeddingRecommender, ImplicitRecommender
 
     rng = np.random.default_rng(0)
     users, items = rng.normal(0, 1, (120, 2)), rng.normal(0, 1, (80, 2))

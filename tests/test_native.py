@@ -69,7 +69,7 @@ def test_no_home_folder_means_no_kernel_not_an_error(monkeypatch, fresh_loader):
 
 def test_turned_off_by_environment_and_the_model_still_trains(monkeypatch, fresh_loader):
     from tabembed.native import dot_bias as native_dot_bias
-    from tabembed.recommender import EmbeddingRecommender
+    from tabembed.recommenders import EmbeddingRecommender
 
     monkeypatch.setenv("TABEMBED_NATIVE", "0")
     assert native_dot_bias.library() is None
@@ -102,7 +102,7 @@ def test_kernel_and_pytorch_path_train_the_same_recommender(monkeypatch):
     """A whole fit (five epochs, one-cycle, weight decay) through each path: the same
     predictions up to float rounding."""
     from tabembed.native import dot_bias as native_dot_bias
-    from tabembed.recommender import EmbeddingRecommender
+    from tabembed.recommenders import EmbeddingRecommender
 
     assert native_dot_bias.library() is not None, build.reason("dot_bias")
     X, y = _ratings()

@@ -122,7 +122,7 @@ def test_fits_and_fold_in_never_import_torch_dynamo():
         import numpy as np
         import pandas as pd
         from tabembed.estimators import EmbeddingMLPClassifier, EmbeddingMLPRegressor
-        from tabembed.recommender import EmbeddingRecommender
+        from tabembed.recommenders import EmbeddingRecommender
 
         rng = np.random.default_rng(0)
         X = pd.DataFrame({"color": rng.choice(["red", "green", "blue"], 400),

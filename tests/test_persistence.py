@@ -16,7 +16,7 @@ from tabembed.estimators import (
     EmbeddingMLPRegressor,
     EntityEmbeddingTransformer,
 )
-from tabembed.recommender import EmbeddingRecommender
+from tabembed.recommenders import EmbeddingRecommender
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,8 @@ import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from tabembed.datasets import load_movielens, load_movielens_items, load_movielens_users
-from tabembed.recommender import EmbeddingRecommender
+from tabembed.recommenders import EmbeddingRecommender
+from tabembed.recommenders.interaction_data import encode
 
 
 @parametrize_with_checks(
@@ -129,7 +130,7 @@ def test_bad_input(movielens):
     recommender, train, _ = movielens
     with pytest.raises(ValueError, match="no column"):
         EmbeddingRecommender().fit(train[["user"]], train["rating"])
-    with pytest.raises(ValueError, match="missing or infinite"):
+    with pytest.raises(ValueError, match="missing rating"):
         EmbeddingRecommender().fit(train[["user", "item"]].iloc[:10],
                                    [np.nan] + [3.0] * 9)
     with pytest.raises(ValueError, match="model must be"):
@@ -225,7 +226,7 @@ def test_batched_recommend_matches_predict_and_excludes_seen(model):
 
 
 def test_top_k_is_deterministic_and_chunked(monkeypatch):
-    import tabembed.recommender as module
+    import tabembed.recommenders.scoring as module
 
     X, y = _planted(n_users=50, n_items=40)
     recommender = EmbeddingRecommender(n_factors=4, epochs=2, random_state=0).fit(X, y)
@@ -264,9 +265,9 @@ def test_hybrid_ranking_keeps_predictions_and_survives_save(tmp_path):
     assert hybrid.ranker_ is not None and rating.ranker_ is None
     users = ["u0", "u7", "stranger"]
     lists = hybrid.recommend(users, k=3)
-    ranker = hybrid.ranker_._grid_scores(hybrid.preprocessor_.encode("user", ["u0"]))
+    ranker = hybrid.ranker_.scorer_.scores(hybrid.preprocessor_.encode("user", ["u0"]))
     items = pd.Index(hybrid.preprocessor_.categories_["item"])
-    expected = ranker[0] + rating._grid_scores(rating.preprocessor_.encode("user", ["u0"]))[0]
+    expected = ranker[0] + rating.scorer_.scores(rating.preprocessor_.encode("user", ["u0"]))[0]
     first = lists.loc[lists["user"] == "u0", "score"].iloc[0]
     assert first == pytest.approx(expected[items.get_loc(lists["item"].iloc[0])], rel=1e-5)
     loaded = tabembed.load(hybrid.save(tmp_path / "hybrid.tabembed"))
@@ -289,7 +290,7 @@ def test_fold_in_recovers_a_new_users_taste():
     scores = recommender._fold_in_scores(
         pd.Index(recommender.preprocessor_.categories_["item"]).get_indexer(X["item"].iloc[half]),
         y.iloc[half].to_numpy())
-    trained = recommender._grid_scores(recommender.preprocessor_.encode("user", [user]))[0]
+    trained = recommender._scores(recommender.preprocessor_.encode("user", [user]))[0]
     assert np.corrcoef(scores, trained)[0, 1] > 0.8
     top = recommender.recommend_for_items(X["item"].iloc[half], k=5,
                                           ratings=y.iloc[half].to_numpy())
@@ -299,7 +300,7 @@ def test_fold_in_recovers_a_new_users_taste():
 @pytest.mark.parametrize("kind", ["explicit", "hybrid", "implicit"])
 def test_multi_valued_features_give_a_cold_item_its_genres_taste(kind, tmp_path):
     import tabembed
-    from tabembed.recommender import ImplicitRecommender
+    from tabembed.recommenders import ImplicitRecommender
 
     # Two tastes: users of group 0 like (and watch) "a" items, group 1 "b" items.
     rng = np.random.default_rng(0)
@@ -350,5 +351,5 @@ def test_bag_tokens_are_coded_per_row_from_messy_strings_and_lists():
     assert model.bag_lengths_["genres"] == 2
     messy = pd.DataFrame({"user": [1] * 6, "item": [10] * 6, "genres": pd.Series(
         [" C | A ", "B||", None, ["B", "A"], "Z|A|B", ""], dtype=object)})
-    codes, _ = model._tensors(model._canonical_bags(messy))
+    codes, _ = encode(model.preprocessor_, model.bags_, model.bags_.canonical(messy))
     assert codes[:, -2:].tolist() == [[3, 1], [2, 0], [0, 0], [2, 1], [0, 1], [0, 0]]

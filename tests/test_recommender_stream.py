@@ -8,10 +8,10 @@ import pytest
 from stream_helpers import torchrun, write_parts
 
 import tabembed
-from tabembed import recommender as recommender_module
 from tabembed.datasets import load_movielens, load_movielens_items, load_movielens_users
+from tabembed.estimators import fit_data as recommender_module
 from tabembed.ranking_metrics import evaluate
-from tabembed.recommender import EmbeddingRecommender, ImplicitRecommender
+from tabembed.recommenders import EmbeddingRecommender, ImplicitRecommender
 from tabembed.streaming import RowGroups
 from tabembed.streaming.interactions import FirstValues, FrameTransform, Pairs
 
@@ -51,8 +51,8 @@ def test_ratings_from_parquet_match_the_dataframe_fit(movielens):
         assert getattr(streamed, name) == getattr(in_memory, name), name
     assert streamed.user_features_ == ["age", "occupation"]
     assert streamed.item_features_ == ["genres"]
-    for mine, theirs in ((streamed._user_table, in_memory._user_table),
-                         (streamed._item_table, in_memory._item_table)):
+    for mine, theirs in ((streamed.sides_.user_table, in_memory.sides_.user_table),
+                         (streamed.sides_.item_table, in_memory.sides_.item_table)):
         pd.testing.assert_frame_equal(mine.astype(object), theirs.astype(object))
     assert streamed.seen_users_.dtype == np.int32      # 8 bytes a rating with the items
     np.testing.assert_array_equal(streamed.seen_users_, in_memory.seen_users_)
@@ -193,7 +193,7 @@ SCRIPT = textwrap.dedent('''
     import sys
     import pandas as pd
     import torch
-    from tabembed.recommender import EmbeddingRecommender, ImplicitRecommender
+    from tabembed.recommenders import EmbeddingRecommender, ImplicitRecommender
     from tabembed.training import distributed
 
     folder, memory, out = sys.argv[1], sys.argv[2], sys.argv[3]

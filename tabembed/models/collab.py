@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from tabembed import defaults
 from tabembed.models.dot_bias_terms import dot_bias_terms
 from tabembed.models.layers import (
     MLP,
@@ -27,12 +28,6 @@ from tabembed.models.layers import (
     init_embedding,
     init_linear,
 )
-
-DEFAULT_FACTORS = 50
-# Measured on a validation split of MovieLens 100K (bench/RESULTS.md, "Defaults"):
-# neural CF's validation RMSE was 0.981 / 0.948 / 0.932 / 0.931 with dropout
-# 0 / 0.1 / 0.3 / 0.5, so the classic p=0.5 is the default.
-DEFAULT_NEURAL_DROPOUT = 0.5
 
 
 class _Collaborative(nn.Module):
@@ -195,7 +190,7 @@ class DotBias(_Collaborative):
         factors, and its mean token bias the output.
     """
 
-    def __init__(self, *, n_users: int, n_items: int, n_factors: int = DEFAULT_FACTORS,
+    def __init__(self, *, n_users: int, n_items: int, n_factors: int = defaults.FACTORS,
                  y_range: tuple[float, float] | None = None,
                  side_embedding_sizes: Sequence[tuple[int, int]] = (), n_continuous: int = 0,
                  global_bias: float = 0.0, bags: Sequence[tuple[int, int, str]] = ()):
@@ -288,8 +283,9 @@ class NeuralCF(_Collaborative):
     of the MLP.
     """
 
-    def __init__(self, *, n_users: int, n_items: int, n_factors: int = DEFAULT_FACTORS,
-                 hidden: Sequence[int] = (100, 50), dropout=DEFAULT_NEURAL_DROPOUT,
+    def __init__(self, *, n_users: int, n_items: int, n_factors: int = defaults.FACTORS,
+                 hidden: Sequence[int] = defaults.NEURAL_HIDDEN,
+                 dropout=defaults.NEURAL_DROPOUT,
                  y_range: tuple[float, float] | None = None,
                  side_embedding_sizes: Sequence[tuple[int, int]] = (), n_continuous: int = 0,
                  global_bias: float = 0.0, bags: Sequence[tuple[int, int, str]] = ()):

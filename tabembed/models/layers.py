@@ -100,7 +100,7 @@ class Dropout(nn.Module):
 
         Built in numpy: there, a comparison into booleans and their conversion
         to float are one cheap pass each (in torch on this CPU they cost 5-7x a
-        float product, measured in bench/NOTES.md).
+        float product).
         """
         n = math.prod(shape)
         lanes = _mask_bits((n + 3) // 4).view(np.int16)[:n]
@@ -167,7 +167,7 @@ class LinearBlock(nn.Sequential):
 
     The ReLU works in place on the product (a linear layer's backward needs its input,
     not its output), and so does the dropout after batch norm (whose backward needs its
-    input): two fewer fresh activations a block, measured in bench/NOTES.md.
+    input): two fewer fresh activations a block.
     """
 
     def __init__(self, d_in: int, d_out: int, *, dropout: float = 0.0, batch_norm: bool = True):

@@ -12,10 +12,12 @@ per feature. ``lite=True`` shares one linear layer between the features
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from tabembed import defaults
 from tabembed.models.layers import autocasting, exporting
 
 
@@ -165,8 +167,7 @@ class PeriodicEmbeddings(nn.Module):
     frequency_init_scale : float
         Std of the initial frequencies, the one sensitive hyperparameter: it
         sets how fast the features oscillate over the inputs' scale. rtdl's
-        default is 0.01; tuned values on Adult reach ~8 (bench/NOTES.md has
-        ours, on standardised inputs).
+        default is 0.01; on standardised inputs tuned values on Adult reach ~8.
     lite : bool
         Share the linear layer between the features.
     """
@@ -189,3 +190,53 @@ class PeriodicEmbeddings(nn.Module):
             return periodic_linear_relu(x, self.periodic.weight, self.linear.weight,
                                         self.linear.bias)
         return self.activation(self.linear(self.periodic(x))).flatten(1)
+
+
+@dataclass(frozen=True)
+class PLR:
+    """``continuous_encoding=PLR(...)`` of the MLP estimators: periodic embeddings, a linear
+    layer and a ReLU per continuous column (:class:`PeriodicEmbeddings`).
+
+    Parameters
+    ----------
+    n_frequencies : int
+        Sines and cosines per column.
+    d_embedding : int
+        Values per column after the linear layer.
+    frequency_init_scale : float or "auto"
+        Standard deviation of the initial frequencies: the one sensitive knob,
+        and data dependent. ``"auto"``: :func:`tabembed.defaults.frequency_init_scale`
+        of the training rows.
+    lite : bool
+        One linear layer shared by all columns (rtdl's "PLR(lite)").
+    """
+
+    n_frequencies: int = defaults.PLR_FREQUENCIES
+    d_embedding: int = defaults.PLR_EMBEDDING
+    frequency_init_scale: float | str = "auto"
+    lite: bool = False
+
+    def __post_init__(self):
+        for name in ("n_frequencies", "d_embedding"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+                raise ValueError(f"PLR: {name} must be a positive integer, got {value!r}")
+        scale = self.frequency_init_scale
+        if not (scale == "auto" or (isinstance(scale, int | float) and not isinstance(
+                scale, bool) and math.isfinite(scale) and scale > 0)):
+            raise ValueError("PLR: frequency_init_scale must be 'auto' or a number > 0, "
+                             f"got {scale!r}")
+
+
+@dataclass(frozen=True)
+class PiecewiseLinear:
+    """``continuous_encoding=PiecewiseLinear(n_bins)``: each continuous column over
+    ``n_bins`` quantile bins of the training data (Gorishniy et al., 2022)."""
+
+    n_bins: int = defaults.PIECEWISE_BINS
+
+    def __post_init__(self):
+        if not (isinstance(self.n_bins, int) and not isinstance(self.n_bins, bool)
+                and self.n_bins >= 1):
+            raise ValueError(f"PiecewiseLinear: n_bins must be a positive integer, "
+                             f"got {self.n_bins!r}")

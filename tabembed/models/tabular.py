@@ -7,9 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from tabembed import defaults
 from tabembed.models.augmentation import EmbeddingMixup, SwapNoise
-from tabembed.models.ensemble import ADAPTER_INITS, LinearEnsemble, MemberScaling
-from tabembed.models.folding import fold
 from tabembed.models.heads import check_task
 from tabembed.models.layers import (
     MLP,
@@ -20,16 +19,10 @@ from tabembed.models.layers import (
     exporting,
     init_linear,
 )
+from tabembed.models.members import ADAPTER_INITS, LinearMembers, MemberScaling
 from tabembed.models.numeric_embeddings import PeriodicEmbeddings
+from tabembed.models.prediction_network import prediction_mlp
 
-# Measured on a validation split of Adult (bench/RESULTS.md, "Defaults"): hidden
-# dropout 0 / 0.1 / 0.3 / 0.5 gave validation accuracy 0.8515 / 0.8518 / 0.8518 /
-# 0.8518 and log loss 0.3201 / 0.3185 / 0.3166 / 0.3170, and with piecewise-linear
-# inputs 0.1 beat 0.3 (0.8557 vs 0.8554). Dropout barely matters on Adult; 0.1 is
-# kept as a mild default (fastai uses 0, the classic default is 0.5).
-DEFAULT_HIDDEN = (200, 100)
-DEFAULT_DROPOUT = 0.1
-DEFAULT_EMBEDDING_DROPOUT = 0.0
 CONTINUOUS_EMBEDDINGS = (None, "plr", "plr_lite")
 
 
@@ -90,9 +83,9 @@ class EntityEmbeddingMLP(nn.Module):
         n_continuous: int,
         d_out: int = 1,
         task: str = "regression",
-        hidden: Sequence[int] = DEFAULT_HIDDEN,
-        dropout=DEFAULT_DROPOUT,
-        embedding_dropout: float = DEFAULT_EMBEDDING_DROPOUT,
+        hidden: Sequence[int] = defaults.MLP_HIDDEN,
+        dropout=defaults.MLP_DROPOUT,
+        embedding_dropout: float = defaults.MLP_EMBEDDING_DROPOUT,
         continuous_batch_norm: bool = True,
         y_range: tuple[float, float] | None = None,
         continuous_bins: Sequence[Sequence[float]] | None = None,
@@ -149,7 +142,7 @@ class EntityEmbeddingMLP(nn.Module):
         self.member_scaling = (MemberScaling(n_members=n_members, d=d_inputs, init=member_init)
                                if n_members > 1 else None)
         self.body = MLP(d_inputs, hidden, dropout=dropout)
-        self.head = (LinearEnsemble(n_members=n_members, d_in=self.body.d_out, d_out=d_out)
+        self.head = (LinearMembers(n_members=n_members, d_in=self.body.d_out, d_out=d_out)
                      if n_members > 1 else init_linear(nn.Linear(self.body.d_out, d_out)))
         self.output_range = ScaledSigmoid(*y_range) if y_range is not None else nn.Identity()
         self.continuous_values = None
@@ -158,7 +151,7 @@ class EntityEmbeddingMLP(nn.Module):
         """Per continuous input, the sorted values it took in training (None where they
         were many): a hint for predictions, never a change to them.
 
-        The folded prediction network (:mod:`tabembed.models.folding`) precomputes the
+        The folded prediction network (:mod:`tabembed.models.prediction_network`) precomputes the
         periodic embedding of each of these values; the preprocessor's
         ``continuous_values()`` gives them. Not saved with the weights.
         """
@@ -193,7 +186,7 @@ class EntityEmbeddingMLP(nn.Module):
         return self.output_range(self.head(hidden))                 # [n, k, d_out]
 
     def _folded(self):
-        """The folded network (:mod:`tabembed.models.folding`) for predictions.
+        """The folded network (:mod:`tabembed.models.prediction_network`) for predictions.
 
         Rebuilt when one of the tensors it was built from has changed: every
         in-place update (optimizer steps, batch-norm statistics,
@@ -208,7 +201,7 @@ class EntityEmbeddingMLP(nn.Module):
                 return folded
         tensors = (*self.parameters(), *self.buffers())
         with torch.inference_mode(False):
-            folded = fold(self)
+            folded = prediction_mlp(self)
         key = tuple((t._version, t.data_ptr()) for t in tensors)
         self.__dict__["_folded_cache"] = (tensors, key, folded)
         return folded

@@ -9,7 +9,7 @@
 """
 
 from tabembed.streaming.dataset import Part, RowGroups, ValidationSplit, open_dataset
-from tabembed.streaming.fitting import fit_preprocessor, fit_target
+from tabembed.streaming.fitting import column_bounds, fit_preprocessor, fit_target
 from tabembed.streaming.prediction import predict_to_parquet
 from tabembed.streaming.source import ParquetBatches, TableTransform, train_valid_sources
 
@@ -19,6 +19,7 @@ __all__ = [
     "RowGroups",
     "TableTransform",
     "ValidationSplit",
+    "column_bounds",
     "fit_preprocessor",
     "fit_target",
     "open_dataset",

@@ -16,7 +16,7 @@ from tabembed.column_statistics import Moments
 from tabembed.streaming.dataset import RowGroups, open_dataset
 from tabembed.targets import TASKS, TargetTransformer
 
-__all__ = ["fit_preprocessor", "fit_target"]
+__all__ = ["column_bounds", "fit_preprocessor", "fit_target"]
 
 MAX_CLASSES = 10_000
 
@@ -125,3 +125,15 @@ def fit_target(data, column: str, *, task: str = "auto", scale: str | None = Non
         raise ValueError(f"task='binary' but the target has {len(labels)} classes")
     transformer.classes_ = labels
     return transformer
+
+
+def column_bounds(data, column: str) -> tuple[float, float]:
+    """The smallest and largest value of a numeric column, one record batch at a time."""
+    import pyarrow.compute as pc
+
+    low, high = np.inf, -np.inf
+    for batch in open_dataset(data).to_batches(columns=[column]):
+        extremes = pc.min_max(batch.column(0))
+        low = min(low, extremes["min"].as_py())
+        high = max(high, extremes["max"].as_py())
+    return float(low), float(high)

@@ -26,7 +26,7 @@ def _dictionary_columns(table: pa.Table) -> list[str]:
     Parquet's writer tries a dictionary for every column by default; for
     probabilities and regression outputs (nearly all values distinct) the try
     is wasted: 7 of the 10 ms that 65,536 rows of two probabilities and a label
-    took to write, and the file was 48% larger (bench/NOTES.md, "Speed, sixth round").
+    took to write, and the file was 48% larger.
     """
     def leaves(path: str, kind: pa.DataType):
         if pa.types.is_struct(kind):

@@ -49,9 +49,8 @@ def auto_prefetch(environ=None) -> int:
     """Windows read ahead by default: 1 when this machine has a core to spare beyond one
     per training process (torchrun's ``LOCAL_WORLD_SIZE``), else 0.
 
-    The read-ahead thread only pays on a free core. Measured on 2 cores with
-    two processes (bench/RESULTS.md, "Scale"): read-ahead 0.74x of one
-    process, none 1.09x; one process: within 2% either way.
+    The read-ahead thread only pays on a free core: on 2 cores with two
+    processes it made training slower (0.74x against 1.09x without).
     """
     environ = os.environ if environ is None else environ
     processes = int(environ.get("LOCAL_WORLD_SIZE", "1") or 1)
@@ -372,21 +371,29 @@ class ParquetBatches:
         self._epoch, self._position, self._resume = int(state["epoch"]), position, True
 
 
-def train_valid_sources(data, transform, validation: ValidationSplit, *, batch_size=1024,
-                        valid_batch_size: int | None = None, random_state: int | None = None,
-                        rank: int | None = None, world_size: int | None = None,
-                        buffer_rows: int = DEFAULT_BUFFER_ROWS, prefetch: int | str = "auto"):
+def train_valid_sources(data, transform, validation: ValidationSplit | None, *,
+                        batch_size=1024, valid_batch_size: int | None = None,
+                        random_state: int | None = None, rank: int | None = None,
+                        world_size: int | None = None, buffer_rows: int = DEFAULT_BUFFER_ROWS,
+                        prefetch: int | str = "auto", shard_validation: bool = True):
     """A shuffled training stream and an ordered validation stream from one split.
 
-    The split's row counts are computed once (one pass over the key column
-    when splitting by key; none otherwise) and shared by both sources.
+    ``data``: a :class:`RowGroups` or anything :func:`open_dataset` reads. The
+    split's row counts are computed once (one pass over the key column when
+    splitting by key; none otherwise) and shared by both sources. Without a
+    ``validation`` split every row trains and the validation stream is None.
     ``batch_size`` is per process (the estimators pass their global batch's
-    share; ``tabembed.config.auto_batch_size`` is their rule).
+    share). ``shard_validation=False``: every process reads every validation row.
     """
-    train_part = Part(RowGroups(open_dataset(data)), validation, "train")
+    row_groups = data if isinstance(data, RowGroups) else RowGroups(open_dataset(data))
+    train_part = Part(row_groups, validation, "train")
     options = dict(rank=rank, world_size=world_size, buffer_rows=buffer_rows, prefetch=prefetch)
     train = ParquetBatches(train_part, transform, batch_size=batch_size, shuffle=True,
                            random_state=random_state, **options)
+    if validation is None:
+        return train, None
+    if not shard_validation:
+        options.update(rank=None, world_size=None)
     valid = ParquetBatches(train_part.other(), transform, shuffle=False,
                            batch_size=valid_batch_size or max(batch_size, 4096), **options)
     return train, valid

@@ -222,7 +222,7 @@ class SWA(Callback):
             return
         _load_averaged(learner, self.averaged)
         if _has_batch_norm(learner.model):
-            with learner._threads():
+            with learner.threads():
                 recompute_batch_norm(learner.model, learner.train_data)
 
     def state_dict(self) -> dict:
@@ -274,6 +274,10 @@ class _Ensemble(Callback):
         if isinstance(snapshot, Path):
             return torch.load(snapshot, map_location="cpu", weights_only=True)
         return snapshot
+
+    def snapshot_states(self) -> list[dict]:
+        """Every snapshot's state dict, in memory (those kept on disk are read back)."""
+        return [self._state(snapshot) for snapshot in self.snapshots]
 
     def member_predictions(self, learner, batches) -> list[torch.Tensor]:
         """Each snapshot's activated predictions (the model's own weights restored after)."""
@@ -338,6 +342,7 @@ class FastGeometricEnsemble(_Ensemble):
         super().__init__(keep=keep, directory=directory)
         self.cycle = CyclicalLinear(cycle_epochs=cycle_epochs, low_fraction=low_fraction)
         self.cycle_epochs, self.n_cycles, self.peak_fraction = cycle_epochs, n_cycles, peak_fraction
+        self.low_fraction = low_fraction
 
     def compose_schedule(self, schedule):
         self._schedule = FinalCycles(schedule, cycle=self.cycle, n_cycles=self.n_cycles,

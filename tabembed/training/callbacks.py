@@ -23,6 +23,7 @@ whole run can be previewed with ``simulate``/``plot`` like any schedule.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import math
 import sys
 
@@ -33,6 +34,10 @@ EVENTS = (
     "on_fit_begin", "on_epoch_begin", "on_batch_begin", "on_after_backward", "on_batch_end",
     "on_validation_begin", "on_validation_end", "on_epoch_end", "on_fit_end",
 )
+
+
+class TrainingDivergedError(FloatingPointError):
+    """The loss, or the weights at the end of training, became NaN or infinite."""
 
 
 class Callback:
@@ -49,6 +54,19 @@ class Callback:
 
     def load_state_dict(self, state: dict) -> None:
         pass
+
+    def __repr__(self) -> str:
+        # The constructor arguments that differ from their defaults, as an estimator's
+        # parameter (averaging=EMA(decay=0.99)) prints.
+        shown = []
+        for name, parameter in inspect.signature(type(self).__init__).parameters.items():
+            if name == "self" or parameter.kind in (parameter.VAR_POSITIONAL,
+                                                    parameter.VAR_KEYWORD):
+                continue
+            value = getattr(self, name, parameter.default)
+            if value is not parameter.default and value != parameter.default:
+                shown.append(f"{name}={value!r}")
+        return f"{type(self).__name__}({', '.join(shown)})"
 
 
 def compose_schedule(schedule, callbacks):

@@ -17,6 +17,7 @@ Without those variables everything here degrades to one process: rank 0 of
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import inspect
@@ -172,6 +173,26 @@ def destroy_process_group(*, wait: bool | float = True) -> None:
     dist.destroy_process_group()
 
 
+# How long a process leaving the group at exit waits for the others.
+EXIT_WAIT_SECONDS = 30.0
+
+
+def join_launched_group() -> bool:
+    """Join the process group that torchrun launched this process into, once per process.
+
+    Every estimator's ``fit`` calls this first: a script runs unchanged under
+    ``torchrun``. Without a launch (plain ``python``) it does nothing. The
+    group is left at exit, waiting a bounded time for the other ranks (one
+    leaving while another still talks can make gloo abort it; a rank that
+    failed never arrives). Returns whether this process is in a group.
+    """
+    if launch_from_environment() is None:
+        return is_distributed()
+    if not (dist.is_available() and dist.is_initialized()) and init_process_group() is not None:
+        atexit.register(destroy_process_group, wait=EXIT_WAIT_SECONDS)
+    return is_distributed()
+
+
 def is_distributed() -> bool:
     """Whether a process group with more than one process is running."""
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
@@ -232,7 +253,7 @@ def wrap_model(model: nn.Module, **options) -> nn.Module:
     Buffers (batch-norm running statistics) are not re-broadcast from rank 0
     before every forward: in training, batch norm normalises with the batch's
     own statistics, so that collective per step changes nothing but the time
-    (+1.1 ms on a 7 ms step here, bench/RESULTS.md "Scale"). Each rank tracks
+    (+1.1 ms on a 7 ms step). Each rank tracks
     its own; :func:`average_buffers` makes them equal before validation or saving.
     """
     from torch.nn.parallel import DistributedDataParallel

@@ -16,32 +16,32 @@ import numpy as np
 import torch
 from torch import nn
 
-from tabembed.batches import BatchSource, TensorBatches, as_batches, split_batch
+from tabembed.batches import (
+    EVALUATION_BATCH_SIZE,
+    BatchSource,
+    TensorBatches,
+    as_batches,
+    split_batch,
+)
 from tabembed.training import checkpoint, distributed, optimizers
 from tabembed.training.callbacks import (
     EVENTS,
     Callback,
     LearningRateScheduler,
     ProgressBar,
-    StepProgress,
+    TrainingDivergedError,
     compose_schedule,
     overrides,
     progress_bar,
 )
 from tabembed.training.history import History
-from tabembed.training.lr_finder import LRFinder, LRFinderResult
+from tabembed.training.lr_finder import LRFinderResult, range_test
 from tabembed.training.optimizer_step import clear_gradients, optimizer_step
 from tabembed.training.parameter_groups import layer_groups, parameter_groups
 from tabembed.training.schedules import get_schedule
 
 _NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _PRECISIONS = ("32", "bf16", "fp16")
-# Rows per forward pass when validating and predicting: large enough to amortise the
-# per-pass operations, small enough that a pass's activations stay in the CPU's caches.
-# Adult's default network on one thread, us a row at 1024 / 2048 / 4096 / 8192 rows:
-# folded for prediction 0.98 / 0.88 / 0.82 / 0.75-0.79, unfolded 2.0 / 1.88 / 1.80 / 1.86
-# (fifth round of issue 17; an older, unfolded network was slower at 8192).
-EVALUATION_BATCH_SIZE = 8192
 
 
 def pick_device(device="auto") -> torch.device:
@@ -88,10 +88,6 @@ def _check_rate(rate, lr) -> None:
         rate, bool)
     if not (number and math.isfinite(rate) and rate > 0):
         raise ValueError(f"learning rates must be positive finite numbers, got {lr=}")
-
-
-class TrainingDivergedError(FloatingPointError):
-    """The loss, or the weights at the end of training, became NaN or infinite."""
 
 
 class Learner:
@@ -219,32 +215,6 @@ class Learner:
 
     # ------------------------------------------------------------ setup
 
-    def _make_optimizer(self, rates: list[float]) -> torch.optim.Optimizer:
-        groups = parameter_groups(self.model, lr=rates, weight_decay=self.weight_decay,
-                                  decay_embeddings=self.decay_embeddings)
-        spec = self.optimizer_spec
-        if callable(spec):
-            optimizer = spec(groups)
-        elif spec == "adamw":
-            optimizer = optimizers.AdamW(groups, lr=rates[-1], weight_decay=self.weight_decay,
-                                         **self._fused())
-        elif spec == "adam":
-            optimizer = optimizers.Adam(groups, lr=rates[-1], **self._fused())
-        elif spec == "sgd":
-            optimizer = optimizers.SGD(groups, lr=rates[-1], momentum=0.9)
-        else:
-            raise ValueError(
-                f"optimizer must be 'adamw', 'adam', 'sgd' or a callable, got {spec!r}")
-        return optimizer
-
-    def _fused(self) -> dict:
-        """``fused=True`` where torch has a fused Adam kernel for these weights: one kernel
-        for every tensor instead of a loop over them (3x less time per step on CPU)."""
-        dtypes = {p.dtype for p in self.model.parameters()}
-        supported = dtypes <= {torch.float32, torch.float64, torch.float16, torch.bfloat16}
-        device = self.device.type in ("cpu", "cuda")
-        return {"fused": True} if supported and device else {}
-
     def set_learning_rates(self, lr) -> None:
         """Set each parameter group's peak rate ``base_lr`` from ``lr`` (float, list or slice).
 
@@ -253,7 +223,10 @@ class Learner:
         """
         rates = split_learning_rates(lr, len(self.layer_groups))
         if self.optimizer is None:
-            self.optimizer = self._make_optimizer(rates)
+            groups = parameter_groups(self.model, lr=rates, weight_decay=self.weight_decay,
+                                      decay_embeddings=self.decay_embeddings)
+            self.optimizer = optimizers.build(self.optimizer_spec, groups, rates,
+                                              weight_decay=self.weight_decay, device=self.device)
         for group in self.optimizer.param_groups:
             group["base_lr"] = rates[group.get("layer_group", -1)]
 
@@ -284,7 +257,8 @@ class Learner:
                     module.eval()   # frozen batch norm keeps its running statistics
 
     @contextlib.contextmanager
-    def _threads(self):
+    def threads(self):
+        """Inside, torch uses the intra-op threads this learner trains with (``num_threads``)."""
         wanted = auto_threads(self) if self.num_threads == "auto" else self.num_threads
         if wanted is None or self.device.type != "cpu":
             yield
@@ -390,7 +364,7 @@ class Learner:
         distributed.check_same_on_all_ranks("batches per epoch", self.steps_per_epoch)
         self.fitting = True
         try:
-            with self._threads(), distributed.translate_errors("training"):
+            with self.threads(), distributed.translate_errors("training"):
                 self._emit("on_fit_begin")
                 if saved is not None:
                     checkpoint.restore_callbacks(self, saved)
@@ -572,10 +546,10 @@ class Learner:
         """
         if self.predictor is None and _one_batch(data, batch_size):
             # A few rows (serving): one forward pass without a batch source.
-            with self._threads():
+            with self.threads():
                 return self._outputs_of(tuple(t.to(self.device) for t in data)).cpu()
         batches = as_batches(data, batch_size=batch_size, has_target=False)
-        with self._threads():
+        with self.threads():
             if self.predictor is not None:
                 return self.predictor.predict(self, batches.to(self.device)).cpu()
             return self.predict_with_model(batches.to(self.device)).cpu()
@@ -600,39 +574,9 @@ class Learner:
     def lr_find(self, **options) -> LRFinderResult:
         """The LR range test, run through :meth:`fit` with an
         :class:`~tabembed.training.lr_finder.LRFinder` callback (``options`` are its
-        parameters: ``start_lr``, ``end_lr``, ``num_steps``, ``beta``, ``divergence``).
-
-        The rate grows from ``start_lr`` to ``end_lr`` over at most ``num_steps``
-        batches (keeping the ratios of discriminative rates) while the smoothed
-        loss is recorded; the sweep stops when it passes ``divergence`` times its
-        best. Weights, optimizer, random state, batch order and history are then
-        restored bit for bit. None of the learner's callbacks run, nor validation.
-        """
-        finder = LRFinder(**options)
-        start_lr, end_lr = finder.schedule.start_lr, finder.schedule.end_lr
-        num_steps = finder.num_steps
-        if self.optimizer is None:
-            self.set_learning_rates(start_lr)
-        peaks = {g.get("layer_group", 0): g["base_lr"] for g in self.optimizer.param_groups}
-        top = max(peaks.values())
-        rates = [end_lr * peaks.get(i, top) / top for i in range(len(self.layer_groups))]
-        saved = checkpoint.capture(self, callbacks=False)
-        saved_active = self.active_callbacks
-        epochs = math.ceil(num_steps / max(len(self.train_data), 1))
-        progress = [StepProgress(num_steps, "LR finder")] if self.verbose else []
-        try:
-            self.fit(epochs, rates, schedule=finder.schedule, callbacks=[finder, *progress],
-                     learner_callbacks=False, validate=False)
-        except TrainingDivergedError:
-            finder.diverged()     # a non-finite loss ends the sweep: the expected way out
-        finally:
-            for bar in progress:
-                if bar.bar is not None:
-                    bar.bar.close()
-            checkpoint.restore(self, saved)     # the optimizer's peak rates included
-            self.active_callbacks = saved_active
-        return finder.result()
-
+        parameters: ``start_lr``, ``end_lr``, ``num_steps``, ``beta``, ``divergence``);
+        see :func:`tabembed.training.lr_finder.range_test`."""
+        return range_test(self, **options)
 
 def _counted(batches, bar):
     """Iterate ``batches``, advancing ``bar`` (closed at the end)."""
@@ -647,7 +591,7 @@ def _counted(batches, bar):
 def auto_threads(learner: Learner) -> int:
     """Intra-op CPU threads for ``num_threads="auto"``: one.
 
-    Measured on our 2-core machines (bench/RESULTS.md, "Threads"): a second
+    On our 2-core machines a second
     thread saves 0-18% of an Adult epoch on a quiet machine, and costs 2.2x
     to 4.6x when the other core is busy (a second notebook, a data loader).
     One thread is the choice that is never badly wrong; pass ``num_threads=2``

@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tabembed.training.callbacks import Callback
+from tabembed.training import checkpoint
+from tabembed.training.callbacks import Callback, StepProgress, TrainingDivergedError
 from tabembed.training.schedules import RangeTest
 
-__all__ = ["LRFinder", "LRFinderResult", "suggest"]
+__all__ = ["LRFinder", "LRFinderResult", "range_test", "suggest"]
 
 
 @dataclass
@@ -63,7 +64,7 @@ def suggest(lrs: np.ndarray, losses: np.ndarray, *,
     least ten times the floor only, so it never suggests less than the floor.
     On small data (a few hundred rows, batches of 16) the loss hardly moves
     during the sweep, and its noise put the lowest point at 1e-7 to 1e-6 in 2
-    of 5 seeds (bench/NOTES.md, "LR finder on small data").
+    of 5 seeds.
     """
     if len(lrs) < 5:
         return {}
@@ -90,7 +91,7 @@ class LRFinder(Callback):
         The sweep's first and last rate (of the fastest layer group).
     num_steps : int
         Batches in the sweep, at most (fastai's 100; the estimators' default
-        ``lr="auto"`` sweeps 37 from 1e-4, see ``tabembed.config.LR_FINDER_OPTIONS``).
+        ``lr="auto"`` sweeps 37 from 1e-4, see ``tabembed.defaults.LR_FINDER_OPTIONS``).
     beta : float, optional
         Smoothing of the recorded loss (debiased exponential moving average);
         default ``0.98 ** (100 / num_steps)``, fastai's 0.98 per 100 steps, so
@@ -143,3 +144,39 @@ class LRFinder(Callback):
         finite = np.isfinite(losses)
         return LRFinderResult(lrs, losses, suggest(lrs[finite], losses[finite],
                                                    minimum_floor=self.minimum_floor))
+
+
+def range_test(learner, **options) -> LRFinderResult:
+    """The LR range test on ``learner``, through its ``fit`` with an :class:`LRFinder`
+    callback (``options`` are its parameters).
+
+    The rate grows from ``start_lr`` to ``end_lr`` over at most ``num_steps``
+    batches (keeping the ratios of discriminative rates) while the smoothed
+    loss is recorded; the sweep stops when it passes ``divergence`` times its
+    best. Weights, optimizer, random state, batch order and history are then
+    restored bit for bit. None of the learner's callbacks run, nor validation.
+    """
+    finder = LRFinder(**options)
+    start_lr, end_lr = finder.schedule.start_lr, finder.schedule.end_lr
+    num_steps = finder.num_steps
+    if learner.optimizer is None:
+        learner.set_learning_rates(start_lr)
+    peaks = {g.get("layer_group", 0): g["base_lr"] for g in learner.optimizer.param_groups}
+    top = max(peaks.values())
+    rates = [end_lr * peaks.get(i, top) / top for i in range(len(learner.layer_groups))]
+    saved = checkpoint.capture(learner, callbacks=False)
+    saved_active = learner.active_callbacks
+    epochs = math.ceil(num_steps / max(len(learner.train_data), 1))
+    progress = [StepProgress(num_steps, "LR finder")] if learner.verbose else []
+    try:
+        learner.fit(epochs, rates, schedule=finder.schedule, callbacks=[finder, *progress],
+                    learner_callbacks=False, validate=False)
+    except TrainingDivergedError:
+        finder.diverged()     # a non-finite loss ends the sweep: the expected way out
+    finally:
+        for bar in progress:
+            if bar.bar is not None:
+                bar.bar.close()
+        checkpoint.restore(learner, saved)     # the optimizer's peak rates included
+        learner.active_callbacks = saved_active
+    return finder.result()

@@ -3,7 +3,7 @@
 ``optimizer.step()`` wraps the one fused kernel per parameter group in a
 profiler record, hook loops, a graph-capture check, lazy state lookups and a
 regrouping of the tensors by device and dtype: ~80 us a step on CPU, more than
-the kernel itself for a recommender's tables (measured in bench/NOTES.md). Once
+the kernel itself for a recommender's tables. Once
 every weight has its state, :func:`optimizer_step` calls the same kernel
 directly from a plan kept between steps (the weights, moments and step counts of
 each call, rebuilt when the weights with gradients or their states change); anything unusual

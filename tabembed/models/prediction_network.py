@@ -1,4 +1,4 @@
-"""FoldedMLP: an EntityEmbeddingMLP's prediction-time function, with its algebra folded.
+"""PredictionMLP: an EntityEmbeddingMLP's prediction-time function, its algebra merged.
 
 At prediction time (eval mode, no gradients) three parts of the network are
 linear maps that can be merged ahead of time:
@@ -46,8 +46,8 @@ MAX_TOTAL_BUCKETS = 1 << 20
 LOOKUP_MIN_ROWS = 128
 
 
-class FoldedMLP(nn.Module):
-    """The folded network; build it with :func:`fold`, not directly."""
+class PredictionMLP(nn.Module):
+    """The prediction-time network; build it with :func:`prediction_mlp`, not directly."""
 
     def __init__(self, *, tables, offsets, continuous, first_continuous, first_bias, layers,
                  output_range, lookup=None):
@@ -211,7 +211,7 @@ def _blocks(model) -> list[tuple[nn.Linear, nn.BatchNorm1d | None]] | None:
     return blocks
 
 
-def fold(model) -> FoldedMLP | None:
+def prediction_mlp(model) -> PredictionMLP | None:
     """The folded network of an :class:`~tabembed.models.EntityEmbeddingMLP`, or None
     where folding does not apply (several members, an unknown layout, or folded tables
     above ``MAX_TABLE_VALUES`` numbers)."""
@@ -261,7 +261,7 @@ def fold(model) -> FoldedMLP | None:
             layers.append((w.contiguous(), b.clone()))
             previous_norm = next_norm
         offsets = torch.tensor(offsets, dtype=torch.int64, device=weight.device)
-    return FoldedMLP(tables=table, offsets=offsets, continuous=continuous,
+    return PredictionMLP(tables=table, offsets=offsets, continuous=continuous,
                      first_continuous=first_continuous, first_bias=bias, layers=layers,
                      output_range=model.output_range, lookup=lookup)
 

@@ -5,7 +5,7 @@
 positive rows and sampled negative item codes (see
 :class:`tabembed.sampling.NegativeSampling`), it returns the scores
 ``[b, 1 + n]`` of each row's positive item (column 0) and of the negatives.
-:func:`ranking_loss` turns them into a loss: BPR (Rendle et al., 2009) or the
+:func:`implicit_loss` turns them into a loss: BPR (Rendle et al., 2009) or the
 sampled softmax (Jean et al., 2015; with the log-Q correction of Yi et al.,
 2019, for popularity-sampled negatives).
 """
@@ -18,9 +18,9 @@ from torch import nn
 
 from tabembed.models.collab import DotBias
 
-__all__ = ["RANKING_LOSSES", "CandidateScores", "ranking_loss"]
+__all__ = ["IMPLICIT_LOSSES", "CandidateScores", "implicit_loss"]
 
-RANKING_LOSSES = ("bpr", "softmax")
+IMPLICIT_LOSSES = ("bpr", "softmax")
 # A sampled negative that is the row's own positive ("accidental hit") gets this score,
 # so it adds no loss and no gradient.
 _MASKED = -1e9
@@ -125,8 +125,8 @@ def _accidental_hits(positives: torch.Tensor, negatives: torch.Tensor):
 class _RankingLoss(nn.Module):
     def __init__(self, name: str):
         super().__init__()
-        if name not in RANKING_LOSSES:
-            raise ValueError(f"loss must be one of {RANKING_LOSSES}, got {name!r}")
+        if name not in IMPLICIT_LOSSES:
+            raise ValueError(f"loss must be one of {IMPLICIT_LOSSES}, got {name!r}")
         self.name = name
 
     def forward(self, scores: torch.Tensor, target=None, weight=None) -> torch.Tensor:
@@ -146,7 +146,7 @@ class _RankingLoss(nn.Module):
         return self.name
 
 
-def ranking_loss(name: str) -> nn.Module:
+def implicit_loss(name: str) -> nn.Module:
     """``loss(scores, target=None, weight=None)`` over :class:`CandidateScores` output:
     ``"bpr"`` or ``"softmax"`` (the weighted mean over rows when ``weight`` is given)."""
     return _RankingLoss(name)

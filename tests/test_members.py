@@ -3,8 +3,8 @@ import torch
 from torch import nn
 
 from tabembed.models import EntityEmbeddingMLP, loss_for_task, predictions_from_output
-from tabembed.models.ensemble import LinearEnsemble, MemberScaling
 from tabembed.models.heads import MemberMeanLoss
+from tabembed.models.members import LinearMembers, MemberScaling
 from tabembed.training.learner import Learner
 
 SIZES = [(9, 5), (17, 9), (3, 2)]
@@ -62,7 +62,7 @@ def _single_and_ensemble(k=4):
     missing, unexpected = ensemble.load_state_dict(state, strict=False)
     assert not unexpected and set(missing) == {"member_scaling.weight", "head.weight",
                                                "head.bias"}
-    ensemble.head = LinearEnsemble.from_linear(single.head, k)
+    ensemble.head = LinearMembers.from_linear(single.head, k)
     return single, ensemble
 
 
@@ -92,7 +92,7 @@ def test_random_sign_adapters_make_members_differ():
 
 
 def test_linear_ensemble_members_are_independent_linear_layers():
-    layer = LinearEnsemble(n_members=3, d_in=4, d_out=2)
+    layer = LinearMembers(n_members=3, d_in=4, d_out=2)
     x = torch.randn(5, 3, 4)
     for j in range(3):
         torch.testing.assert_close(layer(x)[:, j], x[:, j] @ layer.weight[j] + layer.bias[j])

@@ -7,8 +7,9 @@ import pickle
 import pytest
 import torch
 
-from tabembed.models import EntityEmbeddingMLP, folding
-from tabembed.models.folding import fold
+from tabembed.models import EntityEmbeddingMLP
+from tabembed.models import prediction_network as folding
+from tabembed.models.prediction_network import prediction_mlp
 
 SIZES = [(9, 5), (17, 9), (3, 2)]
 
@@ -57,7 +58,7 @@ def _unfolded(model, codes, continuous):
 def test_folded_network_equals_the_model(options):
     model = _model(**options)
     codes, continuous = _inputs(model)
-    assert fold(model) is not None
+    assert prediction_mlp(model) is not None
     with torch.no_grad():
         expected = _unfolded(model, codes, continuous)
         got = model(codes, continuous)             # eval, no gradients: the folded path
@@ -128,13 +129,13 @@ def test_the_fold_follows_weight_updates_and_is_not_pickled():
 
 def test_no_fold_for_members_or_huge_tables(monkeypatch):
     members = _model(n_members=3)
-    assert fold(members) is None
+    assert prediction_mlp(members) is None
     codes, continuous = _inputs(members)
     with torch.no_grad():
         assert members(codes, continuous).shape == (300, 3, 1)
     monkeypatch.setattr(folding, "MAX_TABLE_VALUES", 100)
     model = _model()
-    assert fold(model) is None
+    assert prediction_mlp(model) is None
     with torch.no_grad():
         torch.testing.assert_close(model(codes, continuous), _unfolded(model, codes, continuous))
 
@@ -160,7 +161,7 @@ def test_value_tables_equal_the_model_for_seen_and_unseen_values(options, tabled
                                        known + 0.1)
         continuous[7, j] = 1e3
     model.set_continuous_values(values)
-    folded = fold(model)
+    folded = prediction_mlp(model)
     assert folded.lookup is not None and folded.lookup.features == tabled
     _, _, missing = folded.lookup.locate(continuous)
     found = ~missing
@@ -185,7 +186,7 @@ def test_value_tables_are_left_out_when_they_would_be_too_big(monkeypatch):
     model.set_continuous_values([torch.arange(500.0), None, None, None])
     codes, continuous = _inputs(model)
     monkeypatch.setattr(folding, "MAX_TABLE_VALUES", 200 * 64)
-    folded = fold(model)
+    folded = prediction_mlp(model)
     assert folded is not None and folded.lookup is None
     with torch.no_grad():
         torch.testing.assert_close(model(codes, continuous), _unfolded(model, codes, continuous),
@@ -203,7 +204,7 @@ def test_bucket_lookup_finds_exactly_the_training_values():
     values = [irregular, torch.tensor([0.25]), torch.arange(17.0, 91.0) / 13.1,
               torch.tensor([0.0, 1e-9, 1e6])]     # last: 1e15 buckets needed
     model.set_continuous_values(values)
-    lookup = fold(model).lookup
+    lookup = prediction_mlp(model).lookup
     assert lookup.features == [0, 1, 2]
     for j, points in enumerate(values[:3]):
         n = len(points)
@@ -233,7 +234,7 @@ def test_bucket_tables_stop_at_their_total_budget(monkeypatch):
     model = _model(continuous_embedding="plr", frequency_init_scale=1.0)
     model.set_continuous_values([torch.arange(0.0, 100.0, 2.0)] * model.n_continuous)
     monkeypatch.setattr(folding, "MAX_TOTAL_BUCKETS", 250)     # 99 buckets an input
-    lookup = fold(model).lookup
+    lookup = prediction_mlp(model).lookup
     assert lookup.features == [0, 1] and lookup.dense == [2, 3]
     assert lookup.rows.numel() == 198
     codes, continuous = _inputs(model)

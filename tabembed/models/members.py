@@ -39,7 +39,7 @@ class MemberScaling(nn.Module):
         return x.unsqueeze(1) * self.weight
 
 
-class LinearEnsemble(nn.Module):
+class LinearMembers(nn.Module):
     """k independent linear layers on ``[n, k, d_in]`` -> ``[n, k, d_out]``."""
 
     def __init__(self, *, n_members: int, d_in: int, d_out: int):
@@ -50,7 +50,7 @@ class LinearEnsemble(nn.Module):
         nn.init.normal_(self.weight, 0.0, (2.0 / d_in) ** 0.5)
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, n_members: int) -> LinearEnsemble:
+    def from_linear(cls, linear: nn.Linear, n_members: int) -> LinearMembers:
         """k copies of one ``nn.Linear`` (all members start as that head)."""
         ensemble = cls(n_members=n_members, d_in=linear.in_features, d_out=linear.out_features)
         with torch.no_grad():

@@ -1,0 +1,553 @@
+"""The entity-embedding MLP's fit and prediction, shared by the classifier and the regressor.
+
+A fit builds a :class:`TabularData` (the fitted preprocessor and target
+encoding, and the rows: in memory from a DataFrame, or streamed from Parquet),
+then one routine, :meth:`MLPEstimator._train_new`, builds the network and
+trains it. The two data sources differ only in how the encoders are fitted and
+where the rows come from.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from numbers import Integral, Real
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.exceptions import DataConversionWarning
+from sklearn.model_selection import train_test_split
+from sklearn.utils.validation import check_is_fitted
+
+from tabembed import defaults
+from tabembed._validation import (
+    as_frame,
+    check_finite_predictions,
+    check_rows,
+    check_sample_weight,
+    frame_for_prediction,
+    has_feature_names,
+    require_target,
+)
+from tabembed.batches import EVALUATION_BATCH_SIZE, row_batches
+from tabembed.estimators.base import ABSENT, LOOP_CONSTRAINTS, TrainedEstimator, rollback_on_failure
+from tabembed.estimators.fit_data import MemoryRows, StreamRows, is_stream
+from tabembed.estimators.parameters import (
+    BOOLEAN,
+    COLUMN_NAMES,
+    FRACTION,
+    NON_NEGATIVE,
+    NONE,
+    POSITIVE_INT,
+    WIDTHS,
+    InstanceOf,
+    Interval,
+    Options,
+)
+from tabembed.metrics import task_metrics
+from tabembed.models import EntityEmbeddingMLP, MixupLoss, loss_for_task, predictions_from_output
+from tabembed.models.numeric_embeddings import PLR, PiecewiseLinear
+from tabembed.preprocessing import TabularPreprocessor
+from tabembed.targets import TargetTransformer
+from tabembed.training import distributed
+from tabembed.training.run import train
+from tabembed.training.schedules import Constant
+from tabembed.training.seeding import Seeds, isolated_random_state
+
+__all__ = ["MLP_CONSTRAINTS", "MLP_PARAMETERS_DOC", "MLPEstimator", "Predictions"]
+
+CONTINUOUS_ENCODINGS = ("auto", None, "piecewise_linear", "plr", "plr_lite")
+# Rows a prediction preprocesses at once: the whole frame's codes and inputs at once were
+# ~100 bytes a row of fresh memory in every call.
+PREDICTION_ROWS = 1 << 18
+
+MLP_PARAMETERS_DOC = """\
+cat_names, cont_names, date_names : list of str, optional
+    Column roles; inferred when ``None`` (see TabularPreprocessor).
+hidden : tuple of int
+    Hidden layer widths.
+dropout, embedding_dropout : float
+    Dropout after hidden layers and on the embeddings.
+min_frequency : int or float, optional
+    Rare categories fold into the unknown token.
+continuous_scaling : {"standard", "quantile", None}
+    How continuous columns are scaled (see TabularPreprocessor).
+continuous_encoding : {"auto", "plr", "plr_lite", "piecewise_linear", None}, PLR or \
+PiecewiseLinear
+    How continuous columns enter the network. ``PLR(n_frequencies=32,
+    d_embedding=24, frequency_init_scale="auto")`` (``"plr"``): periodic
+    embeddings, then a linear layer and a ReLU per column (Gorishniy et al.,
+    2022); ``frequency_init_scale`` is the one sensitive knob ("auto": 1 below
+    10,000 training rows, 3 from there; search ``[1, 3, 10]`` when a fit is
+    cheap). ``"plr_lite"``: ``PLR(lite=True)``, one linear layer shared by all
+    columns. ``PiecewiseLinear(n_bins=48)`` (``"piecewise_linear"``): each
+    column over quantile bins. None: the scaled numbers through batch norm.
+    ``"auto"`` is ``"plr"`` (:mod:`tabembed.defaults` says why).
+n_members : int
+    k > 1 trains k members in one network (TabM-mini: shared embeddings and
+    body, a scaling adapter and a head per member) and predicts the mean of
+    their outputs.
+swap_noise : float
+    Training only: each cell is replaced, with this probability, by the same
+    column's value in another row of the batch.
+mixup_alpha : float
+    Training only: mixup of the encoded inputs with ``Beta(alpha, alpha)``
+    weights (0: off).
+warm_start : bool
+    Further ``fit`` calls continue training the fitted network."""
+
+MLP_CONSTRAINTS = {
+    **LOOP_CONSTRAINTS,
+    "cat_names": [COLUMN_NAMES, NONE], "cont_names": [COLUMN_NAMES, NONE],
+    "date_names": [COLUMN_NAMES, NONE],
+    "hidden": [WIDTHS],
+    "dropout": [FRACTION], "embedding_dropout": [FRACTION],
+    "min_frequency": [Interval(Integral, 0, None), Interval(Real, 0, 1, closed="neither"),
+                      NONE],
+    "continuous_scaling": [Options(("standard", "quantile", None))],
+    "continuous_encoding": [Options(CONTINUOUS_ENCODINGS),
+                            InstanceOf((PLR, PiecewiseLinear), "a PLR or PiecewiseLinear")],
+    "n_members": [POSITIVE_INT],
+    "swap_noise": [FRACTION], "mixup_alpha": [NON_NEGATIVE], "label_smoothing": [FRACTION],
+    "warm_start": [BOOLEAN],
+}
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """The network's output as predictions of ``task`` (the Learner's output activation).
+
+    Probabilities are clamped to [1e-12, 1 - 1e-12]: a saturated sigmoid or
+    softmax would otherwise give exactly 0 or 1 and infinite log losses.
+    """
+
+    task: str
+
+    def __call__(self, output: torch.Tensor) -> torch.Tensor:
+        predictions = predictions_from_output(output.double(), self.task)
+        if self.task == "regression":
+            return predictions
+        return predictions.clamp(1e-12, 1 - 1e-12)
+
+
+@dataclass
+class TabularData:
+    """What an MLP fit trains on: the fitted encoders and the rows, from any source."""
+
+    preprocessor: TabularPreprocessor
+    target: TargetTransformer
+    rows: MemoryRows | StreamRows
+    bounds: tuple[float, float] | None      # the regression targets' range (y_range="auto")
+    feature_names: np.ndarray | None        # None when X did not name its columns
+    n_features: int
+
+
+class MLPEstimator(TrainedEstimator):
+    """The fit and prediction of :class:`EmbeddingMLPClassifier` and
+    :class:`EmbeddingMLPRegressor` (which hold the parameters)."""
+
+    _parameter_constraints: ClassVar[dict] = MLP_CONSTRAINTS
+    _model_classes: ClassVar[tuple] = (EntityEmbeddingMLP,)
+    _docstring_parts: ClassVar[dict] = {"mlp_parameters": MLP_PARAMETERS_DOC}
+
+    def _target_transformer(self) -> TargetTransformer:
+        raise NotImplementedError
+
+    def _class_factors(self, y_values, target):
+        """Per-row factors of ``class_weight`` (the classifier's), or None."""
+        return None
+
+    def _y_range(self, target, bounds):
+        return None
+
+    # ------------------------------------------------------------ fitting
+
+    def fit(self, X, y, sample_weight=None, *, eval_set=None):
+        """Fit the preprocessor, the target encoding and the network on ``(X, y)``.
+
+        Parameters
+        ----------
+        X : DataFrame, pyarrow Table, 2-D array, or Parquet to stream
+            A Parquet file, folder, URI, list of files or
+            ``pyarrow.dataset.Dataset`` is read in record batches, never whole:
+            ``fit("data/", y="target")``.
+        y : array-like, or str with Parquet
+            The target; with Parquet, the name of its column.
+        sample_weight : array-like of shape (n_samples,), optional
+            Per-row weights of the training loss and of the validation loss and metrics.
+        eval_set : (X_val, y_val) or (X_val, y_val, sample_weight_val), optional
+            Validation data scored after every epoch (loss and metrics in
+            ``history_``), and the data early stopping watches instead of a
+            random ``validation_fraction`` of ``X``.
+        """
+        return self._fit(X, y, sample_weight=sample_weight, eval_set=eval_set)
+
+    def _partial_fit(self, X, y, classes=None, sample_weight=None):
+        """One epoch on ``(X, y)``: the first call fits the encoders (on ``classes`` if
+        given, else on this batch's labels); later calls continue at a tenth of the
+        first call's learning rate."""
+        return self._fit(X, y, classes=classes, sample_weight=sample_weight, incremental=True)
+
+    def _fit(self, X, y, *, sample_weight=None, eval_set=None, classes=None,
+             incremental=False):
+        seed = self._begin_fit()
+        if (incremental or self.warm_start) and hasattr(self, "learner_") and not is_stream(X):
+            return self._continue(X, y, seed, sample_weight=sample_weight, eval_set=eval_set,
+                                  incremental=incremental)
+        seeds = Seeds.from_seed(seed)
+        if is_stream(X):
+            if sample_weight is not None or eval_set is not None or incremental \
+                    or self.warm_start:
+                raise ValueError("sample_weight, eval_set, partial_fit and warm_start need a "
+                                 "DataFrame; a Parquet stream takes the target column's "
+                                 "name only")
+            data = self._stream_data(X, y, seeds)
+        else:
+            data = self._frame_data(X, y, seeds, sample_weight=sample_weight,
+                                    eval_set=eval_set, classes=classes)
+        config = self._training_config(
+            seed, {"batch_size": defaults.auto_batch_size(data.rows.n_train_rows)})
+        if incremental:
+            config = config.replace(epochs=1)
+        self._adopt(self._train_new(data, config))
+        return self
+
+    def _frame_data(self, X, y, seeds: Seeds, *, sample_weight, eval_set, classes
+                    ) -> TabularData:
+        """Encoders fitted on a DataFrame (or array, or Arrow table) and its rows in memory."""
+        frame = as_frame(X)
+        check_rows(frame, minimum=2)
+        y_values = self._check_target(y, len(frame))
+        preprocessor = self._preprocessor().fit(frame)
+        # partial_fit may name every class up front, before a batch shows them all.
+        target = self._target_transformer().fit(
+            y_values if classes is None else np.asarray(classes))
+        weights = self._row_weights(sample_weight, y_values, target, len(frame))
+        tensors = _tensors(preprocessor, target, frame, y_values)
+        if eval_set is not None:
+            rows = MemoryRows(tensors, np.arange(len(frame)), weights=weights,
+                              valid=self._eval_data(eval_set, preprocessor, target))
+        else:
+            train_rows, valid_rows = self._split(len(frame), y_values, target.task_,
+                                                 seeds.split)
+            rows = MemoryRows(tensors, train_rows, valid_rows, weights=weights)
+        bounds = _bounds(y_values) if target.task_ == "regression" else None
+        names = preprocessor.feature_names_in_ if has_feature_names(X) else None
+        return TabularData(preprocessor, target, rows, bounds, names, frame.shape[1])
+
+    def _stream_data(self, source, y, seeds: Seeds) -> TabularData:
+        """Encoders fitted by streaming Parquet (on rank 0, then shared) and its row groups.
+
+        The validation rows (``early_stopping``) are held out by a hash of their
+        position; each process reads its own row groups.
+        """
+        from tabembed.streaming import (
+            RowGroups,
+            TableTransform,
+            ValidationSplit,
+            column_bounds,
+            fit_preprocessor,
+            fit_target,
+            open_dataset,
+        )
+
+        if not isinstance(y, str):
+            raise TypeError(f"to fit from {type(source).__name__} data, name its target column: "
+                            f"fit(source, y='column'); got y of type {type(y).__name__}")
+        fitted = None
+        if distributed.is_main_process():
+            preprocessor = fit_preprocessor(source, self._preprocessor(), exclude=[y])
+            template = self._target_transformer()
+            target = fit_target(source, y, task=template.task, scale=template.scale)
+            fitted = (preprocessor.to_dict(), target.to_dict(), column_bounds(source, y)
+                      if target.task_ == "regression" else None)
+        preprocessor_state, target_state, bounds = distributed.broadcast_object(fitted)
+        preprocessor = TabularPreprocessor.from_dict(preprocessor_state)
+        target = TargetTransformer.from_dict(target_state)
+        split = ValidationSplit(self.validation_fraction, seed=seeds.split) \
+            if self.early_stopping else None
+        rows = StreamRows(RowGroups(open_dataset(source)), TableTransform(preprocessor, y, target),
+                          split)
+        names = preprocessor.feature_names_in_
+        return TabularData(preprocessor, target, rows, bounds, names, len(names))
+
+    def _train_new(self, data: TabularData, config) -> dict:
+        """A fresh network trained on ``data``: the fitted attributes it gives."""
+        train_data, valid = data.rows.sources(config.batch_size, seed=config.seeds.shuffle)
+        model_kwargs = self._model_kwargs(data.preprocessor, data.target,
+                                          data.rows.n_train_rows, data.bounds)
+        task = data.target.task_
+        with isolated_random_state():
+            torch.manual_seed(config.seeds.init)
+            model = EntityEmbeddingMLP(**model_kwargs)
+            result = train(config, model, self._loss(task, model), train_data, valid,
+                           output_activation=Predictions(task), metrics=_metrics(data.target))
+        fitted = {
+            "preprocessor_": data.preprocessor, "target_transformer_": data.target,
+            "model_": model, "model_kwargs_": model_kwargs,
+            "n_features_in_": data.n_features, "n_train_rows_": data.rows.n_train_rows,
+            "feature_names_in_": data.feature_names if data.feature_names is not None
+            else ABSENT,
+            **self._result_state(config, result),
+        }
+        if task != "regression" and hasattr(self, "predict_proba"):
+            fitted["classes_"] = data.target.classes_
+        return fitted
+
+    def _continue(self, X, y, seed: int, *, sample_weight, eval_set, incremental: bool):
+        """Train the fitted network on more data with the fitted encoders.
+
+        ``warm_start``: ``epochs`` more epochs as the parameters say.
+        ``incremental``: one epoch at a tenth of the last fit's rate, constant.
+        """
+        frame = frame_for_prediction(self, X)
+        y_values = self._check_target(y, len(frame))
+        target = self.target_transformer_
+        weights = self._row_weights(sample_weight, y_values, target, len(frame))
+        tensors = _tensors(self.preprocessor_, target, frame, y_values)
+        if incremental:
+            lr = self.lr_
+            lr = tuple(r / 10 for r in lr) if isinstance(lr, tuple | list) else lr / 10
+            config = self.training_config_.replace(epochs=1, lr=lr, lr_finder=None,
+                                                   schedule=Constant())
+        else:
+            config = self._training_config(seed, {"batch_size": self.training_config_.batch_size})
+        train_data = row_batches(tensors, np.arange(len(frame)), weights,
+                                 batch_size=config.batch_size, shuffle=True)
+        learner = self.learner_
+        with rollback_on_failure(learner), isolated_random_state():
+            if eval_set is not None:
+                learner.valid_data = self._eval_data(eval_set, self.preprocessor_, target)
+            result = train(config, self.model_, self._loss(self.task_, self.model_),
+                           train_data, learner=learner)
+        self._adopt({"n_train_rows_": len(frame), **self._result_state(config, result)})
+        return self
+
+    def _preprocessor(self) -> TabularPreprocessor:
+        return TabularPreprocessor(
+            self.cat_names, self.cont_names, self.date_names, min_frequency=self.min_frequency,
+            continuous_scaling=self.continuous_scaling)
+
+    def _row_weights(self, sample_weight, y_values, target, n_rows: int):
+        """Per-row weights from ``sample_weight`` (and the classifier's ``class_weight``);
+        None when every row weighs the same, which changes nothing."""
+        weights = None if sample_weight is None else check_sample_weight(sample_weight, n_rows)
+        factors = self._class_factors(y_values, target)
+        if factors is not None:
+            weights = factors if weights is None else weights * factors
+        if weights is None or np.all(weights == weights[0]):
+            return None
+        return weights
+
+    def _eval_data(self, eval_set, preprocessor, target):
+        """Validation batches from ``(X_val, y_val[, sample_weight_val])``."""
+        if isinstance(eval_set, list) and len(eval_set) == 1:
+            eval_set = eval_set[0]     # LightGBM's form: a list of one (X, y) pair
+        if not (isinstance(eval_set, tuple | list) and len(eval_set) in (2, 3)):
+            raise ValueError("eval_set must be (X_val, y_val) or (X_val, y_val, "
+                             f"sample_weight_val), got {type(eval_set).__name__}")
+        X_val, y_val, *weight = eval_set
+        frame = as_frame(X_val, preprocessor.feature_names_in_)
+        check_rows(frame)
+        y_values = self._check_target(y_val, len(frame))
+        weights = check_sample_weight(weight[0], len(frame)) if weight else None
+        tensors = _tensors(preprocessor, target, frame, y_values)
+        return row_batches(tensors, np.arange(len(frame)), weights,
+                           batch_size=EVALUATION_BATCH_SIZE)
+
+    def _check_target(self, y, n_rows: int) -> np.ndarray:
+        require_target(self, y)
+        if not isinstance(y, pd.DataFrame | pd.Series | list | np.ndarray):
+            y = np.asarray(y)
+        if isinstance(y, pd.DataFrame) and y.shape[1] == 1:
+            y = y.iloc[:, 0]
+        values = y if isinstance(y, pd.DataFrame) else np.asarray(y)
+        if len(values) != n_rows:
+            raise ValueError(f"X has {n_rows} rows but y has {len(values)}; they must match")
+        if not isinstance(values, pd.DataFrame) and values.ndim == 2 and values.shape[1] == 1:
+            warnings.warn("A column-vector y was passed when a 1d array was expected; it is "
+                          "flattened to (n_samples,)", DataConversionWarning, stacklevel=4)
+            values = values.ravel()
+        return values
+
+    def _split(self, n_rows: int, y_values, task: str, seed: int):
+        rows = np.arange(n_rows)
+        if not self.early_stopping:
+            return rows, None
+        stratify = y_values if task in ("binary", "multiclass") else None
+        try:
+            train_rows, valid_rows = train_test_split(
+                rows, test_size=self.validation_fraction, random_state=seed, stratify=stratify)
+        except ValueError:   # a class too rare to stratify
+            train_rows, valid_rows = train_test_split(
+                rows, test_size=self.validation_fraction, random_state=seed)
+        return np.sort(train_rows), np.sort(valid_rows)
+
+    @property
+    def task_(self) -> str:
+        return self.target_transformer_.task_
+
+    def _loss(self, task: str, model: EntityEmbeddingMLP):
+        """The task's loss (with label smoothing), mixed as the model mixes its inputs."""
+        loss = loss_for_task(task, label_smoothing=self.label_smoothing)
+        return MixupLoss(loss, model.mixup) if self.mixup_alpha else loss
+
+    def _encoding(self) -> PLR | PiecewiseLinear | None:
+        """``continuous_encoding`` as an object (names resolved)."""
+        encoding = self.continuous_encoding
+        if isinstance(encoding, PLR | PiecewiseLinear) or encoding is None:
+            return encoding
+        if encoding == "auto":
+            encoding = defaults.CONTINUOUS_ENCODING
+        return {"plr": PLR(), "plr_lite": PLR(lite=True),
+                "piecewise_linear": PiecewiseLinear()}[encoding]
+
+    def _model_kwargs(self, preprocessor, target, n_train_rows: int, bounds) -> dict:
+        encoding = self._encoding()
+        numeric = {}
+        if isinstance(encoding, PiecewiseLinear) and preprocessor.cont_columns_:
+            numeric = {"continuous_bins": preprocessor.bin_edges(encoding.n_bins)}
+        elif isinstance(encoding, PLR):
+            scale = encoding.frequency_init_scale
+            if scale == "auto":
+                scale = defaults.frequency_init_scale(n_train_rows)
+            numeric = {"continuous_embedding": "plr_lite" if encoding.lite else "plr",
+                       "d_embedding": encoding.d_embedding,
+                       "n_frequencies": encoding.n_frequencies, "frequency_init_scale": scale}
+        return dict(
+            **numeric,
+            embedding_sizes=list(preprocessor.embedding_sizes_.values()),
+            n_continuous=len(preprocessor.cont_columns_),
+            d_out=target.n_outputs_, task=target.task_,
+            hidden=tuple(self.hidden), dropout=self.dropout,
+            embedding_dropout=self.embedding_dropout, y_range=self._y_range(target, bounds),
+            n_members=self.n_members, swap_noise=self.swap_noise, mixup_alpha=self.mixup_alpha,
+        )
+
+    # ------------------------------------------------------------ saving and loading
+
+    def _extra_state(self, meta: dict, tensors: dict) -> None:
+        meta["preprocessor"] = self.preprocessor_.to_dict()
+        meta["target"] = self.target_transformer_.to_dict()
+
+    def _restore_extra(self, meta: dict, tensors: dict, *, snapshots, device) -> None:
+        from tabembed import persistence
+
+        preprocessor = TabularPreprocessor.from_dict(meta["preprocessor"])
+        target = TargetTransformer.from_dict(meta["target"])
+        kwargs, task = self.model_kwargs_, target.task_
+        # The file's parts must agree, or predict would index past a table.
+        preprocessor.check_model_inputs([n for n, _ in kwargs["embedding_sizes"]],
+                                        kwargs["n_continuous"])
+        if (kwargs.get("task"), kwargs.get("d_out")) != (task, target.n_outputs_):
+            raise persistence.DamagedFileError("the network's output does not fit the target")
+        self._adopt({
+            "preprocessor_": preprocessor, "target_transformer_": target,
+            "learner_": self._inference_learner(loss_for_task(task),
+                                                output_activation=Predictions(task),
+                                                snapshots=snapshots, device=device),
+        })
+        if task != "regression" and hasattr(self, "predict_proba"):
+            self.classes_ = target.classes_
+
+    def _default_batch_size(self) -> int:
+        return defaults.auto_batch_size(self.n_train_rows_ or 0)
+
+    # ------------------------------------------------------------ predicting
+
+    def _predict_raw(self, X) -> np.ndarray:
+        check_is_fitted(self, "learner_")
+        frame = frame_for_prediction(self, X)
+        learner = self._prediction_learner()
+        # In slices (bounded fresh memory), column-major as the preprocessor fills them:
+        # the network reads either layout, and a copy into row-major costs time.
+        parts = []
+        for start in range(0, len(frame), PREDICTION_ROWS):
+            part = frame if len(frame) <= PREDICTION_ROWS else \
+                frame.iloc[start:start + PREDICTION_ROWS]
+            try:
+                tensors = self.preprocessor_.to_tensors(part, order="F")
+            except ValueError:
+                if part is not frame:
+                    self.preprocessor_.to_tensors(frame)    # the error, with the frame's rows
+                raise
+            parts.append(learner.predict(tensors).numpy())
+        outputs = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return check_finite_predictions(outputs, lambda row: self.preprocessor_.describe_extreme(
+            self.preprocessor_.to_tensors(frame.iloc[[row]])[1].numpy(), 0))
+
+    def _prediction_learner(self):
+        """The learner, its network given the few-valued continuous inputs' training values
+        (once; they make predictions cheaper, never different)."""
+        model = self.learner_.model
+        if getattr(model, "continuous_values", ()) is None:
+            model.set_continuous_values(self.preprocessor_.continuous_values())
+        return self.learner_
+
+    def predict_to_parquet(self, source, destination, *, keep_columns=(), progress=None):
+        """Predict every row of a Parquet dataset into a Parquet file, in bounded memory.
+
+        Parameters
+        ----------
+        source : path, folder, URI, list of paths or pyarrow.dataset.Dataset
+        destination : path
+            The file written (atomically). Under torchrun, a folder where each
+            process writes ``part-<rank>-of-<world_size>.parquet``.
+        keep_columns : sequence of str
+            Input columns copied beside the predictions (ids, the target).
+        progress : bool, optional
+            A progress bar of rows (default: in terminals and notebooks, rank 0).
+
+        Returns
+        -------
+        Path
+            The file this process wrote. Columns: ``prediction`` (the label or
+            value), and for classifiers ``probability_<class>`` per class.
+        """
+        from tabembed.streaming import predict_to_parquet
+
+        check_is_fitted(self, "learner_")
+        learner = self._prediction_learner()
+
+        def predict_batch(codes, continuous):
+            values = check_finite_predictions(learner.predict((codes, continuous)).numpy())
+            return self._prediction_columns(values)
+
+        shard = distributed.is_distributed()
+        return predict_to_parquet(source, destination, predict_batch, self.preprocessor_,
+                                  keep_columns=keep_columns,
+                                  rank=distributed.get_rank() if shard else None,
+                                  world_size=distributed.get_world_size() if shard else None,
+                                  progress=progress, order="F")
+
+    def _prediction_columns(self, outputs: np.ndarray) -> dict:
+        raise NotImplementedError
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        tags.input_tags.string = True
+        tags.input_tags.categorical = True
+        tags.non_deterministic = False
+        return tags
+
+
+def _tensors(preprocessor, target, frame, y_values) -> tuple[torch.Tensor, ...]:
+    codes, continuous = preprocessor.to_tensors(frame)
+    encoded = target.transform(y_values)
+    dtype = torch.int64 if target.task_ == "multiclass" else torch.float32
+    return codes, continuous, torch.as_tensor(encoded, dtype=dtype)
+
+
+def _bounds(values) -> tuple[float, float]:
+    """The smallest and largest regression target (``y_range="auto"``)."""
+    values = np.asarray(values, dtype=np.float64)
+    return float(values.min()), float(values.max())
+
+
+def _metrics(target: TargetTransformer) -> dict:
+    """The per-epoch validation metrics of the target's task, in its own units."""
+    decode = target.inverse_transform if target.task_ == "regression" else None
+    return task_metrics(target.task_, Predictions(target.task_), decode)

@@ -1,0 +1,297 @@
+"""EmbeddingRecommender: rating prediction, top-k lists and similar items from ratings."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+import torch
+from sklearn.base import RegressorMixin
+
+from tabembed import defaults, persistence
+from tabembed._validation import as_frame, check_rows, check_sample_weight, require_target
+from tabembed.batches import EVALUATION_BATCH_SIZE, row_batches
+from tabembed.estimators.fit_data import is_stream
+from tabembed.estimators.parameters import (
+    Options,
+    Satisfies,
+    accepts_retired_parameters,
+    store_parameters,
+)
+from tabembed.metrics import task_metrics
+from tabembed.models import loss_for_task
+from tabembed.recommenders import hybrid
+from tabembed.recommenders.base import (
+    RECOMMENDER_CONSTRAINTS,
+    EmbeddingPenalty,
+    Recommender,
+    flatten,
+)
+from tabembed.recommenders.implicit import ImplicitRecommender
+from tabembed.recommenders.interaction_data import (
+    Interactions,
+    check_ratings,
+    encode,
+    frame_holdout,
+    scan_frame,
+    scan_parquet,
+)
+from tabembed.training.run import train
+from tabembed.training.seeding import isolated_random_state
+
+__all__ = ["EmbeddingRecommender"]
+
+_D = defaults.RECOMMENDER_DEFAULTS
+
+
+def _pair(value) -> bool:
+    return (isinstance(value, list | tuple) and len(value) == 2
+            and all(isinstance(v, int | float | np.number) for v in value)
+            and value[0] < value[1])
+
+
+@persistence.persistable
+class EmbeddingRecommender(RegressorMixin, Recommender):
+    """Collaborative filtering with entity embeddings (dot-bias or neural CF) from ratings.
+
+    ``fit(X, y)`` takes a user column, an item column and optional side-feature
+    columns (see ``user_features``), and the ratings; or Parquet to stream
+    (``fit("ratings/", y="rating")``). ``predict`` returns ratings; unknown
+    users or items get the prior (the global mean plus the known side's bias).
+
+    Parameters
+    ----------
+    %(recommender_parameters)s
+        ``"auto"`` here: in ``recommend`` 25 and 20 for ``ranking="rating"``
+        (the support a tenth of the most-rated item's count, if smaller), none
+        for the hybrid.
+    y_range : (low, high), "auto" or None
+        ``"auto"``: from a quarter of the rating span below the minimum to an
+        eighth above the maximum ((0, 5.5) for 1-5 stars, as fastai).
+    ranking : {"hybrid", "rating"} or "auto"
+        What :meth:`recommend` ranks by. ``"rating"``: the predicted rating
+        (with ``ranking_shrinkage`` and ``min_support``). ``"hybrid"``: ``fit``
+        also trains an :class:`ImplicitRecommender` (sampled softmax) on the
+        same (user, item) rows, which learns *which* items a user rates, and
+        items are ranked by its score plus the predicted rating
+        (:mod:`tabembed.recommenders.hybrid`); ``similar_items`` uses its item
+        vectors. ``predict`` is the same either way. ``"auto"``: ``"hybrid"``.
+    %(loop_parameters)s
+        ``batch_size="auto"``, ``weight_decay="auto"`` and ``embedding_l2="auto"``
+        are the values measured best per model (``tabembed.defaults.RECOMMENDER_AUTO``).
+
+    Attributes
+    ----------
+    user_embeddings_, item_embeddings_ : DataFrame
+        Learned factors indexed by the original ids.
+    ranker_ : ImplicitRecommender or None
+        The hybrid ranking's implicit model (None with ``ranking="rating"``).
+    user_features_, item_features_, context_features_ : list
+        The side columns' roles.
+    bag_columns_ : list
+        The multi-valued side-feature columns; ``bag_vocabulary_`` their values.
+    scorer_ : GridScorer
+        Scores every item for users by predicted rating.
+    """
+
+    _parameter_constraints: ClassVar[dict] = {
+        **RECOMMENDER_CONSTRAINTS,
+        "y_range": [Options(("auto", None)), Satisfies(_pair, "a (low, high) pair")],
+        "ranking": [Options(("auto", "hybrid", "rating"))],
+    }
+
+    @accepts_retired_parameters
+    def __init__(
+        self,
+        *,
+        user_column="user",
+        item_column="item",
+        model="dot",
+        n_factors=defaults.FACTORS,
+        hidden=defaults.NEURAL_HIDDEN,
+        dropout=defaults.NEURAL_DROPOUT,
+        y_range="auto",
+        epochs=_D.epochs,
+        batch_size=_D.batch_size,
+        lr=_D.lr,
+        schedule=_D.schedule,
+        averaging=_D.averaging,
+        weight_decay=_D.weight_decay,
+        embedding_l2="auto",
+        multi_valued="auto",
+        user_features=None,
+        item_features=None,
+        ranking="auto",
+        ranking_shrinkage="auto",
+        min_support="auto",
+        early_stopping=False,
+        validation_fraction=_D.validation_fraction,
+        patience=_D.patience,
+        device="auto",
+        random_state=None,
+        verbose=0,
+    ):
+        store_parameters(self, locals())
+
+    def _auto_values(self) -> dict:
+        return defaults.RECOMMENDER_AUTO[self.model]
+
+    def _ranking(self) -> str:
+        return defaults.RANKING if self.ranking == "auto" else self.ranking
+
+    def _ranking_auto(self) -> tuple[float, int]:
+        return defaults.RANKING_AUTO[self._ranking()]
+
+    # ------------------------------------------------------------ fitting
+
+    def fit(self, X, y, sample_weight=None, *, eval_set=None):
+        """Learn user, item and side-feature embeddings from ratings ``y``.
+
+        Parameters
+        ----------
+        X : DataFrame, or Parquet to stream
+            The user and item columns, and optional side-feature columns. Or a
+            Parquet file, folder, URI, list of files or ``pyarrow.dataset.Dataset``
+            holding them and the ratings, streamed in bounded memory: one pass
+            (a row group at a time) fits the vocabularies, the side features'
+            roles and tables, the bags and the rating range; training streams
+            row groups (each process its own under torchrun), and
+            ``early_stopping`` holds rows out by a hash of their position.
+            Memory grows with users and items, and with the rows by 8 bytes
+            each (their (user, item) pair, which ``recommend(exclude_seen=True)``
+            and the hybrid ranking's popularity-sampled negatives need).
+        y : array-like, or str with Parquet
+            Ratings; with Parquet, the name of the rating column.
+        sample_weight : array-like of shape (n_samples,), optional
+            Per-rating weights of the training loss and validation scores.
+        eval_set : (X_val, y_val) or (X_val, y_val, sample_weight_val), optional
+            Ratings scored after every epoch (loss, RMSE and MAE in ``history_``),
+            and watched by early stopping instead of a random ``validation_fraction``.
+        """
+        seed = self._begin_fit()
+        config = self._training_config(seed, self._auto_values())
+        seeds = config.seeds
+        held = None
+        if is_stream(X):
+            if not isinstance(y, str):
+                raise TypeError(f"to fit from {type(X).__name__} data, name its rating "
+                                f"column: fit(source, y='rating'); got y of type "
+                                f"{type(y).__name__}")
+            if sample_weight is not None or eval_set is not None:
+                raise ValueError("sample_weight and eval_set need a DataFrame; a Parquet "
+                                 "stream takes the rating column's name only (use "
+                                 "early_stopping=True to hold rows out of the stream)")
+            if config.early_stopping:
+                from tabembed.streaming import ValidationSplit
+
+                held = ValidationSplit(config.validation_fraction, seed=seeds.split)
+            data = scan_parquet(X, user_column=self.user_column, item_column=self.item_column,
+                                target=y, multi_valued=self.multi_valued, split=held,
+                                **self._roles())
+            valid = None
+        else:
+            require_target(self, y)
+            frame = self._frame(X)
+            ratings = check_ratings(self._one_column(y, len(frame)), "y")
+            weights = None if sample_weight is None else check_sample_weight(sample_weight,
+                                                                             len(frame))
+            if weights is not None and np.all(weights == weights[0]):
+                weights = None      # equal weights change nothing
+            if eval_set is None and config.early_stopping:
+                held = frame_holdout(len(frame), config.validation_fraction, seeds.split)
+            data = scan_frame(frame, user_column=self.user_column, item_column=self.item_column,
+                              multi_valued=self.multi_valued, ratings=ratings,
+                              weights=weights, held=held, **self._roles())
+            valid = None if eval_set is None else self._eval_data(eval_set, data)
+        rows = data.rows(held, with_ratings=True, valid=valid)
+        fitted = {**self._data_state(data), **self._train_rating_model(data, rows, config)}
+        fitted["ranker_"] = None
+        if self._ranking() == "hybrid":
+            fitted["ranker_"] = hybrid.fit_ranker(
+                data, user_column=self.user_column, item_column=self.item_column,
+                device=self.device, seed=seeds.split + 1, verbose=self.verbose)
+        self._adopt(fitted)
+        return self
+
+    def _train_rating_model(self, data: Interactions, rows, config) -> dict:
+        """A fresh rating model trained on ``rows``: the fitted attributes it gives."""
+        train_data, valid = rows.sources(config.batch_size, seed=config.seeds.shuffle,
+                                         valid_batch_size=EVALUATION_BATCH_SIZE)
+        model_kwargs = self._model_kwargs(data, data.rating_mean,
+                                          self._y_range(data.rating_range))
+        strength = self._strength()
+        with isolated_random_state():
+            torch.manual_seed(config.seeds.init)
+            model = self._new_model(model_kwargs, config.device)
+            result = train(config, model, loss_for_task("regression"), train_data, valid,
+                           output_activation=flatten, metrics=task_metrics("regression", flatten),
+                           penalty=EmbeddingPenalty(strength) if strength else None)
+        return {"model_": model, "model_kwargs_": model_kwargs,
+                "n_train_rows_": rows.n_train_rows, **self._result_state(config, result)}
+
+    def _eval_data(self, eval_set, data: Interactions):
+        """Validation batches from ``(X_val, y_val[, sample_weight_val])``."""
+        if isinstance(eval_set, list) and len(eval_set) == 1:
+            eval_set = eval_set[0]
+        if not (isinstance(eval_set, tuple | list) and len(eval_set) in (2, 3)):
+            raise ValueError("eval_set must be (X_val, y_val) or (X_val, y_val, "
+                             f"sample_weight_val), got {type(eval_set).__name__}")
+        X_val, y_val, *weight = eval_set
+        frame = data.bags.canonical(as_frame(X_val))
+        check_rows(frame)
+        ratings = check_ratings(self._one_column(y_val, len(frame)), "y_val")
+        weights = check_sample_weight(weight[0], len(frame)) if weight else None
+        codes, continuous = encode(data.preprocessor, data.bags, frame)
+        tensors = (codes, continuous, torch.tensor(ratings, dtype=torch.float32))
+        return row_batches(tensors, np.arange(len(frame)), weights)
+
+    def _y_range(self, rating_range):
+        if self.y_range is None:
+            return None
+        if isinstance(self.y_range, str):
+            low, high = rating_range
+            span = (high - low) or 1.0
+            return low - span / 4, high + span / 8
+        return tuple(self.y_range)
+
+    # ------------------------------------------------------------ predicting
+
+    def predict(self, X) -> np.ndarray:
+        """Predicted ratings; unknown users or items get the prior (global and known biases)."""
+        return self._predict_values(X)
+
+    def _scores(self, user_codes: np.ndarray) -> np.ndarray:
+        """The predicted rating, each item's bias shrunk by its support (and, with the
+        hybrid ranking, the ranker's score added)."""
+        scores = self.scorer_.scores(user_codes, self._ranking_weights()[0])
+        if self.ranker_ is not None:
+            scores = hybrid.combine(scores, self.ranker_, user_codes)
+        return scores
+
+    def _fold_in_scores(self, positions: np.ndarray, ratings) -> np.ndarray:
+        scores = self._fold_in(self.scorer_, positions, ratings, implicit=False,
+                               strength=self._strength(), keep=self._ranking_weights()[0])
+        if self.ranker_ is not None:
+            scores = hybrid.ranker_fold_in_scores(self.ranker_, positions) + \
+                defaults.RANKING_RATING_WEIGHT * scores
+        return scores
+
+    def _similarity_scorer(self):
+        return self.ranker_.scorer_ if self.ranker_ is not None else self.scorer_
+
+    # ------------------------------------------------------------ saving and loading
+
+    def _extra_state(self, meta: dict, tensors: dict) -> None:
+        super()._extra_state(meta, tensors)
+        if self.ranker_ is not None:
+            meta["ranker"], ranker_tensors = self.ranker_.to_state()
+            tensors.update({f"ranker.{k}": v for k, v in ranker_tensors.items()})
+
+    def _restore_extra(self, meta: dict, tensors: dict, *, snapshots, device) -> None:
+        super()._restore_extra(meta, tensors, snapshots=snapshots, device=device)
+        self.ranker_ = None
+        if "ranker" in meta:
+            self.ranker_ = ImplicitRecommender.from_state(
+                meta["ranker"], {k[len("ranker."):]: v for k, v in tensors.items()
+                                 if k.startswith("ranker.")}, device=device)
+

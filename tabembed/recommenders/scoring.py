@@ -1,0 +1,177 @@
+"""Scoring every item for many users at once, and picking each user's top k.
+
+- :func:`grid_tables`: every known user's and every item's encoded row, each
+  holding its own side's columns only (user features for users, item features
+  for items), so a users x items grid needs no context columns.
+- :class:`GridScorer`: one fitted model's scores ``[users, items]`` in chunks
+  (one matrix product for dot-bias), averaged over an ensemble's snapshots,
+  with each item's bias shrunk by its support when asked.
+- :func:`ranking_weights`: that shrinkage and the minimum support.
+- :func:`seen_matrix` and :func:`top_k_items`: each user's training items
+  excluded through a sparse matrix, never densified.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+
+from tabembed.models import DotBias
+from tabembed.models.layers import output_range_
+from tabembed.ranking_metrics import CHUNK_SCORES, top_k
+from tabembed.recommenders.bags import BagEncoder
+from tabembed.recommenders.interaction_data import encode
+from tabembed.recommenders.side_features import SideFeatures
+
+__all__ = ["GridScorer", "grid_tables", "ranking_weights", "seen_matrix", "side_masks",
+           "top_k_items"]
+
+# Rows per forward pass when a neural model scores users x items (its MLP sees each pair).
+NEURAL_GRID_ROWS = 2**18
+
+
+def side_masks(preprocessor, bags: BagEncoder, id_column, features
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which columns of ``codes`` (bags included) and ``continuous`` belong to the side of
+    ``id_column`` with side ``features``."""
+    codes = [c == id_column or c in features for c in preprocessor.cat_columns_]
+    for column in bags.columns:
+        codes += [column in features] * bags.lengths[column]
+    conts = [c in features for c in preprocessor.cont_columns_]
+    return torch.tensor(codes, dtype=torch.bool), torch.tensor(conts, dtype=torch.bool)
+
+
+def grid_tables(preprocessor, bags: BagEncoder, sides: SideFeatures, feature_names,
+                user_column, item_column) -> tuple[torch.Tensor, ...]:
+    """``(user codes, user continuous, item codes, item continuous)``: row = user code (row 0
+    the unknown user), and row = item position."""
+    columns = list(feature_names)
+
+    def encoded(id_column, table):
+        ids = pd.Index(preprocessor.categories_[id_column])
+        frame = table.reindex(ids).reset_index(names=id_column)
+        # Built column by column, not by inserting into ``frame``: with integer names its
+        # columns can be a RangeIndex, and pandas mislabels columns inserted into one.
+        return encode(preprocessor, bags, pd.DataFrame(
+            {column: frame[column] if column in frame.columns
+             else pd.Series(np.nan, index=frame.index) for column in columns}))
+
+    def masked(id_column, features, codes, continuous):
+        code_mask, continuous_mask = side_masks(preprocessor, bags, id_column, features)
+        return codes * code_mask.long(), continuous * continuous_mask.float()
+
+    unknown = encode(preprocessor, bags, pd.DataFrame({c: [np.nan] for c in columns}))
+    user_codes, user_continuous = encoded(user_column, sides.user_table)
+    users = masked(user_column, sides.user_features, torch.cat([unknown[0], user_codes]),
+                   torch.cat([unknown[1], user_continuous]))
+    items = masked(item_column, sides.item_features, *encoded(item_column, sides.item_table))
+    return (*users, *items)
+
+
+def ranking_weights(support: np.ndarray, shrinkage, minimum) -> tuple[np.ndarray, np.ndarray]:
+    """``(w, eligible)`` per item: the share ``n / (n + shrinkage)`` of its bias (or its
+    similarity) kept for an item with ``n`` training interactions, and ``n >= minimum``."""
+    weights = support / (support + shrinkage) if shrinkage else np.ones(len(support))
+    return weights, support >= minimum
+
+
+class GridScorer:
+    """One fitted model's scores of every item for users given by code.
+
+    Parameters
+    ----------
+    model : DotBias or NeuralCF
+    tables : tuple of Tensor
+        :func:`grid_tables`.
+    snapshots : list of state dicts
+        An ensemble's members: the scores are their mean.
+    device : torch.device
+    """
+
+    def __init__(self, model, tables, *, snapshots=(), device="cpu"):
+        self.model, self.snapshots, self.device = model, list(snapshots), device
+        self.tables = tuple(t.to(device) for t in tables)
+
+    @torch.inference_mode()
+    def scores(self, user_codes: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
+        """Scores ``[len(user_codes), n_items]`` (float32) after the model's output range,
+        each item's bias scaled by ``keep`` (its support share) when given."""
+        model = self.model
+        users, users_cont, items, items_cont = self.tables
+        rows = torch.as_tensor(user_codes, dtype=torch.long, device=users.device)
+        kept = None if keep is None else torch.as_tensor(keep, dtype=torch.float32,
+                                                         device=users.device)
+        step = len(rows) if isinstance(model, DotBias) else max(
+            1, NEURAL_GRID_ROWS // max(len(items), 1))
+        states = self.snapshots or [None]
+        final = {k: v.clone() for k, v in model.state_dict().items()} if self.snapshots \
+            else None
+        was_training = model.training
+        model.eval()
+        total = None
+        try:
+            for state in states:
+                if state is not None:
+                    model.load_state_dict(state)
+                # The bias share dropped by shrinkage, per item (code 0 is not an item).
+                dropped = None if kept is None else (1 - kept) * model.item_bias.weight[1:, 0]
+                parts = []
+                for start in range(0, len(rows), step):
+                    chunk = rows[start:start + step]
+                    logits = model.score_grid(users[chunk], users_cont[chunk], items, items_cont)
+                    if dropped is not None:
+                        logits.sub_(dropped)
+                    parts.append(output_range_(model.output_range, logits))
+                scores = parts[0] if len(parts) == 1 else torch.cat(parts)
+                total = scores if total is None else total + scores
+        finally:
+            if final is not None:
+                model.load_state_dict(final)
+            model.train(was_training)
+        if len(states) > 1:
+            total /= len(states)
+        return total.cpu().numpy()      # float32: half the memory
+
+    @torch.no_grad()
+    def unknown_user_logits(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The unknown user's item logits (zero vector and bias) and the item factors."""
+        users, users_cont, items, items_cont = self.tables
+        base = self.model.score_grid(users[:1], users_cont[:1], items, items_cont)[0]
+        return base, self.model.item_factors.weight[1:].detach()
+
+    def item_vectors(self, codes: torch.Tensor | None = None) -> np.ndarray:
+        """Items' full vectors (factors plus pooled bags): every item, or encoded rows."""
+        codes = self.tables[2] if codes is None else codes.to(self.device)
+        with torch.inference_mode():
+            return self.model.item_vectors(codes).cpu().numpy()
+
+
+def seen_matrix(seen_users: np.ndarray, seen_items: np.ndarray, n_users: int,
+                n_items: int) -> sp.csr_matrix:
+    """Training (user code, item position) pairs as a sparse matrix (row 0: unknown)."""
+    known = seen_items > 0      # a missing item id (code 0) is no item to skip
+    matrix = sp.csr_matrix((np.ones(int(known.sum()), np.float32),
+                            (seen_users[known], seen_items[known] - 1)),
+                           shape=(n_users + 1, n_items))
+    matrix.sum_duplicates()
+    return matrix
+
+
+def top_k_items(score, user_codes: np.ndarray, k: int, n_items: int, *, seen=None,
+                excluded=None) -> tuple[np.ndarray, np.ndarray]:
+    """Item positions ``[n, k]`` (-1: none left) and scores, ``score(codes)`` computed in
+    chunks of about :data:`CHUNK_SCORES` scores."""
+    chunk = max(1, CHUNK_SCORES // max(n_items, 1))
+    found, values = [], []
+    for start in range(0, len(user_codes), chunk):
+        rows = user_codes[start:start + chunk]
+        items, scores = top_k(score(rows), k, exclude=None if seen is None else seen[rows],
+                              exclude_columns=excluded)
+        found.append(items)
+        values.append(scores)
+    width = min(k, n_items)
+    if not found:
+        return np.zeros((0, width), np.int64), np.zeros((0, width))
+    return np.concatenate(found), np.concatenate(values)
