@@ -37,8 +37,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["atomic_file", "atomic_write", "atomic_write_bytes", "file_kind", "temporary_name",
-           "writable_target"]
+__all__ = ["atomic_file", "atomic_write", "atomic_write_bytes", "file_kind", "open_regular",
+           "temporary_name", "writable_target"]
 
 _TAG = "tabembed"
 
@@ -212,3 +212,27 @@ def atomic_write(path, write: Callable[[BinaryIO], None]) -> Path:
 def atomic_write_bytes(path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically."""
     return atomic_write(path, lambda stream: stream.write(data))
+
+
+def open_regular(path, what: str = "file") -> tuple[BinaryIO, int]:
+    """``(stream, size)`` of ``path`` opened for reading, if it is a regular file.
+
+    Anything else (``/dev/zero``, a FIFO, a directory, a socket) is a ``ValueError``
+    naming ``path`` before a byte is read: reading one would never end, or block.
+    The file is opened first and its descriptor checked, so what is checked is what
+    is read. ``what`` names the file in the message ("model file").
+    """
+    flags = (os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+             | getattr(os, "O_BINARY", 0))   # non-blocking: opening a FIFO waits for a writer
+    descriptor = os.open(path, flags)
+    try:
+        status = os.fstat(descriptor)
+        if not stat.S_ISREG(status.st_mode):
+            raise ValueError(f"{path} is {file_kind(status.st_mode)}, not a regular file; a "
+                             f"{what} is a regular file: nothing was read")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(descriptor, True)
+        return os.fdopen(descriptor, "rb"), status.st_size
+    except BaseException:
+        os.close(descriptor)
+        raise
