@@ -55,17 +55,25 @@ class RowGroups:
     offsets : ndarray of int64
         Position of each row group's first row in the whole dataset.
     n_rows : int
+    file_columns : dict
+        ``{path: frozenset of column names}`` of each file (its own columns and its
+        partition keys). A dataset's schema is its first file's: a column missing
+        from another file would read as nulls, and a column only in later files
+        would never be read; :meth:`require` and :meth:`unlisted_columns` find both.
     """
 
     def __init__(self, dataset: ds.Dataset):
         self.dataset = dataset
-        self.fragments, counts = [], []
+        self.fragments, counts, self.file_columns = [], [], {}
         for fragment in dataset.get_fragments():
             if not isinstance(fragment, ds.ParquetFileFragment):
                 raise TypeError(
                     f"{fragment.path} is not Parquet ({type(fragment).__name__}); stream Parquet "
                     "only (convert with pyarrow.dataset.write_dataset(..., format='parquet'))"
                 )
+            self.file_columns[fragment.path] = frozenset(
+                [*fragment.physical_schema.names,
+                 *ds.get_partition_keys(fragment.partition_expression)])
             for piece in fragment.split_by_row_group():
                 rows = piece.row_groups[0].num_rows
                 if rows:
@@ -80,9 +88,42 @@ class RowGroups:
     def __len__(self) -> int:
         return len(self.fragments)
 
+    def require(self, columns, needed_for: str) -> None:
+        """Raise a ``ValueError`` naming the file and the column where a file lacks one of
+        ``columns`` (``needed_for`` says what reads them: "the model's features")."""
+        columns = list(dict.fromkeys(columns))
+        for path, present in self.file_columns.items():
+            missing = [c for c in columns if c not in present]
+            if missing:
+                raise ValueError(_missing_message(path, missing, needed_for, self.file_columns))
+
+    def unlisted_columns(self) -> dict:
+        """``{column: first file holding it}`` for columns that some files hold but the
+        dataset's schema (its first file's) lacks: reading the dataset never sees them."""
+        listed, found = set(self.dataset.schema.names), {}
+        for path, present in self.file_columns.items():
+            for column in sorted(present - listed):
+                found.setdefault(column, path)
+        return found
+
     def read(self, index: int, columns: list[str]) -> pa.Table:
         """Columns of row group ``index``, with the dataset's (unified) schema."""
-        return self.fragments[index].to_table(schema=self.dataset.schema, columns=columns)
+        fragment = self.fragments[index]
+        missing = [c for c in columns if c not in self.file_columns[fragment.path]]
+        if missing:
+            raise ValueError(_missing_message(fragment.path, missing, "this read",
+                                              self.file_columns))
+        try:
+            return fragment.to_table(schema=self.dataset.schema, columns=columns)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as error:
+            kinds = {c: str(fragment.physical_schema.field(c).type) for c in columns
+                     if c in fragment.physical_schema.names}
+            expected = {c: str(self.dataset.schema.field(c).type) for c in kinds}
+            raise ValueError(
+                f"reading {fragment.path} (row group {fragment.row_groups[0].id}) failed: "
+                f"{str(error).splitlines()[0]}; its columns have types {kinds} where the "
+                f"dataset's schema (its first file's) says {expected}: every file of a "
+                "dataset must hold the same columns with the same types") from error
 
     def sequential(self, exclude=()) -> ds.Dataset:
         """The dataset as one fragment per row group, scanned one row group at a time.
@@ -101,6 +142,16 @@ class RowGroups:
                                                row_groups=[piece.row_groups[0].id])
                   for piece in self.fragments]
         return _Sequential(pieces, schema, dataset.format, dataset.filesystem)
+
+
+def _missing_message(path, missing: list, needed_for: str, file_columns: dict) -> str:
+    elsewhere = [c for c in missing if any(c in cs for cs in file_columns.values())]
+    message = f"the Parquet file {path} lacks the column(s) {missing} needed for {needed_for}"
+    if elsewhere:
+        return (message + f"; other files of the dataset hold {elsewhere}. Every file of a "
+                "dataset must hold the same columns (a missing one would read as nulls): add "
+                "the column to that file (null where unknown) or leave the file out")
+    return message + f"; its columns are {sorted(file_columns[path])}"
 
 
 class _Sequential(ds.FileSystemDataset):
