@@ -597,3 +597,83 @@ def test_a_valid_file_still_loads_and_predicts(model_file, data):
     X, _ = data
     loaded = tabembed.load(model_file)
     assert np.isfinite(loaded.predict_proba(X)).all()
+
+
+# ------------------------------------------------------------------ Parquet sources
+
+@pytest.fixture(scope="module")
+def parquet_source(tmp_path_factory):
+    """A folder of two Parquet files, and a classifier fitted from it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"a": rng.normal(size=400), "c": rng.choice(["x", "y", "z"], 400)})
+    frame["target"] = (frame["a"] > 0).astype(int)
+    folder = tmp_path_factory.mktemp("parquet") / "good"
+    folder.mkdir()
+    for i in range(2):
+        pq.write_table(pa.Table.from_pandas(frame.iloc[i * 200:(i + 1) * 200],
+                                            preserve_index=False),
+                       folder / f"part-{i}.parquet", row_group_size=100)
+    model = EmbeddingMLPClassifier(**SMALL).fit(folder, y="target")
+    return folder, model
+
+
+def _damaged_source(folder, tmp_path, content: bytes) -> Path:
+    damaged = tmp_path / "damaged"
+    damaged.mkdir(exist_ok=True)
+    (damaged / "part-0.parquet").write_bytes((folder / "part-0.parquet").read_bytes())
+    (damaged / "part-1.parquet").write_bytes(content)
+    return damaged
+
+
+def test_damaged_parquet_files_are_a_value_error_naming_the_file(parquet_source, tmp_path):
+    """Truncated, empty, garbage, a pickle, a footer alone: fit and predict_to_parquet give a
+    ValueError naming the file; no code runs and nothing is written."""
+    folder, model = parquet_source
+    raw = (folder / "part-1.parquet").read_bytes()
+    marker = tmp_path / "executed"
+    cases = {"truncated": raw[:len(raw) // 2], "empty": b"", "garbage": b"hello" * 100,
+             "pickle": pickle.dumps(_Payload(marker)), "footer alone": b"PAR1" + raw[-200:]}
+    for name, content in cases.items():
+        damaged = _damaged_source(folder, tmp_path, content)
+        with pytest.raises(ValueError, match=r"part-1\.parquet"):
+            EmbeddingMLPClassifier(**SMALL).fit(damaged, y="target")
+        with pytest.raises(ValueError, match=r"part-1\.parquet"):
+            model.predict_to_parquet(damaged, tmp_path / "out.parquet")
+        assert not (tmp_path / "out.parquet").exists(), name
+    assert not marker.exists()
+
+
+def test_bit_flips_in_parquet_files_are_named_or_harmless(parquet_source, tmp_path):
+    """Flipped bytes in a source file: a ValueError naming the file, or (bytes Parquet does
+    not check, such as values) a finished run; never another exception."""
+    folder, model = parquet_source
+    raw = bytearray((folder / "part-1.parquet").read_bytes())
+    rng = np.random.default_rng(0)
+    outcomes = {"named": 0, "finished": 0}
+    for _ in range(20):
+        flipped = bytearray(raw)
+        for position in rng.choice(len(raw) - 8, size=8, replace=False):
+            flipped[4 + position] ^= 0xFF
+        damaged = _damaged_source(folder, tmp_path, bytes(flipped))
+        for run, arguments in ((EmbeddingMLPClassifier(**SMALL).fit, (damaged, "target")),
+                               (model.predict_to_parquet, (damaged, tmp_path / "out.parquet"))):
+            try:
+                run(*arguments)
+            except ValueError as error:
+                assert "part-1.parquet" in str(error), error
+                outcomes["named"] += 1
+            else:
+                outcomes["finished"] += 1
+    assert outcomes["named"] > 20
+
+
+def test_predict_to_parquet_never_writes_into_a_fifo_or_device(parquet_source, tmp_path):
+    folder, model = parquet_source
+    fifo = tmp_path / "out.parquet"
+    os.mkfifo(fifo)
+    with pytest.raises(FileExistsError, match="FIFO"):
+        model.predict_to_parquet(folder, fifo)
+    assert not fifo.is_file() and fifo.exists()

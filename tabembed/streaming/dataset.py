@@ -71,10 +71,15 @@ class RowGroups:
                     f"{fragment.path} is not Parquet ({type(fragment).__name__}); stream Parquet "
                     "only (convert with pyarrow.dataset.write_dataset(..., format='parquet'))"
                 )
-            self.file_columns[fragment.path] = frozenset(
-                [*fragment.physical_schema.names,
-                 *ds.get_partition_keys(fragment.partition_expression)])
-            for piece in fragment.split_by_row_group():
+            try:
+                self.file_columns[fragment.path] = frozenset(
+                    [*fragment.physical_schema.names,
+                     *ds.get_partition_keys(fragment.partition_expression)])
+                pieces = fragment.split_by_row_group()
+            except (pa.ArrowException, OSError) as error:   # a damaged footer
+                raise ValueError(f"{fragment.path} is not a readable Parquet file "
+                                 f"({type(error).__name__}: {error})") from error
+            for piece in pieces:
                 rows = piece.row_groups[0].num_rows
                 if rows:
                     self.fragments.append(piece)
@@ -113,17 +118,23 @@ class RowGroups:
         if missing:
             raise ValueError(_missing_message(fragment.path, missing, "this read",
                                               self.file_columns))
+        where = f"{fragment.path} (row group {fragment.row_groups[0].id})"
         try:
             return fragment.to_table(schema=self.dataset.schema, columns=columns)
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as error:
             kinds = {c: str(fragment.physical_schema.field(c).type) for c in columns
                      if c in fragment.physical_schema.names}
             expected = {c: str(self.dataset.schema.field(c).type) for c in kinds}
+            if kinds == expected:    # not a type clash: damaged data
+                raise ValueError(f"reading {where} failed: {error}; the file is "
+                                 "damaged") from error
             raise ValueError(
-                f"reading {fragment.path} (row group {fragment.row_groups[0].id}) failed: "
-                f"{str(error).splitlines()[0]}; its columns have types {kinds} where the "
-                f"dataset's schema (its first file's) says {expected}: every file of a "
-                "dataset must hold the same columns with the same types") from error
+                f"reading {where} failed: {str(error).splitlines()[0]}; its columns have types "
+                f"{kinds} where the dataset's schema (its first file's) says {expected}: every "
+                "file of a dataset must hold the same columns with the same types") from error
+        except (pa.ArrowException, OSError) as error:
+            raise ValueError(f"reading {where} failed ({type(error).__name__}: {error}); the "
+                             "file is damaged") from error
 
     def sequential(self, exclude=()) -> ds.Dataset:
         """The dataset as one fragment per row group, scanned one row group at a time.
@@ -158,9 +169,24 @@ class _Sequential(ds.FileSystemDataset):
     """A FileSystemDataset whose scans read one fragment and one batch ahead at most."""
 
     def to_batches(self, **options):
+        """Record batches, in order; an error reading a damaged file names the file."""
         options.setdefault("batch_readahead", 1)
         options.setdefault("fragment_readahead", 1)
-        return super().to_batches(**options)
+        fragments = list(self.get_fragments())
+        done, current = 0, None     # fragments whose batches were all yielded; the last one
+        try:
+            for tagged in self.scanner(**options).scan_batches():
+                key = (tagged.fragment.path, *(g.id for g in tagged.fragment.row_groups))
+                if current is not None and key != current:
+                    done += 1
+                current = key
+                yield tagged.record_batch
+        except (pa.ArrowException, OSError) as error:
+            # Read ahead by one: the error is the last yielding row group's or the next's.
+            where = " or ".join(dict.fromkeys(
+                f"{f.path} (row group {f.row_groups[0].id})" for f in fragments[done:done + 2]))
+            raise ValueError(f"reading {where or 'the dataset'} failed ({type(error).__name__}: "
+                             f"{error}); the file is damaged") from error
 
     def to_table(self, **options):
         return pa.Table.from_batches(self.to_batches(**options), schema=self.schema)
