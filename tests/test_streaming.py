@@ -639,13 +639,30 @@ def test_a_column_only_in_later_files_is_an_error_where_features_are_inferred(ta
 
 
 def test_a_column_whose_type_differs_between_files_names_the_file(table, tmp_path):
+    """Text where the schema has numbers: refused before reading, naming the file and the
+    column. Numbers that do not convert (1.5 into the schema's int64): named at the read."""
     frame, folder = table
     pre, model = _streamed_classifier(folder)
-    mixed = tmp_path / "mixed"
-    mixed.mkdir()
-    pq.write_table(pa.Table.from_pandas(frame.iloc[:3000], preserve_index=False),
-                   mixed / "part-0.parquet")
-    later = frame.iloc[3000:].assign(num_0=lambda f: f["num_0"].map("{:.3f} kg".format))
-    pq.write_table(pa.Table.from_pandas(later, preserve_index=False), mixed / "part-1.parquet")
-    with pytest.raises(ValueError, match=r"reading .*part-1\.parquet \(row group 0\) failed"):
-        predict_to_parquet(mixed, tmp_path / "p.parquet", lambda c, x: model(c, x), pre)
+    frame = frame.assign(count=np.arange(len(frame)))
+    cases = {"text": ("num_0", lambda f: f["num_0"].map("{:.3f} kg".format)),
+             "fraction": ("count", lambda f: f["count"] + 0.5)}
+    for name, (column, change) in cases.items():
+        mixed = tmp_path / name
+        mixed.mkdir()
+        pq.write_table(pa.Table.from_pandas(frame.iloc[:3000], preserve_index=False),
+                       mixed / "part-0.parquet")
+        later = frame.iloc[3000:].assign(**{column: change})
+        pq.write_table(pa.Table.from_pandas(later, preserve_index=False),
+                       mixed / "part-1.parquet")
+        if name == "text":
+            where = r"the column 'num_0' of the Parquet file .*part-1\.parquet holds"
+            with pytest.raises(ValueError, match=where):
+                predict_to_parquet(mixed, tmp_path / "p.parquet", lambda c, x: model(c, x), pre)
+            with pytest.raises(ValueError, match=where):
+                fit_preprocessor(mixed, TabularPreprocessor(), exclude=["target", "row"])
+        else:
+            with pytest.raises(ValueError, match=r"reading .*part-1\.parquet \(row group 0\) "
+                                                 r"failed.*'count': 'double'"):
+                predict_to_parquet(mixed, tmp_path / "p.parquet", lambda c, x: model(c, x), pre,
+                                   keep_columns=["count"])
+        assert not (tmp_path / "p.parquet").exists()

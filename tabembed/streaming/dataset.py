@@ -95,12 +95,26 @@ class RowGroups:
 
     def require(self, columns, needed_for: str) -> None:
         """Raise a ``ValueError`` naming the file and the column where a file lacks one of
-        ``columns`` (``needed_for`` says what reads them: "the model's features")."""
+        ``columns`` (``needed_for`` says what reads them: "the model's features"), or holds
+        one with a type of another kind (numbers, text, times, booleans) than the schema's."""
         columns = list(dict.fromkeys(columns))
         for path, present in self.file_columns.items():
             missing = [c for c in columns if c not in present]
             if missing:
                 raise ValueError(_missing_message(path, missing, needed_for, self.file_columns))
+        schema = self.dataset.schema
+        for fragment in self.dataset.get_fragments():
+            physical = fragment.physical_schema
+            for column in columns:
+                if column not in physical.names or column not in schema.names:
+                    continue   # a partition key
+                given, expected = physical.field(column).type, schema.field(column).type
+                if _kind(given) not in (_kind(expected), "null") and _kind(expected) != "null":
+                    raise ValueError(
+                        f"the column {column!r} of the Parquet file {fragment.path} holds "
+                        f"{given} values where the dataset's schema (its first file's, "
+                        f"{self.dataset.files[0]}) says {expected}: every file of a dataset "
+                        "must hold each column with one type; convert that file's column")
 
     def unlisted_columns(self) -> dict:
         """``{column: first file holding it}`` for columns that some files hold but the
@@ -153,6 +167,21 @@ class RowGroups:
                                                row_groups=[piece.row_groups[0].id])
                   for piece in self.fragments]
         return _Sequential(pieces, schema, dataset.format, dataset.filesystem)
+
+
+def _kind(kind: pa.DataType) -> str:
+    """The family of an Arrow type: values of one family convert to each other's types."""
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    for family, test in (("number", lambda t: pa.types.is_integer(t) or pa.types.is_floating(t)
+                          or pa.types.is_decimal(t)),
+                         ("text", lambda t: pa.types.is_string(t) or pa.types.is_large_string(t)
+                          or getattr(pa.types, "is_string_view", lambda _: False)(t)),
+                         ("time", lambda t: pa.types.is_timestamp(t) or pa.types.is_date(t)),
+                         ("boolean", pa.types.is_boolean), ("null", pa.types.is_null)):
+        if test(kind):
+            return family
+    return str(kind)
 
 
 def _missing_message(path, missing: list, needed_for: str, file_columns: dict) -> str:
