@@ -68,7 +68,12 @@ def restore_tuples(cls, params: dict) -> dict:
 
 
 def save(obj, path) -> Path:
-    """Write a fitted tabembed estimator to ``path`` (a zip of JSON and safetensors)."""
+    """Write a fitted tabembed estimator to ``path`` (a zip of JSON and safetensors).
+
+    The file is written atomically (:mod:`tabembed._io`): a failed write leaves any
+    previous file as it was. Only a regular file is replaced: a directory, FIFO, socket
+    or device at ``path`` is an error; a symlink is written through to its target.
+    """
     name = type(obj).__name__
     if _REGISTRY.get(name) is not type(obj):
         raise TypeError(f"save() handles tabembed's persistable classes {sorted(_REGISTRY)}, "

@@ -497,6 +497,7 @@ def _header_bomb(tensors, n_entries=200_000) -> bytes:
     return len(text).to_bytes(8, "little") + text
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX FIFOs and rlimits")
 def test_hostile_files_stay_within_twice_max_bytes(model_file, tmp_path):
     """bzip2, LZMA and deflate bombs declaring 1,000 bytes, a count of 10**8 snapshots, 10**5
     embedding tables, a JSON bomb, a zip directory of 400,000 entries, a safetensors header
@@ -560,6 +561,7 @@ def test_an_entry_longer_than_it_declares_is_refused(model_file, tmp_path):
     _refused(path, "CRC|damaged|declares")
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX FIFOs")
 @pytest.mark.parametrize("kind", ["directory", "FIFO"])
 def test_non_regular_files_are_refused_before_reading(tmp_path, kind):
     """(/dev/zero, which a regression reads until memory runs out, is tried in the capped
@@ -670,6 +672,7 @@ def test_bit_flips_in_parquet_files_are_named_or_harmless(parquet_source, tmp_pa
     assert outcomes["named"] > 20
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX FIFOs")
 def test_predict_to_parquet_never_writes_into_a_fifo_or_device(parquet_source, tmp_path):
     folder, model = parquet_source
     fifo = tmp_path / "out.parquet"

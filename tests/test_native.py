@@ -13,6 +13,8 @@ from tabembed.native import build
 
 needs_compiler = pytest.mark.skipif(shutil.which(os.environ.get("CC", "cc")) is None,
                                     reason="no C compiler on this machine")
+needs_proc = pytest.mark.skipif(not os.path.isdir("/proc/self/fd"),
+                                reason="libraries load through /proc/self/fd (Linux)")
 needs_kernel = pytest.mark.skipif(
     shutil.which(os.environ.get("CC", "cc")) is None or os.environ.get("TABEMBED_NATIVE") == "0",
     reason="no C compiler on this machine, or the kernel turned off (TABEMBED_NATIVE=0)")
@@ -98,6 +100,7 @@ def _mode(path) -> int:
 
 
 @needs_kernel
+@needs_proc
 def test_the_cache_is_created_private_whatever_the_umask_and_loaded_by_descriptor(home):
     """Under umask 002 the folder was 0775 and the library 0775: another user of the group
     could swap it. Now the folders are 0700, the library 0700, and it is loaded through
@@ -135,6 +138,7 @@ def test_a_cache_owned_by_another_user_is_refused(home, monkeypatch):
 
 
 @needs_compiler
+@needs_proc
 def test_a_cached_library_that_is_a_symlink_or_group_writable_is_refused(home, tmp_path):
     folder = build.cache_folder()
     built = build.build("dot_bias", folder)
@@ -157,6 +161,7 @@ def test_a_cached_library_that_is_a_symlink_or_group_writable_is_refused(home, t
 
 
 @needs_compiler
+@needs_proc
 def test_what_is_checked_is_what_is_loaded(home, monkeypatch):
     """A file swapped in at the path after the check (renameat2(RENAME_EXCHANGE) did it
     in 15 of 200 tries) is never what runs: the checked descriptor is loaded."""
