@@ -171,9 +171,97 @@ def inputs() -> None:
         return ("ok: identical predictions after save/load"
                 if np.array_equal(loaded.predict(ratings), r.predict(ratings)) else "differ")
     probe(s, "recommender with user_column=0 through save/load", recommender_int_columns)
+    probe(s, "MultiIndex column names at fit", lambda: EmbeddingMLPClassifier(**SMALL).fit(
+        X.set_axis(pd.MultiIndex.from_tuples([("g", c) for c in X.columns]), axis=1), Y))
     probe(s, "recommend(user, k=-1)", lambda: _recommender().recommend(1, k=-1))
     probe(s, "ratings of 1e200", lambda: EmbeddingRecommender(epochs=1).fit(
         pd.DataFrame({"user": [1, 2, 3], "item": [1, 2, 3]}), [1.0, 2.0, 1e200]))
+
+
+def parquet() -> None:
+    """Parquet sources: files whose columns differ, damaged files."""
+    s = "parquet"
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    frame = X.drop(columns="when").assign(target=Y)
+    streamed = EmbeddingMLPClassifier(**SMALL).fit(_parts("good", frame), y="target")
+
+    def fit(folder):
+        EmbeddingMLPClassifier(**SMALL).fit(folder, y="target")
+        return "ok: fitted"
+
+    def predict(folder):
+        return _written(streamed.predict_to_parquet(folder, WORK / "p.parquet"))
+
+    lacking = _parts("lacking", frame, edit=lambda t: t.drop_columns(["a"]))
+    probe(s, "a file lacking a feature column, at fit", lambda: fit(lacking))
+    probe(s, "a file lacking a feature column, at predict_to_parquet", lambda: predict(lacking))
+    later = _parts("later", frame, edit=lambda t: t.append_column("late", pa.array(
+        np.ones(t.num_rows))))
+    probe(s, "a column only in a later file, at fit", lambda: fit(later))
+    retyped = _parts("retyped", frame, edit=lambda t: t.set_column(
+        t.schema.get_field_index("a"), "a", pa.array([f"{v:.2f} kg" for v in
+                                                     t["a"].to_pylist()])))
+    probe(s, "a column of text where the first file has numbers", lambda: fit(retyped))
+    single = WORK / "one.parquet"
+    pq.write_table(pa.Table.from_pandas(frame.drop(columns="c"), preserve_index=False), single)
+    probe(s, "a single source file lacking a feature, at predict_to_parquet",
+          lambda: predict(single))
+    truncated = _parts("truncated", frame)
+    (truncated / "part-1.parquet").write_bytes((truncated / "part-1.parquet").read_bytes()[:300])
+    probe(s, "a truncated file, at fit", lambda: fit(truncated))
+
+    def flipped():
+        raw = (WORK / "good" / "part-1.parquet").read_bytes()
+        rng = np.random.default_rng(2)
+        outcomes = {"named the file": 0, "finished": 0, "other": 0}
+        for _ in range(40):
+            damaged = bytearray(raw)
+            for position in rng.choice(len(raw) - 8, 8, replace=False):
+                damaged[4 + position] ^= 0xFF
+            folder = _parts("flip", frame)
+            (folder / "part-1.parquet").write_bytes(bytes(damaged))
+            try:
+                predict(folder)
+            except ValueError as error:
+                outcomes["named the file" if "part-1.parquet" in str(error) else "other"] += 1
+            else:
+                outcomes["finished"] += 1
+        return "ok: " + ", ".join(f"{n} {k}" for k, n in outcomes.items())
+    probe(s, "40 files with 8 flipped bytes each, at predict_to_parquet", flipped)
+    source = WORK / "good" / "part-0.parquet"
+    probe(s, "predict_to_parquet with the destination its source file",
+          lambda: _written(streamed.predict_to_parquet(source, source)))
+    probe(s, "predict_to_parquet with the destination inside the source folder",
+          lambda: _written(streamed.predict_to_parquet(WORK / "good",
+                                                       WORK / "good" / "p.parquet")))
+    own = WORK / "own.parquet"
+    pq.write_table(pa.Table.from_pandas(frame.assign(prediction=-1), preserve_index=False), own)
+    probe(s, "keep_columns=['prediction'] on a source with its own 'prediction' column",
+          lambda: _written(streamed.predict_to_parquet(own, WORK / "p.parquet",
+                                                       keep_columns=["prediction"])))
+
+
+def _parts(name: str, frame: pd.DataFrame, edit=None) -> Path:
+    """``frame`` in two Parquet files in WORK/name; ``edit(table)`` changes the second."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = WORK / name
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    for i, part in enumerate((frame.iloc[:100], frame.iloc[100:])):
+        table = pa.Table.from_pandas(part, preserve_index=False)
+        pq.write_table(edit(table) if edit and i == 1 else table, folder / f"part-{i}.parquet",
+                       row_group_size=50)
+    return folder
+
+
+def _written(path) -> str:
+    return f"ok: wrote {len(pd.read_parquet(path))} rows"
 
 
 def _recommender():
@@ -249,6 +337,82 @@ def faults() -> None:
         same = np.array_equal(model.predict_proba(X), before)
         return f"ok: refit raised {kind}; previous model untouched: {same}"
     probe(s, "refit diverging (lr=1e30)", failed_refit)
+
+    fifo = WORK / "fifo"
+    os.mkfifo(fifo)
+    probe(s, "save() to a FIFO", lambda: MODEL.save(fifo))
+    device = WORK / "null"
+    try:    # a device node like /dev/null (root may make one); else /dev/null itself
+        os.mknod(device, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        what = "a character device (mknod 1,3)"
+    except OSError:
+        os.symlink("/dev/null", device)
+        what = "a symlink to /dev/null"
+    probe(s, f"save() to {what}", lambda: MODEL.save(device))
+    probe(s, "save() to a directory", lambda: MODEL.save(WORK))
+
+    def through_symlink():
+        target = WORK / "v1.tabembed"
+        target.write_bytes(b"old")
+        link = WORK / "current.tabembed"
+        os.symlink(target.name, link)
+        MODEL.save(link)
+        return (f"ok: written through: link kept {os.path.islink(link)}, target is the new "
+                f"model {_same(tabembed.load(target).predict_proba(X))[4:]}")
+    probe(s, "save() to a symlink", through_symlink)
+
+    def full_disk():
+        checkpoint = WORK / "run.ckpt"
+        checkpoint.write_bytes(b"previous")
+        script = textwrap.dedent("""
+            import resource, signal, sys, torch
+            from tabembed.batches import TensorBatches
+            from tabembed.training.learner import Learner
+            model = torch.nn.Linear(512, 1024)
+            data = TensorBatches((torch.randn(64, 512), torch.randn(64, 1024)), batch_size=16)
+            learner = Learner(model, torch.nn.functional.mse_loss, data, device="cpu")
+            learner.fit(1, 1e-3)
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # writes past 1 MB fail (EFBIG)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+            learner.save_checkpoint(sys.argv[1])
+        """)
+        done = subprocess.run([sys.executable, "-c", script, str(checkpoint)],
+                              capture_output=True, text=True, timeout=300)
+        last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "no error"
+        left = [p.name for p in WORK.glob(".run.ckpt.*")]
+        return _short(f"{last}; previous file intact: {checkpoint.read_bytes() == b'previous'}"
+                      f"; temporary files left: {len(left)}", limit=400)
+    probe(s, "save_checkpoint on a full disk (a 1 MB file-size limit)", full_disk)
+
+    import torch
+
+    from tabembed.training.checkpoint import read_checkpoint
+    checkpoint = WORK / "whole.ckpt"
+    torch.save({"version": 2, "model": {"w": torch.zeros(1000, 100)}}, checkpoint)
+    data = checkpoint.read_bytes()
+    (WORK / "truncated.ckpt").write_bytes(data[: len(data) // 10])
+    probe(s, "a checkpoint truncated at 10%",
+          lambda: read_checkpoint(WORK / "truncated.ckpt", "cpu"))
+    (WORK / "empty.ckpt").write_bytes(b"")
+    probe(s, "an empty checkpoint", lambda: read_checkpoint(WORK / "empty.ckpt", "cpu"))
+
+    from tabembed.native import build
+    shared = WORK / "native-cache"
+    shared.mkdir()
+    shared.chmod(0o775)
+    probe(s, "native kernel cache writable by its group",
+          lambda: build.build("dot_bias", shared) and "loaded")
+
+    def private_cache():
+        previous = os.umask(0o002)
+        try:
+            folder = WORK / "home" / ".cache" / "tabembed" / "native"
+            library = build.load_trusted(build.build("dot_bias", folder))
+        finally:
+            os.umask(previous)
+        modes = {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in (folder, *folder.iterdir())}
+        return f"ok: modes {modes}; loaded as {library._name.rsplit('/', 1)[0]}/N"
+    probe(s, "native kernel cache created under umask 002", private_cache)
 
 
 # ------------------------------------------------------------------ files
@@ -360,12 +524,59 @@ def files() -> None:
         return load(write("nan.tabembed", {"metadata.json": json.dumps(meta),
                                            "weights.safetensors": save_tensors(damaged)}))
     probe(s, "a NaN weight", nan_weights)
+
+    capped = 64 << 20
+
+    def load_capped(target):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        try:
+            tabembed.load(target, max_bytes=capped)
+        finally:
+            grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+            print(f"  peak RSS +{grown / 1024:.0f} MB", file=sys.stderr)
+        return f"ok: loaded (peak RSS +{grown / 1024:.0f} MB)"
+
+    def bomb(name, method, size=200 << 20):
+        target = WORK / name
+        with zipfile.ZipFile(target, "w", method) as archive:
+            archive.writestr("metadata.json", json.dumps(meta))
+            archive.writestr("weights.safetensors", bytes(size))
+        data = bytearray(target.read_bytes())
+        for signature, offset in ((b"PK\x01\x02", 24), (b"PK\x03\x04", 22)):
+            start = data.find(signature)
+            while start >= 0:   # the weights' entry declares 1,000 bytes
+                header = 46 if signature == b"PK\x01\x02" else 30
+                if data[start + header: start + header + 19] == b"weights.safetensors":
+                    struct.pack_into("<I", data, start + offset, 1000)
+                start = data.find(signature, start + 4)
+        target.write_bytes(bytes(data))
+        return target
+
+    for method, label in ((zipfile.ZIP_BZIP2, "bzip2"), (zipfile.ZIP_LZMA, "LZMA"),
+                          (zipfile.ZIP_DEFLATED, "deflate")):
+        probe(s, f"{label} entry of 200 MB declaring 1,000 bytes (max_bytes=64 MiB)",
+              lambda m=method, n=label: load_capped(bomb(f"{n}.tabembed", m)))
+    probe(s, "metadata: snapshots 10**8", lambda: load_capped(edited(
+        lambda m: m.__setitem__("snapshots", 10 ** 8))))
+    probe(s, "metadata: 100,000 embedding tables", lambda: load_capped(edited(
+        lambda m: m["model_kwargs"].__setitem__("embedding_sizes", [[2, 1]] * 100_000))))
+    probe(s, "metadata.json a JSON bomb (9 MB of '[],', max_bytes=64 MiB)",
+          lambda: load_capped(write("json.tabembed", {
+              "metadata.json": "[" + ",".join(["[]"] * 3_000_000) + "]",
+              "weights.safetensors": weights})))
+    probe(s, "/dev/zero", lambda: load_capped(Path("/dev/zero")))
+    fifo = WORK / "fifo.tabembed"
+    os.mkfifo(fifo)
+    probe(s, "a FIFO", lambda: load_capped(fifo))
     probe(s, "(no file above ran code)", lambda: "ok: no code ran" if not marker.exists()
           else "CODE RAN")
 
 
 def main() -> None:
+    # A regression (a bomb decompressed whole, /dev/zero read) must fail, not swap.
+    resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
     inputs()
+    parquet()
     faults()
     files()
     print("| kind | case | outcome |")

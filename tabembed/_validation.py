@@ -12,6 +12,7 @@ import pandas as pd
 
 __all__ = [
     "as_frame",
+    "check_column_names",
     "check_finite_predictions",
     "check_rows",
     "check_sample_weight",
@@ -29,6 +30,7 @@ def as_frame(X, feature_names=None) -> pd.DataFrame:
     entry point, since reading it whole is exactly what it exists to avoid.
     """
     if isinstance(X, pd.DataFrame):
+        check_column_names(X.columns)
         return X
     if isinstance(X, pd.Series):
         return X.to_frame()
@@ -74,6 +76,23 @@ def _arrow_frame(X) -> pd.DataFrame:
         )
     raise TypeError(f"unsupported pyarrow input {type(X).__name__}; pass a pyarrow.Table or a "
                     "pandas DataFrame")
+
+
+def check_column_names(columns: pd.Index) -> None:
+    """One plain name per column: a MultiIndex or tuple names are a ``ValueError`` with the
+    fix (they made a 2-D array of names, and fit failed with "unhashable type: 'list'")."""
+    if isinstance(columns, pd.MultiIndex):
+        example = columns[0]
+    else:
+        if columns.inferred_type != "mixed":   # cached by the Index: no scan per predict
+            return
+        example = next((c for c in columns if isinstance(c, tuple)), None)
+        if example is None:
+            return
+    raise ValueError(
+        f"X has {'MultiIndex' if isinstance(columns, pd.MultiIndex) else 'tuple'} column names "
+        f"(e.g. {example!r}); tabembed needs one string or number per column: flatten them "
+        "first, e.g. X.columns = ['_'.join(map(str, c)) for c in X.columns]")
 
 
 def has_feature_names(X) -> bool:

@@ -30,7 +30,7 @@ import torch
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
-from tabembed._io import atomic_write_bytes
+from tabembed._io import atomic_write_bytes, open_regular
 from tabembed._version import __version__
 
 __all__ = ["FORMAT_VERSION", "MAX_BYTES", "DamagedFileError", "load", "persistable", "save"]
@@ -68,7 +68,12 @@ def restore_tuples(cls, params: dict) -> dict:
 
 
 def save(obj, path) -> Path:
-    """Write a fitted tabembed estimator to ``path`` (a zip of JSON and safetensors)."""
+    """Write a fitted tabembed estimator to ``path`` (a zip of JSON and safetensors).
+
+    The file is written atomically (:mod:`tabembed._io`): a failed write leaves any
+    previous file as it was. Only a regular file is replaced: a directory, FIFO, socket
+    or device at ``path`` is an error; a symlink is written through to its target.
+    """
     name = type(obj).__name__
     if _REGISTRY.get(name) is not type(obj):
         raise TypeError(f"save() handles tabembed's persistable classes {sorted(_REGISTRY)}, "
@@ -90,17 +95,32 @@ MAX_BYTES = 8 << 30
 MAX_RATIO = 200
 _RATIO_FREE_BYTES = 16 << 20
 _ENTRIES = ("metadata.json", "weights.safetensors")
+_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate"}
+# Parsed JSON takes up to 32 bytes of Python objects per byte of text ("[[],[],...]");
+# counted at half that against max_bytes, as the weights are held twice for a moment (as
+# bytes and as tensors): what a file may make loading allocate stays within 2 x max_bytes.
+_JSON_COST = 16
+_CHUNK = 1 << 20
+# A tabembed file's central directory lists its two entries in about 150 bytes; zipfile
+# makes an object of every entry listed, so a long one is refused before it is parsed.
+_DIRECTORY_BYTES = 1 << 16
 
 
 def load(path, *, device="auto", max_bytes: int = MAX_BYTES):
     """Load an object written by :func:`save`; a GPU-trained model loads on a CPU-only machine.
 
     Loading is safe on files from anywhere: it parses JSON and safetensors only,
-    never unpickles or executes anything, reads no more than ``max_bytes``
-    (declared sizes are checked before reading; entries that expand more than
-    200-fold are refused), checks every tensor's name, shape and dtype against
-    the network the metadata describes *before* allocating that network, and
-    refuses non-finite weights and inconsistent metadata with a ``ValueError``.
+    never unpickles or executes anything, and refuses non-finite weights and
+    inconsistent metadata with a ``ValueError``. Memory stays within about
+    ``2 * max_bytes`` whatever the file holds: only a regular file is read
+    (``/dev/zero`` or a FIFO is refused), of at most ``max_bytes``; its entries'
+    declared sizes are checked before reading (JSON counted 16-fold, for the
+    Python objects it becomes; entries that expand more than 200-fold are
+    refused); entries are stored or deflate only, decompressed in bounded
+    chunks and never beyond the size they declare; every count the metadata
+    gives is bounded by the tensors the file holds; and every tensor's name,
+    shape and dtype is checked against the network the metadata describes
+    *before* that network is allocated.
 
     The file's class must be registered: ``tabembed.load`` registers every
     tabembed estimator first (this function alone knows only the classes
@@ -127,30 +147,36 @@ class DamagedFileError(ValueError):
 
 
 def _read(path, max_bytes: int = MAX_BYTES) -> tuple[dict, dict]:
-    try:
-        with zipfile.ZipFile(path) as archive:
-            infos = archive.infolist()
-            names = [info.filename for info in infos]
-            unexpected = sorted(set(names) - set(_ENTRIES))
-            if unexpected or len(names) != len(set(names)):
-                raise ValueError(
-                    f"{path} is not a tabembed model file: it holds entries {names!r} (a "
-                    f"tabembed model holds exactly {list(_ENTRIES)}); nothing was read")
-            if not set(_ENTRIES) <= set(names):
-                raise ValueError(f"{path} is not a tabembed model file (it lacks "
-                                 "metadata.json/weights.safetensors)")
-            _check_sizes(path, infos, max_bytes)
-            raw_meta = archive.read("metadata.json")
-            meta = _parse_metadata(path, raw_meta)
-            raw = archive.read("weights.safetensors")
-    except zipfile.BadZipFile as error:
-        raise ValueError(f"{path} is not a tabembed model file (not a valid zip archive: "
-                         f"{error}); tabembed never unpickles files") from error
-    except (zlib.error, EOFError, NotImplementedError, RuntimeError, struct.error,
-            OverflowError) as error:
-        raise ValueError(f"{path} is a damaged zip archive ({type(error).__name__}: "
-                         f"{error})") from error
-    _check_tensor_header(path, raw)
+    stream, size = open_regular(path, "tabembed model file")
+    with stream:
+        if size > max_bytes:
+            raise ValueError(f"{path} is {size:,} bytes, more than max_bytes={max_bytes:,}; if "
+                             "you trust the file, pass a larger max_bytes")
+        try:
+            _check_directory(path, stream)
+            with zipfile.ZipFile(stream) as archive:
+                infos = archive.infolist()
+                names = [info.filename for info in infos]
+                unexpected = sorted(set(names) - set(_ENTRIES))
+                if unexpected or len(names) != len(set(names)):
+                    raise ValueError(
+                        f"{path} is not a tabembed model file: it holds entries {names!r} (a "
+                        f"tabembed model holds exactly {list(_ENTRIES)}); nothing was read")
+                if not set(_ENTRIES) <= set(names):
+                    raise ValueError(f"{path} is not a tabembed model file (it lacks "
+                                     "metadata.json/weights.safetensors)")
+                entries = {info.filename: info for info in infos}
+                budget = _check_sizes(path, entries, max_bytes)
+                meta = _parse_metadata(path, _read_entry(path, archive, entries["metadata.json"]))
+                raw = _read_entry(path, archive, entries["weights.safetensors"])
+        except zipfile.BadZipFile as error:
+            raise ValueError(f"{path} is not a tabembed model file (not a valid zip archive: "
+                             f"{error}); tabembed never unpickles files") from error
+        except (zlib.error, EOFError, NotImplementedError, RuntimeError, struct.error,
+                OverflowError) as error:
+            raise ValueError(f"{path} is a damaged zip archive ({type(error).__name__}: "
+                             f"{error})") from error
+    _check_tensor_header(path, raw, budget)
     try:
         tensors = load_tensors(raw)
     except Exception as error:
@@ -158,18 +184,65 @@ def _read(path, max_bytes: int = MAX_BYTES) -> tuple[dict, dict]:
     return meta, tensors
 
 
-def _check_sizes(path, infos, max_bytes: int) -> None:
-    """Refuse entries whose declared size is too large, before reading a byte of them."""
-    total = sum(info.file_size for info in infos)
-    if total > max_bytes:
-        raise ValueError(f"{path} declares {total:,} bytes of content, more than max_bytes="
-                         f"{max_bytes:,}; if you trust the file, pass a larger max_bytes")
-    for info in infos:
+def _check_directory(path, stream) -> None:
+    """The archive's central directory, as zipfile will read it, is short: zipfile builds
+    an object per entry it lists before anything can be checked."""
+    end = getattr(zipfile, "_EndRecData", None)   # zipfile's own reading of the end record
+    if end is None:
+        return
+    record = end(stream)
+    if record is None:
+        return   # not a zip archive: ZipFile says so
+    directory = record[zipfile._ECD_SIZE]
+    if directory > _DIRECTORY_BYTES:
+        raise ValueError(f"{path} is not a tabembed model file: its zip directory takes "
+                         f"{directory:,} bytes (a tabembed model's two entries take about "
+                         "150); nothing was read")
+
+
+def _check_sizes(path, entries: dict, max_bytes: int) -> int:
+    """Refuse entries that are not stored or deflate, or whose declared size is too large,
+    before reading a byte of them. Returns what is left of ``max_bytes``."""
+    for info in entries.values():
+        if info.compress_type not in _METHODS:
+            raise ValueError(
+                f"{path}: entry {info.filename} is compressed with method {info.compress_type} "
+                f"({_method_name(info.compress_type)}); tabembed writes stored or deflate "
+                "entries only: refusing it unread")
+    weights, meta = entries["weights.safetensors"], entries["metadata.json"]
+    cost = weights.file_size + _JSON_COST * meta.file_size
+    if cost > max_bytes:
+        raise ValueError(
+            f"{path} declares {weights.file_size:,} bytes of weights and {meta.file_size:,} of "
+            f"metadata, which may take {2 * cost:,} bytes of memory to load, more than "
+            f"max_bytes={max_bytes:,} allows (loading stays within 2 x max_bytes; JSON counts "
+            f"{_JSON_COST}-fold); if you trust the file, pass a larger max_bytes")
+    for info in entries.values():
         if info.file_size > _RATIO_FREE_BYTES + MAX_RATIO * info.compress_size:
             raise ValueError(
                 f"{path}: entry {info.filename} declares {info.file_size:,} bytes from "
                 f"{info.compress_size:,} compressed; tabembed writes nothing that expands "
                 f"more than {MAX_RATIO}-fold: refusing a likely zip bomb")
+    return max_bytes - cost
+
+
+def _method_name(method: int) -> str:
+    names = {zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "LZMA"}
+    return names.get(method, "unknown")
+
+
+def _read_entry(path, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+    """An entry's content, decompressed in chunks of 1 MiB: never more than it declares
+    (zipfile's ``read`` decompresses up to 2 GiB at once, whatever the entry declares)."""
+    chunks, total = [], 0
+    with archive.open(info) as entry:
+        while chunk := entry.read(_CHUNK):
+            total += len(chunk)
+            chunks.append(chunk)
+    if total != info.file_size:
+        raise ValueError(f"{path}: entry {info.filename} holds {total:,} bytes where it "
+                         f"declares {info.file_size:,}: the archive is damaged")
+    return b"".join(chunks)
 
 
 def _parse_metadata(path, raw: bytes) -> dict:
@@ -199,8 +272,9 @@ _SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.
                        "BOOL": torch.bool}
 
 
-def _check_tensor_header(path, raw: bytes) -> None:
-    """The safetensors header is well formed, names only known dtypes and tensors that fit."""
+def _check_tensor_header(path, raw: bytes, budget: int) -> None:
+    """The safetensors header is well formed, names only known dtypes and tensors that fit,
+    and is short enough to parse within ``budget`` (what is left of ``max_bytes``)."""
     def damaged(why):
         return ValueError(f"{path} has a corrupt weights.safetensors: {why}")
 
@@ -209,6 +283,10 @@ def _check_tensor_header(path, raw: bytes) -> None:
     length = int.from_bytes(raw[:8], "little")
     if length > len(raw) - 8:
         raise damaged(f"its header claims {length:,} bytes of a {len(raw):,}-byte entry")
+    if _JSON_COST * length > budget:
+        raise ValueError(f"{path}: the header of weights.safetensors is {length:,} bytes of "
+                         f"JSON, more than max_bytes leaves room to parse; if you trust the "
+                         "file, pass a larger max_bytes")
     try:
         header = json.loads(raw[8:8 + length].decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as error:
@@ -226,8 +304,6 @@ def _check_tensor_header(path, raw: bytes) -> None:
 
 # ------------------------------------------------------------ networks (for the classes)
 
-# ------------------------------------------------------------ networks (for the classes)
-
 def network_state(model: torch.nn.Module, model_kwargs: dict,
                   snapshots: Sequence[dict] = ()) -> tuple[dict, dict]:
     """(metadata, tensors) of a network, its constructor arguments and ensemble snapshots."""
@@ -240,6 +316,7 @@ def network_state(model: torch.nn.Module, model_kwargs: dict,
 
 
 _TUPLE_LISTS = ("embedding_sizes", "side_embedding_sizes")
+_MODULE_LISTS = ("embedding_sizes", "side_embedding_sizes", "hidden", "bags")
 _TUPLES = ("y_range", "hidden")
 
 
@@ -258,6 +335,10 @@ def load_network(meta: dict, tensors: dict, model_classes: Sequence[type]
     if not isinstance(meta.get("model_kwargs"), dict):
         raise DamagedFileError("model_kwargs is missing or not a JSON object")
     kwargs = dict(meta["model_kwargs"])
+    for key in _MODULE_LISTS:   # each item is a module with tensors: bounded by the file's
+        if isinstance(kwargs.get(key), list) and len(kwargs[key]) > len(tensors):
+            raise DamagedFileError(f"model_kwargs {key} lists {len(kwargs[key]):,} items, more "
+                                   f"than the {len(tensors):,} tensors the file holds")
     try:
         for key in _TUPLE_LISTS:
             if key in kwargs:
@@ -273,6 +354,10 @@ def load_network(meta: dict, tensors: dict, model_classes: Sequence[type]
     n_snapshots = meta.get("snapshots", 0)
     if not isinstance(n_snapshots, int) or isinstance(n_snapshots, bool) or n_snapshots < 0:
         raise DamagedFileError(f"snapshots must be a count, got {n_snapshots!r}")
+    if n_snapshots * len(expected) > len(tensors):   # before a name of each is made
+        raise DamagedFileError(f"the metadata counts {n_snapshots:,} snapshots of "
+                               f"{len(expected)} tensors each, but weights.safetensors holds "
+                               f"{len(tensors):,} tensors in all")
     prefixes = ["model.", *(f"snapshot{i}." for i in range(n_snapshots))]
     for prefix in prefixes:
         found = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}

@@ -30,6 +30,7 @@ from scipy.special import ndtri
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
+from tabembed._validation import check_column_names
 from tabembed.column_statistics import (
     Moments,
     column_histograms,
@@ -406,6 +407,7 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
     def _check_columns(self, columns, where: str) -> None:
         # An Index caches is_unique: rows cut from one frame share their columns' Index.
         index = columns if isinstance(columns, pd.Index) else pd.Index(columns)
+        check_column_names(index)
         if index.has_duplicates:
             duplicated = sorted(map(str, index[index.duplicated()].unique()))
             raise ValueError(f"duplicate column names at {where}: {duplicated}; rename them")

@@ -339,6 +339,129 @@ def test_recommender(data):
             assert np.isfinite(top.filter(like="score").to_numpy(dtype=float)).all()
 
 
+# ------------------------------------------------------------------ Parquet fits and predictions
+
+PARQUET_KINDS = ("float", "int", "nullable_int", "bool", "string", "category", "datetime",
+                 "datetime_tz")   # what Parquet stores (not object columns of mixed values)
+
+
+def _parquet_column(draw, n: int) -> pd.Series:
+    """A column of a kind Parquet stores; floats mostly moderate (extreme values are the
+    in-memory properties' business)."""
+    kind = draw(st.sampled_from(PARQUET_KINDS))
+    if kind == "float" and draw(st.booleans()):
+        return pd.Series(draw(st.lists(st.one_of(st.floats(-100, 100), st.just(float("nan"))),
+                                       min_size=n, max_size=n)), dtype="float64")
+    return _column(draw, kind, n)
+
+
+def _parquet_files(draw, folder, frame, n_files: int) -> dict:
+    """``frame`` as ``n_files`` files in ``folder``, perhaps with one file lacking a column,
+    holding one more, or holding a column of another type. Returns what was changed."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder.mkdir()
+    cuts = np.linspace(0, len(frame), n_files + 1).astype(int)
+    change = draw(st.sampled_from(["none", "none", "none", "drop", "add", "retype"]))
+    changed = {"kind": "none"}
+    for i in range(n_files):
+        part = frame.iloc[cuts[i]:cuts[i + 1]]
+        if i == n_files - 1 and n_files > 1 and change != "none":
+            column = draw(st.sampled_from(list(frame.columns)))
+            if change == "drop":
+                part = part.drop(columns=[column])
+            elif change == "add":
+                part = part.assign(zz_late=1.5)
+            else:
+                part = part.assign(**{column: part[column].astype(str) + "_x"})
+            changed = {"kind": change, "column": column, "file": f"part-{i}.parquet"}
+        table = pa.Table.from_pandas(part.reset_index(drop=True), preserve_index=False)
+        pq.write_table(table, folder / f"part-{i}.parquet",
+                       row_group_size=draw(st.integers(1, 8)))
+    return changed
+
+
+def _check_clear_parquet(error, columns, changed, destination=None) -> None:
+    """A clear error: for a changed file, one naming that file and the column; for a
+    careless destination, one naming it; otherwise as :func:`check_clear`."""
+    message = str(error)
+    if changed["kind"] != "none":
+        assert isinstance(error, ValueError) and changed["file"] in message, repr(error)
+        if changed["kind"] == "add":
+            assert "'zz_late'" in message, repr(error)
+        else:
+            assert repr(changed["column"]) in message, repr(error)
+    elif destination is not None and ("is the source file" in message
+                                      or "inside the source folder" in message):
+        assert str(destination) in message
+    elif "keep_columns ['prediction']" not in message:
+        check_clear(error, columns, target=True)
+
+
+def _digest(folder) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@fuzz_settings(default=10)
+@given(data=st.data())
+def test_parquet_fit_and_predict_to_parquet(data, tmp_path_factory):
+    """A classifier fitted from Parquet files (1 to 3, perhaps one lacking a column, one
+    more column or a column of another type), then predict_to_parquet to a destination
+    that may be a source file or inside the source folder, keeping columns that may be
+    named like an output. Each run ends in a clear error or a correct file; a file lacking
+    a feature is never trained or predicted as missing values; no source file changes."""
+    import pyarrow as pa
+
+    root = tmp_path_factory.mktemp("fuzz")
+    names = data.draw(st.lists(st.text("abcxyz", min_size=1, max_size=3), min_size=1,
+                               max_size=3, unique=True))
+    n = data.draw(st.integers(2, 12))
+    frame = pd.DataFrame({name: _parquet_column(data.draw, n) for name in names})
+    frame["target"] = np.arange(n) % 2 if data.draw(st.booleans()) else data.draw(
+        st.lists(st.sampled_from([0, 1]), min_size=n, max_size=n))
+    if data.draw(st.booleans()):   # the source's own column named like an output
+        frame["prediction"] = np.arange(n)
+    n_files = data.draw(st.integers(1, 3))
+    try:
+        changed = _parquet_files(data.draw, root / "train", frame, n_files)
+    except (pa.ArrowException, ValueError, TypeError):
+        return     # a frame Arrow cannot store: nothing of tabembed's to check
+    before = _digest(root / "train")
+    columns = [*names, "target", "zz_late", "prediction"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            model = EmbeddingMLPClassifier(**TINY).fit(root / "train", y="target")
+        except (ValueError, TypeError) as error:
+            _check_clear_parquet(error, columns, changed)
+            model = None
+        else:
+            assert changed["kind"] == "none", f"fitted despite {changed}"
+        assert _digest(root / "train") == before
+        if model is None:
+            return
+        source = root / "train"
+        single = source / "part-0.parquet"
+        destination = data.draw(st.sampled_from(
+            [root / "out.parquet"] * 3 + [single, source / "predictions.parquet"]))
+        keep = data.draw(st.lists(st.sampled_from(list(frame.columns)), max_size=2,
+                                  unique=True))
+        try:
+            path = model.predict_to_parquet(source, destination, keep_columns=keep)
+        except (ValueError, TypeError) as error:
+            _check_clear_parquet(error, columns, changed, destination)
+            assert not (root / "out.parquet").exists()
+        else:
+            assert destination == root / "out.parquet" and "prediction" not in keep
+            written = pd.read_parquet(path)
+            assert len(written) == n and list(written.columns)[:len(keep)] == keep
+            probabilities = written.filter(like="probability_").to_numpy()
+            assert np.isfinite(probabilities).all()
+            np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+        assert _digest(source) == before
+
+
 # ------------------------------------------------------------------ what the fuzzer found
 # Each failure it found is kept here as a plain test, so that it always runs.
 

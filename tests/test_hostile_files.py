@@ -4,13 +4,16 @@ IndexError from torch at predict)."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import os
 import pickle
 import struct
 import subprocess
 import sys
 import textwrap
+import threading
 import zipfile
 from pathlib import Path
 
@@ -445,7 +448,235 @@ def _huge_header(tensors) -> bytes:
     return len(text).to_bytes(8, "little") + text + raw[8 + length:]
 
 
+# ------------------------------------------------------------------ bounded by max_bytes
+
+MAX_BYTES = 64 << 20
+
+# Each path is loaded with max_bytes; the peak RSS is read after each (it only grows).
+_BOUNDED = textwrap.dedent("""
+    import resource, sys
+    resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))   # fail, never swap
+    import tabembed
+    max_bytes = int(sys.argv[1])
+    for path in sys.argv[2:]:
+        error = None
+        try:
+            tabembed.load(path, max_bytes=max_bytes)
+        except (ValueError, MemoryError, RuntimeError) as exc:
+            error = type(exc).__name__
+        print(error, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, flush=True)
+""")
+
+
+def _bomb(path, meta, method, size=200 << 20, declared=1000) -> Path:
+    """weights.safetensors of ``size`` zero bytes, compressed by ``method``, declaring
+    ``declared`` bytes: zipfile trusted that and decompressed everything at once."""
+    _write(path, {"metadata.json": json.dumps(meta), "weights.safetensors": bytes(size)},
+           compression=method)
+    path.write_bytes(_declare_size(path.read_bytes(), "weights.safetensors", declared))
+    return path
+
+
+def _long_directory(path, n_entries=400_000) -> Path:
+    """A zip whose central directory lists ``n_entries`` entries (all at one local header):
+    zipfile builds an object for each before anything can be checked."""
+    local = struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 0, 0, 0, 0, 0, 0, 6, 0) + b"000000"
+    records = b"".join(struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 0, 0, 0, 0, 0,
+                                   0, 6, 0, 0, 0, 0, 0, 0) + b"%06d" % i
+                       for i in range(n_entries))
+    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 0xFFFF, 0xFFFF, len(records), len(local), 0)
+    path.write_bytes(local + records + end)
+    return path
+
+
+def _header_bomb(tensors, n_entries=200_000) -> bytes:
+    """A safetensors header of ``n_entries`` empty tensors: megabytes of JSON to parse."""
+    header = {f"t{i}": {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]}
+              for i in range(n_entries)}
+    text = json.dumps(header).encode()
+    return len(text).to_bytes(8, "little") + text
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX FIFOs and rlimits")
+def test_hostile_files_stay_within_twice_max_bytes(model_file, tmp_path):
+    """bzip2, LZMA and deflate bombs declaring 1,000 bytes, a count of 10**8 snapshots, 10**5
+    embedding tables, a JSON bomb, a zip directory of 400,000 entries, a safetensors header
+    of 200,000 tensors, /dev/zero and a FIFO: each is a ValueError, and the process's peak
+    memory grows by less than 2 x max_bytes (it grew by gigabytes, or hung)."""
+    meta, tensors = _parts(model_file)
+    embeddings = _edited(meta, _set([[2, 1]] * 100_000, "model_kwargs", "embedding_sizes"))
+    hostile = {
+        "bzip2 bomb": _bomb(tmp_path / "bzip2.tabembed", meta, zipfile.ZIP_BZIP2),
+        "LZMA bomb": _bomb(tmp_path / "lzma.tabembed", meta, zipfile.ZIP_LZMA),
+        "deflate bomb": _bomb(tmp_path / "deflate.tabembed", meta, zipfile.ZIP_DEFLATED),
+        "deflate bomb declaring max_bytes": _bomb(
+            tmp_path / "deflate_max.tabembed", meta, zipfile.ZIP_DEFLATED,
+            declared=MAX_BYTES - 100_000),
+        "snapshots 10**8": _rewrite(model_file, tmp_path / "snapshots.tabembed",
+                                    meta=_edited(meta, _set(10 ** 8, "snapshots"))),
+        "10**5 embedding tables": _rewrite(model_file, tmp_path / "tables.tabembed",
+                                           meta=embeddings),
+        "JSON bomb": _write(tmp_path / "json.tabembed", {
+            "metadata.json": "[" + ",".join(["[]"] * 3_000_000) + "]",
+            "weights.safetensors": save_tensors(tensors)}),
+        "zip directory of 400,000 entries": _long_directory(tmp_path / "directory.tabembed"),
+        "safetensors header of 200,000 tensors": _write(
+            tmp_path / "header.tabembed", {"metadata.json": json.dumps(meta),
+                                           "weights.safetensors": _header_bomb(tensors)}),
+        "/dev/zero": Path("/dev/zero"),
+        "FIFO": tmp_path / "fifo.tabembed",
+    }
+    os.mkfifo(hostile["FIFO"])
+    assert all(p.stat().st_size < MAX_BYTES for p in hostile.values() if p.is_file())
+    with _unblocking(hostile["FIFO"]):
+        result = subprocess.run([sys.executable, "-c", _LAUNCH, sys.executable, "-c", _BOUNDED,
+                                 str(MAX_BYTES), str(model_file), *map(str, hostile.values())],
+                                capture_output=True, text=True, timeout=300)
+    lines = [line.split() for line in result.stdout.splitlines()]
+    assert len(lines) == 1 + len(hostile), result.stderr[-2000:]
+    (baseline_error, baseline), *rest = [(error, int(peak)) for error, peak in lines]
+    assert baseline_error == "None"
+    failures = []
+    for name, (error, peak) in zip(hostile, rest):
+        print(f"{name}: {error}, peak RSS {peak - baseline:+,} kB over the valid file's")
+        if error != "ValueError" or peak - baseline >= 2 * MAX_BYTES // 1024:
+            failures.append((name, error, peak - baseline))
+    assert not failures
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA])
+def test_entries_compressed_otherwise_than_deflate_are_refused_unread(model_file, tmp_path,
+                                                                       method):
+    meta, tensors = _parts(model_file)
+    path = _write(tmp_path / "other.tabembed", {"metadata.json": json.dumps(meta),
+                                                "weights.safetensors": save_tensors(tensors)},
+                  compression=method)
+    _refused(path, "stored or deflate entries only")
+
+
+def test_an_entry_longer_than_it_declares_is_refused(model_file, tmp_path):
+    """Decompression stops at the declared size; the rest is never produced."""
+    path = tmp_path / "longer.tabembed"
+    path.write_bytes(_declare_size(model_file.read_bytes(), "weights.safetensors", 1000))
+    _refused(path, "CRC|damaged|declares")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX FIFOs")
+@pytest.mark.parametrize("kind", ["directory", "FIFO"])
+def test_non_regular_files_are_refused_before_reading(tmp_path, kind):
+    """(/dev/zero, which a regression reads until memory runs out, is tried in the capped
+    process of test_hostile_files_stay_within_twice_max_bytes.)"""
+    path = {"directory": tmp_path, "FIFO": tmp_path / "fifo"}[kind]
+    if kind == "FIFO":
+        os.mkfifo(path)    # opening it to read waits for a writer
+    with _unblocking(path) if kind == "FIFO" else contextlib.nullcontext():
+        _refused(path, "not a regular file")
+
+
+@contextlib.contextmanager
+def _unblocking(fifo):
+    """While the block runs, open ``fifo`` to write (and close it) whenever a reader waits
+    on it, so that a regression reading it gets an empty file and fails instead of hanging."""
+    done = threading.Event()
+
+    def unblock():
+        while not done.wait(0.2):
+            try:
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:   # ENXIO: no reader waits, as it should be
+                pass
+
+    thread = threading.Thread(target=unblock, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
 def test_a_valid_file_still_loads_and_predicts(model_file, data):
     X, _ = data
     loaded = tabembed.load(model_file)
     assert np.isfinite(loaded.predict_proba(X)).all()
+
+
+# ------------------------------------------------------------------ Parquet sources
+
+@pytest.fixture(scope="module")
+def parquet_source(tmp_path_factory):
+    """A folder of two Parquet files, and a classifier fitted from it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"a": rng.normal(size=400), "c": rng.choice(["x", "y", "z"], 400)})
+    frame["target"] = (frame["a"] > 0).astype(int)
+    folder = tmp_path_factory.mktemp("parquet") / "good"
+    folder.mkdir()
+    for i in range(2):
+        pq.write_table(pa.Table.from_pandas(frame.iloc[i * 200:(i + 1) * 200],
+                                            preserve_index=False),
+                       folder / f"part-{i}.parquet", row_group_size=100)
+    model = EmbeddingMLPClassifier(**SMALL).fit(folder, y="target")
+    return folder, model
+
+
+def _damaged_source(folder, tmp_path, content: bytes) -> Path:
+    damaged = tmp_path / "damaged"
+    damaged.mkdir(exist_ok=True)
+    (damaged / "part-0.parquet").write_bytes((folder / "part-0.parquet").read_bytes())
+    (damaged / "part-1.parquet").write_bytes(content)
+    return damaged
+
+
+def test_damaged_parquet_files_are_a_value_error_naming_the_file(parquet_source, tmp_path):
+    """Truncated, empty, garbage, a pickle, a footer alone: fit and predict_to_parquet give a
+    ValueError naming the file; no code runs and nothing is written."""
+    folder, model = parquet_source
+    raw = (folder / "part-1.parquet").read_bytes()
+    marker = tmp_path / "executed"
+    cases = {"truncated": raw[:len(raw) // 2], "empty": b"", "garbage": b"hello" * 100,
+             "pickle": pickle.dumps(_Payload(marker)), "footer alone": b"PAR1" + raw[-200:]}
+    for name, content in cases.items():
+        damaged = _damaged_source(folder, tmp_path, content)
+        with pytest.raises(ValueError, match=r"part-1\.parquet"):
+            EmbeddingMLPClassifier(**SMALL).fit(damaged, y="target")
+        with pytest.raises(ValueError, match=r"part-1\.parquet"):
+            model.predict_to_parquet(damaged, tmp_path / "out.parquet")
+        assert not (tmp_path / "out.parquet").exists(), name
+    assert not marker.exists()
+
+
+def test_bit_flips_in_parquet_files_are_named_or_harmless(parquet_source, tmp_path):
+    """Flipped bytes in a source file: a ValueError naming the file, or (bytes Parquet does
+    not check, such as values) a finished run; never another exception."""
+    folder, model = parquet_source
+    raw = bytearray((folder / "part-1.parquet").read_bytes())
+    rng = np.random.default_rng(0)
+    outcomes = {"named": 0, "finished": 0}
+    for _ in range(20):
+        flipped = bytearray(raw)
+        for position in rng.choice(len(raw) - 8, size=8, replace=False):
+            flipped[4 + position] ^= 0xFF
+        damaged = _damaged_source(folder, tmp_path, bytes(flipped))
+        for run, arguments in ((EmbeddingMLPClassifier(**SMALL).fit, (damaged, "target")),
+                               (model.predict_to_parquet, (damaged, tmp_path / "out.parquet"))):
+            try:
+                run(*arguments)
+            except ValueError as error:
+                assert "part-1.parquet" in str(error), error
+                outcomes["named"] += 1
+            else:
+                outcomes["finished"] += 1
+    assert outcomes["named"] > 20
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX FIFOs")
+def test_predict_to_parquet_never_writes_into_a_fifo_or_device(parquet_source, tmp_path):
+    folder, model = parquet_source
+    fifo = tmp_path / "out.parquet"
+    os.mkfifo(fifo)
+    with pytest.raises(FileExistsError, match="FIFO"):
+        model.predict_to_parquet(folder, fifo)
+    assert not fifo.is_file() and fifo.exists()

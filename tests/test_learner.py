@@ -273,6 +273,28 @@ def test_checkpoint_write_is_atomic(synthetic, tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ["model.ckpt"]
 
 
+def test_a_damaged_checkpoint_is_a_clear_error_naming_the_file(synthetic, tmp_path):
+    """Truncated at any point, empty, garbage, a FIFO: a ValueError naming the path (torch
+    said ``OSError: [Errno 22]`` without it, or a bare ``EOFError``), never a hang."""
+    path = tmp_path / "run.ckpt"
+    _learner(synthetic).fit(1, 1e-3, callbacks=[Checkpoint(path)])
+    content = path.read_bytes()
+    damaged = {f"cut at {f}": content[:int(len(content) * f)]
+               for f in (0.001, 0.01, 0.1, 0.5, 0.9, 0.999)}
+    damaged.update({"empty": b"", "garbage": b"hello world" * 10})
+    for name, raw in damaged.items():
+        broken = tmp_path / "broken.ckpt"
+        broken.write_bytes(raw)
+        with pytest.raises(ValueError, match=r"broken\.ckpt") as info:
+            _learner(synthetic).fit(2, 1e-3, resume_from=broken)
+        assert "empty" in str(info.value) or "not a readable checkpoint" in str(info.value), name
+    if hasattr(os, "mkfifo"):
+        fifo = tmp_path / "fifo.ckpt"
+        os.mkfifo(fifo)
+        with pytest.raises(ValueError, match=r"fifo\.ckpt is a FIFO"):
+            _learner(synthetic).fit(2, 1e-3, resume_from=fifo)
+
+
 # ------------------------------------------------------------------ LR finder
 
 def test_lr_finder_restores_state_bit_exactly(synthetic, tmp_path):

@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import stat
 import subprocess
 
 import numpy as np
@@ -12,6 +13,8 @@ from tabembed.native import build
 
 needs_compiler = pytest.mark.skipif(shutil.which(os.environ.get("CC", "cc")) is None,
                                     reason="no C compiler on this machine")
+needs_proc = pytest.mark.skipif(not os.path.isdir("/proc/self/fd"),
+                                reason="libraries load through /proc/self/fd (Linux)")
 needs_kernel = pytest.mark.skipif(
     shutil.which(os.environ.get("CC", "cc")) is None or os.environ.get("TABEMBED_NATIVE") == "0",
     reason="no C compiler on this machine, or the kernel turned off (TABEMBED_NATIVE=0)")
@@ -79,14 +82,109 @@ def test_turned_off_by_environment_and_the_model_still_trains(monkeypatch, fresh
     assert np.isfinite(recommender.predict(X)).all()
 
 
+# ------------------------------------------------------------------ a cache no one else can change
+
+@pytest.fixture
+def home(tmp_path, monkeypatch, fresh_loader):
+    """A fresh home folder (HOME) for the cache, under umask 002 (group-writable files),
+    where the shared-library swap was possible."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    previous = os.umask(0o002)
+    yield tmp_path / "home"
+    os.umask(previous)
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+@needs_kernel
+@needs_proc
+def test_the_cache_is_created_private_whatever_the_umask_and_loaded_by_descriptor(home):
+    """Under umask 002 the folder was 0775 and the library 0775: another user of the group
+    could swap it. Now the folders are 0700, the library 0700, and it is loaded through
+    the descriptor that was checked."""
+    library = build.load("dot_bias")
+    assert library is not None, build.reason("dot_bias")
+    assert library._name.startswith(f"{build.PROC_FDS}/")
+    for folder in (home / ".cache", home / ".cache" / "tabembed", build.cache_folder()):
+        assert _mode(folder) == 0o700, folder
+    (built,) = build.cache_folder().iterdir()
+    assert _mode(built) == 0o700 and not built.name.startswith(".")
+
+
 @needs_compiler
-def test_a_cache_folder_writable_by_anyone_is_refused(tmp_path):
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    shared.chmod(0o777)
-    with pytest.raises(build.NativeBuildError, match="writable by anyone"):
-        build.build("dot_bias", shared)
-    assert list(shared.iterdir()) == []
+@pytest.mark.parametrize("mode", [0o775, 0o777, 0o757], ids=oct)
+def test_a_cache_folder_others_can_write_is_refused(home, mode):
+    folder = build.cache_folder()
+    folder.mkdir(parents=True)
+    folder.chmod(mode)
+    with pytest.raises(build.NativeBuildError, match=r"writable by its group or by anyone.*chmod"):
+        build.build("dot_bias", folder)
+    assert list(folder.iterdir()) == []
+    assert build.load("dot_bias") is None
+    assert "writable by its group or by anyone" in build.reason("dot_bias")
+
+
+@needs_compiler
+def test_a_cache_owned_by_another_user_is_refused(home, monkeypatch):
+    folder = build.cache_folder()
+    build.build("dot_bias", folder)
+    monkeypatch.setattr(build, "_user", lambda: os.getuid() + 1)   # as seen by another user
+    with pytest.raises(build.NativeBuildError, match=r"owned by uid .* not by this user"):
+        build.build("dot_bias", folder)
+    assert build.load("dot_bias") is None
+
+
+@needs_compiler
+@needs_proc
+def test_a_cached_library_that_is_a_symlink_or_group_writable_is_refused(home, tmp_path):
+    folder = build.cache_folder()
+    built = build.build("dot_bias", folder)
+    elsewhere = tmp_path / "elsewhere.so"
+    elsewhere.write_bytes(built.read_bytes())
+    elsewhere.chmod(0o700)
+    built.unlink()
+    built.symlink_to(elsewhere)
+    with pytest.raises(build.NativeBuildError, match="without following a symlink"):
+        build.build("dot_bias", folder)
+    with pytest.raises(build.NativeBuildError, match="without following a symlink"):
+        build.load_trusted(built)
+    built.unlink()
+    built.write_bytes(elsewhere.read_bytes())
+    built.chmod(0o770)
+    with pytest.raises(build.NativeBuildError, match="writable by its group"):
+        build.load_trusted(built)
+    built.chmod(0o700)
+    assert build.load_trusted(built) is not None
+
+
+@needs_compiler
+@needs_proc
+def test_what_is_checked_is_what_is_loaded(home, monkeypatch):
+    """A file swapped in at the path after the check (renameat2(RENAME_EXCHANGE) did it
+    in 15 of 200 tries) is never what runs: the checked descriptor is loaded."""
+    folder = build.cache_folder()
+    built = build.build("dot_bias", folder)
+    checked = build._open_library
+
+    def check_then_swap(directory, path, mode=None):
+        descriptor = checked(directory, path, mode)
+        swapped = path.with_name(".swap")
+        swapped.write_bytes(b"not a library: loading this by its path would fail")
+        os.replace(swapped, path)
+        return descriptor
+
+    monkeypatch.setattr(build, "_open_library", check_then_swap)
+    library = build.load_trusted(built)
+    assert hasattr(library, "dot_bias_forward")
+
+
+def test_without_proc_fd_the_library_is_not_loaded(home, monkeypatch):
+    monkeypatch.setattr(build, "PROC_FDS", str(home / "no-proc" / "self" / "fd"))
+    assert build.load("dot_bias") is None
+    assert "not available here" in build.reason("dot_bias")
 
 
 def _ratings(n_users=60, n_items=40, seed=0):

@@ -132,3 +132,35 @@ def test_two_processes_agree_repeat_and_match_one_process(adult_parquet, tmp_pat
     accuracy_two = first[0]["history"]["accuracy"][-1]
     assert accuracy_one > 0.8 and abs(accuracy_one - accuracy_two) < 0.02, (accuracy_one,
                                                                            accuracy_two)
+
+
+def test_estimators_refuse_mixed_files_and_careless_destinations(tmp_path):
+    """Through the estimators: a file lacking a feature (fit, predict_to_parquet), the
+    source as destination, a kept column named like an output column. Each is an error
+    naming the file or column, and no data is lost."""
+    X, y = make_synthetic(1200, task="classification", noise=0.3, random_state=5)
+    frame = X.assign(target=y.to_numpy())
+    folder = write_parts(frame, tmp_path / "data", files=3, row_group=400)
+    lacking = write_parts(frame, tmp_path / "lacking", files=3, row_group=400)
+    part = pq.read_table(lacking / "part-1.parquet").drop_columns(["num_0"])
+    pq.write_table(part, lacking / "part-1.parquet")
+    classifier = EmbeddingMLPClassifier(epochs=1, lr=1e-2, hidden=(16,), random_state=0)
+    with pytest.raises(ValueError, match=r"part-1\.parquet lacks the column\(s\) \['num_0'\]"):
+        classifier.fit(lacking, y="target")
+    classifier.fit(folder, y="target")
+    with pytest.raises(ValueError, match=r"part-1\.parquet lacks the column\(s\) \['num_0'\]"):
+        classifier.predict_to_parquet(lacking, tmp_path / "p.parquet")
+    source = folder / "part-0.parquet"
+    content = source.read_bytes()
+    with pytest.raises(ValueError, match="is the source file"):
+        classifier.predict_to_parquet(source, source)
+    with pytest.raises(ValueError, match="inside the source folder"):
+        classifier.predict_to_parquet(folder, folder / "predictions.parquet")
+    assert source.read_bytes() == content and len(list(folder.iterdir())) == 3
+    with_prediction = tmp_path / "with_prediction.parquet"
+    pq.write_table(pa.Table.from_pandas(frame.assign(prediction=-1), preserve_index=False),
+                   with_prediction)
+    with pytest.raises(ValueError, match=r"keep_columns \['prediction'\]"):
+        classifier.predict_to_parquet(with_prediction, tmp_path / "p.parquet",
+                                      keep_columns=["prediction"])
+    assert not (tmp_path / "p.parquet").exists()

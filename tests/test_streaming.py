@@ -525,3 +525,144 @@ def test_read_ahead_only_with_a_core_to_spare(monkeypatch):
     assert auto_prefetch({"LOCAL_WORLD_SIZE": "2"}) == 0       # torchrun fills the cores
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
     assert auto_prefetch({"LOCAL_WORLD_SIZE": "2"}) == 1
+
+
+# ------------------------------------------------------------------ careless paths, mixed files
+
+def test_predict_to_parquet_refuses_to_write_over_its_source(table, tmp_path):
+    """The source file itself (by path, through a symlink or a hard link), or a file in the
+    source folder: refused before anything is read, and the source is left as it was."""
+    frame, folder = table
+    pre, model = _streamed_classifier(folder)
+
+    def predict(codes, continuous):
+        return torch.softmax(model(codes, continuous), dim=1)
+
+    single = tmp_path / "data.parquet"
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), single)
+    content = single.read_bytes()
+    link, hard = tmp_path / "link.parquet", tmp_path / "hard.parquet"
+    link.symlink_to(single)
+    hard.hardlink_to(single)
+    for destination in (single, tmp_path / "." / "data.parquet", link, hard):
+        with pytest.raises(ValueError, match="is the source file"):
+            predict_to_parquet(single, destination, predict, pre)
+    for source in (link, [str(single)], ds.dataset(single)):
+        with pytest.raises(ValueError, match="is the source file"):
+            predict_to_parquet(source, single, predict, pre)
+    assert single.read_bytes() == content
+    listing = sorted(p.name for p in folder.iterdir())
+    for destination in (folder / "predictions.parquet", folder / "sub" / "p.parquet"):
+        with pytest.raises(ValueError, match="inside the source folder"):
+            predict_to_parquet(folder, destination, predict, pre)
+    with pytest.raises(ValueError, match="inside the source folder"):
+        predict_to_parquet(folder, folder, predict, pre, rank=0, world_size=2)
+    assert sorted(p.name for p in folder.iterdir()) == listing
+    beside = predict_to_parquet(single, tmp_path / "predictions.parquet", predict, pre)
+    assert len(pd.read_parquet(beside)) == len(frame)     # beside the source file: fine
+
+
+def test_predict_to_parquet_never_replaces_a_kept_column(table, tmp_path):
+    """A kept column named like an output column was silently dropped: an error naming it."""
+    frame, folder = table
+    pre, model = _streamed_classifier(folder)
+    source = tmp_path / "data.parquet"
+    pq.write_table(pa.Table.from_pandas(frame.assign(prediction=frame["row"] * 2),
+                                        preserve_index=False), source)
+
+    def predict(codes, continuous):
+        return model(codes, continuous).argmax(dim=1)
+
+    with pytest.raises(ValueError, match=r"keep_columns \['prediction'\].*rename"):
+        predict_to_parquet(source, tmp_path / "p.parquet", predict, pre,
+                           keep_columns=["row", "prediction"])
+    assert not (tmp_path / "p.parquet").exists()
+    written = pd.read_parquet(predict_to_parquet(source, tmp_path / "p.parquet", predict, pre,
+                                                 keep_columns=["row", "prediction"],
+                                                 output_names=["label"]))
+    assert np.array_equal(written["prediction"], frame["row"] * 2)
+
+
+def _mixed(folder, frame, drop=None, add=None):
+    """``frame`` in three files; the second lacks column ``drop``, the third alone has
+    ``add``."""
+    folder.mkdir()
+    cuts = np.linspace(0, len(frame), 4).astype(int)
+    for i in range(3):
+        part = frame.iloc[cuts[i]:cuts[i + 1]]
+        if i == 1 and drop:
+            part = part.drop(columns=[drop])
+        if i == 2 and add:
+            part = part.assign(**{add: np.arange(len(part), dtype=float)})
+        pq.write_table(pa.Table.from_pandas(part, preserve_index=False),
+                       folder / f"part-{i}.parquet", row_group_size=400)
+    return folder
+
+
+def test_files_lacking_a_feature_are_an_error_naming_the_file_and_column(table, tmp_path):
+    """A file without a feature read as nulls (trained as missing values, silently) or
+    failed with ArrowInvalid: now a ValueError naming the file and the column, for the
+    preprocessor's fit, the target's, the stream and predict_to_parquet."""
+    frame, folder = table
+    pre, model = _streamed_classifier(folder)
+    feature = pre.cont_names_[0]
+    mixed = _mixed(tmp_path / "mixed", frame, drop=feature)
+    where = rf"part-1\.parquet lacks the column\(s\) \['{feature}'\]"
+    with pytest.raises(ValueError, match=where):
+        fit_preprocessor(mixed, TabularPreprocessor(), exclude=["target", "row"])
+    with pytest.raises(ValueError, match=where):
+        predict_to_parquet(mixed, tmp_path / "p.parquet", lambda c, x: model(c, x), pre)
+    transform = TableTransform(pre)
+    with pytest.raises(ValueError, match=where):
+        ParquetBatches(mixed, transform)
+    without_target = _mixed(tmp_path / "no_target", frame, drop="target")
+    with pytest.raises(ValueError, match=r"part-1\.parquet lacks the column\(s\) \['target'\]"):
+        fit_target(without_target, "target")
+    only_features = tmp_path / "features.parquet"
+    pq.write_table(pa.Table.from_pandas(frame.drop(columns=[feature]), preserve_index=False),
+                   only_features)
+    with pytest.raises(ValueError, match=rf"features\.parquet lacks the column\(s\) "
+                                         rf"\['{feature}'\]"):
+        predict_to_parquet(only_features, tmp_path / "p.parquet", lambda c, x: model(c, x), pre)
+    assert not (tmp_path / "p.parquet").exists()
+
+
+def test_a_column_only_in_later_files_is_an_error_where_features_are_inferred(table, tmp_path):
+    frame, _ = table
+    mixed = _mixed(tmp_path / "mixed", frame, add="late")
+    with pytest.raises(ValueError, match=r"'late' of .*part-2\.parquet is not in the "
+                                         r"dataset's schema"):
+        fit_preprocessor(mixed, TabularPreprocessor(), exclude=["target", "row"])
+    named = TabularPreprocessor(cat_names=["cat_0"], cont_names=["num_0"], date_names=[])
+    fitted = fit_preprocessor(mixed, named, exclude=["target", "row"])
+    assert fitted.cat_names_ == ["cat_0"] and fitted.cont_names_ == ["num_0"]
+
+
+def test_a_column_whose_type_differs_between_files_names_the_file(table, tmp_path):
+    """Text where the schema has numbers: refused before reading, naming the file and the
+    column. Numbers that do not convert (1.5 into the schema's int64): named at the read."""
+    frame, folder = table
+    pre, model = _streamed_classifier(folder)
+    frame = frame.assign(count=np.arange(len(frame)))
+    cases = {"text": ("num_0", lambda f: f["num_0"].map("{:.3f} kg".format)),
+             "fraction": ("count", lambda f: f["count"] + 0.5)}
+    for name, (column, change) in cases.items():
+        mixed = tmp_path / name
+        mixed.mkdir()
+        pq.write_table(pa.Table.from_pandas(frame.iloc[:3000], preserve_index=False),
+                       mixed / "part-0.parquet")
+        later = frame.iloc[3000:].assign(**{column: change})
+        pq.write_table(pa.Table.from_pandas(later, preserve_index=False),
+                       mixed / "part-1.parquet")
+        if name == "text":
+            where = r"the column 'num_0' of the Parquet file .*part-1\.parquet holds"
+            with pytest.raises(ValueError, match=where):
+                predict_to_parquet(mixed, tmp_path / "p.parquet", lambda c, x: model(c, x), pre)
+            with pytest.raises(ValueError, match=where):
+                fit_preprocessor(mixed, TabularPreprocessor(), exclude=["target", "row"])
+        else:
+            with pytest.raises(ValueError, match=r"reading .*part-1\.parquet \(row group 0\) "
+                                                 r"failed.*'count': 'double'"):
+                predict_to_parquet(mixed, tmp_path / "p.parquet", lambda c, x: model(c, x), pre,
+                                   keep_columns=["count"])
+        assert not (tmp_path / "p.parquet").exists()

@@ -55,18 +55,31 @@ class RowGroups:
     offsets : ndarray of int64
         Position of each row group's first row in the whole dataset.
     n_rows : int
+    file_columns : dict
+        ``{path: frozenset of column names}`` of each file (its own columns and its
+        partition keys). A dataset's schema is its first file's: a column missing
+        from another file would read as nulls, and a column only in later files
+        would never be read; :meth:`require` and :meth:`unlisted_columns` find both.
     """
 
     def __init__(self, dataset: ds.Dataset):
         self.dataset = dataset
-        self.fragments, counts = [], []
+        self.fragments, counts, self.file_columns = [], [], {}
         for fragment in dataset.get_fragments():
             if not isinstance(fragment, ds.ParquetFileFragment):
                 raise TypeError(
                     f"{fragment.path} is not Parquet ({type(fragment).__name__}); stream Parquet "
                     "only (convert with pyarrow.dataset.write_dataset(..., format='parquet'))"
                 )
-            for piece in fragment.split_by_row_group():
+            try:
+                self.file_columns[fragment.path] = frozenset(
+                    [*fragment.physical_schema.names,
+                     *ds.get_partition_keys(fragment.partition_expression)])
+                pieces = fragment.split_by_row_group()
+            except (pa.ArrowException, OSError) as error:   # a damaged footer
+                raise ValueError(f"{fragment.path} is not a readable Parquet file "
+                                 f"({type(error).__name__}: {error})") from error
+            for piece in pieces:
                 rows = piece.row_groups[0].num_rows
                 if rows:
                     self.fragments.append(piece)
@@ -80,9 +93,62 @@ class RowGroups:
     def __len__(self) -> int:
         return len(self.fragments)
 
+    def require(self, columns, needed_for: str) -> None:
+        """Raise a ``ValueError`` naming the file and the column where a file lacks one of
+        ``columns`` (``needed_for`` says what reads them: "the model's features"), or holds
+        one with a type of another kind (numbers, text, times, booleans) than the schema's."""
+        columns = list(dict.fromkeys(columns))
+        for path, present in self.file_columns.items():
+            missing = [c for c in columns if c not in present]
+            if missing:
+                raise ValueError(_missing_message(path, missing, needed_for, self.file_columns))
+        schema = self.dataset.schema
+        for fragment in self.dataset.get_fragments():
+            physical = fragment.physical_schema
+            for column in columns:
+                if column not in physical.names or column not in schema.names:
+                    continue   # a partition key
+                given, expected = physical.field(column).type, schema.field(column).type
+                if _kind(given) not in (_kind(expected), "null") and _kind(expected) != "null":
+                    raise ValueError(
+                        f"the column {column!r} of the Parquet file {fragment.path} holds "
+                        f"{given} values where the dataset's schema (its first file's, "
+                        f"{self.dataset.files[0]}) says {expected}: every file of a dataset "
+                        "must hold each column with one type; convert that file's column")
+
+    def unlisted_columns(self) -> dict:
+        """``{column: first file holding it}`` for columns that some files hold but the
+        dataset's schema (its first file's) lacks: reading the dataset never sees them."""
+        listed, found = set(self.dataset.schema.names), {}
+        for path, present in self.file_columns.items():
+            for column in sorted(present - listed):
+                found.setdefault(column, path)
+        return found
+
     def read(self, index: int, columns: list[str]) -> pa.Table:
         """Columns of row group ``index``, with the dataset's (unified) schema."""
-        return self.fragments[index].to_table(schema=self.dataset.schema, columns=columns)
+        fragment = self.fragments[index]
+        missing = [c for c in columns if c not in self.file_columns[fragment.path]]
+        if missing:
+            raise ValueError(_missing_message(fragment.path, missing, "this read",
+                                              self.file_columns))
+        where = f"{fragment.path} (row group {fragment.row_groups[0].id})"
+        try:
+            return fragment.to_table(schema=self.dataset.schema, columns=columns)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as error:
+            kinds = {c: str(fragment.physical_schema.field(c).type) for c in columns
+                     if c in fragment.physical_schema.names}
+            expected = {c: str(self.dataset.schema.field(c).type) for c in kinds}
+            if kinds == expected:    # not a type clash: damaged data
+                raise ValueError(f"reading {where} failed: {error}; the file is "
+                                 "damaged") from error
+            raise ValueError(
+                f"reading {where} failed: {str(error).splitlines()[0]}; its columns have types "
+                f"{kinds} where the dataset's schema (its first file's) says {expected}: every "
+                "file of a dataset must hold the same columns with the same types") from error
+        except (pa.ArrowException, OSError) as error:
+            raise ValueError(f"reading {where} failed ({type(error).__name__}: {error}); the "
+                             "file is damaged") from error
 
     def sequential(self, exclude=()) -> ds.Dataset:
         """The dataset as one fragment per row group, scanned one row group at a time.
@@ -103,13 +169,53 @@ class RowGroups:
         return _Sequential(pieces, schema, dataset.format, dataset.filesystem)
 
 
+def _kind(kind: pa.DataType) -> str:
+    """The family of an Arrow type: values of one family convert to each other's types."""
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    for family, test in (("number", lambda t: pa.types.is_integer(t) or pa.types.is_floating(t)
+                          or pa.types.is_decimal(t)),
+                         ("text", lambda t: pa.types.is_string(t) or pa.types.is_large_string(t)
+                          or getattr(pa.types, "is_string_view", lambda _: False)(t)),
+                         ("time", lambda t: pa.types.is_timestamp(t) or pa.types.is_date(t)),
+                         ("boolean", pa.types.is_boolean), ("null", pa.types.is_null)):
+        if test(kind):
+            return family
+    return str(kind)
+
+
+def _missing_message(path, missing: list, needed_for: str, file_columns: dict) -> str:
+    elsewhere = [c for c in missing if any(c in cs for cs in file_columns.values())]
+    message = f"the Parquet file {path} lacks the column(s) {missing} needed for {needed_for}"
+    if elsewhere:
+        return (message + f"; other files of the dataset hold {elsewhere}. Every file of a "
+                "dataset must hold the same columns (a missing one would read as nulls): add "
+                "the column to that file (null where unknown) or leave the file out")
+    return message + f"; its columns are {sorted(file_columns[path])}"
+
+
 class _Sequential(ds.FileSystemDataset):
     """A FileSystemDataset whose scans read one fragment and one batch ahead at most."""
 
     def to_batches(self, **options):
+        """Record batches, in order; an error reading a damaged file names the file."""
         options.setdefault("batch_readahead", 1)
         options.setdefault("fragment_readahead", 1)
-        return super().to_batches(**options)
+        fragments = list(self.get_fragments())
+        done, current = 0, None     # fragments whose batches were all yielded; the last one
+        try:
+            for tagged in self.scanner(**options).scan_batches():
+                key = (tagged.fragment.path, *(g.id for g in tagged.fragment.row_groups))
+                if current is not None and key != current:
+                    done += 1
+                current = key
+                yield tagged.record_batch
+        except (pa.ArrowException, OSError) as error:
+            # Read ahead by one: the error is the last yielding row group's or the next's.
+            where = " or ".join(dict.fromkeys(
+                f"{f.path} (row group {f.row_groups[0].id})" for f in fragments[done:done + 2]))
+            raise ValueError(f"reading {where or 'the dataset'} failed ({type(error).__name__}: "
+                             f"{error}); the file is damaged") from error
 
     def to_table(self, **options):
         return pa.Table.from_batches(self.to_batches(**options), schema=self.schema)

@@ -37,7 +37,24 @@ def fit_preprocessor(data, preprocessor, *, exclude=()):
                          f"are {dataset.schema.names}")
     if len(exclude) == len(dataset.schema.names):
         raise ValueError(f"no feature column left after excluding {exclude}")
-    return preprocessor.fit(RowGroups(dataset).sequential(exclude=exclude))
+    row_groups = RowGroups(dataset)
+    roles = [getattr(preprocessor, r, None) for r in ("cat_names", "cont_names", "date_names")]
+    if all(isinstance(role, list | tuple) for role in roles):
+        features = [c for role in roles for c in role]
+    else:   # features inferred from every column: one only in later files would be missed
+        unlisted = {c: path for c, path in row_groups.unlisted_columns().items()
+                    if c not in exclude}
+        if unlisted:
+            column, path = next(iter(unlisted.items()))
+            raise ValueError(
+                f"the column {column!r} of {path} is not in the dataset's schema (its first "
+                f"file's, {dataset.files[0]}): it would never be read (columns only in some "
+                f"files: {sorted(unlisted)}). Every file of a dataset must hold the same "
+                "columns: add the column to every file, or name the features with "
+                "cat_names/cont_names/date_names")
+        features = [c for c in dataset.schema.names if c not in exclude]
+    row_groups.require(features, "the preprocessor's fit")
+    return preprocessor.fit(row_groups.sequential(exclude=exclude))
 
 
 def _values(column: pa.Array, name: str) -> np.ndarray:
@@ -78,6 +95,7 @@ def fit_target(data, column: str, *, task: str = "auto", scale: str | None = Non
     if column not in row_groups.dataset.schema.names:
         raise ValueError(f"the target column {column!r} is not in the dataset; its columns are "
                          f"{row_groups.dataset.schema.names}")
+    row_groups.require([column], "the target")
     classify, regress = task != "regression", task in ("auto", "regression")
     labels, moments, n_rows = None, Moments(), 0
     for index in range(len(row_groups)):

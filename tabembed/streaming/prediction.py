@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
@@ -92,6 +94,41 @@ def _destination(destination, rank: int, world_size: int) -> Path:
     return destination / f"part-{rank:05d}-of-{world_size:05d}.parquet"
 
 
+def _check_not_a_source(path: Path, data, dataset) -> None:
+    """Refuse to write the predictions over a file of the source, or into a source folder
+    (the next read of that folder would take the predictions for data)."""
+    if not isinstance(dataset.filesystem, pafs.LocalFileSystem):
+        return
+    target = Path(os.path.realpath(path))   # a symlink is written through to its target
+    for source in dataset.files:
+        if os.path.realpath(source) == str(target) or (
+                target.exists() and os.path.samefile(source, target)):
+            raise ValueError(
+                f"the destination {path} is the source file {source}: writing the predictions "
+                "would replace the data; write them to another path")
+    if isinstance(data, str | os.PathLike):
+        data = [data]
+    if isinstance(data, list | tuple):
+        for folder in data:
+            if isinstance(folder, str | os.PathLike) and os.path.isdir(folder) and \
+                    target.is_relative_to(os.path.realpath(folder)):
+                raise ValueError(
+                    f"the destination {path} is inside the source folder {folder}: the next "
+                    "read of that folder would take the predictions for data; write them "
+                    "outside it")
+
+
+def _check_collisions(keep_columns: list, predicted: dict) -> None:
+    """A kept input column may not share a name with an output column, which would replace
+    it in the output."""
+    clashes = [c for c in keep_columns if c in predicted]
+    if clashes:
+        raise ValueError(
+            f"keep_columns {clashes} have the names of output column(s) (the outputs are "
+            f"{list(predicted)}); the output would replace the source's column: rename that "
+            "column in the source, or leave it out of keep_columns")
+
+
 def predict_to_parquet(data, destination, predict_batch: Callable, preprocessor, *,
                        batch_size: int = 65536, keep_columns=(), output_names=None,
                        rank: int | None = None, world_size: int | None = None,
@@ -112,7 +149,8 @@ def predict_to_parquet(data, destination, predict_batch: Callable, preprocessor,
         The Parquet file to write (atomically: a temporary file in the same
         folder, renamed at the end). With several processes, a folder in
         which rank ``r`` writes ``part-<r>-of-<world_size>.parquet`` with its
-        contiguous share of the rows.
+        contiguous share of the rows. It may not be a file of the source, nor
+        lie inside a source folder (either is an error before anything is read).
     predict_batch : callable
         ``predict_batch(*tensors) -> tensor, ndarray or dict of them``: the
         model's outputs for the preprocessed inputs of ``n`` rows, ``(n,)``
@@ -122,7 +160,9 @@ def predict_to_parquet(data, destination, predict_batch: Callable, preprocessor,
     preprocessor : TabularPreprocessor or TableTransform
         Fitted; turns a table into the inputs ``predict_batch`` takes.
     keep_columns : sequence of str
-        Input columns copied to the output beside the predictions (ids).
+        Input columns copied to the output beside the predictions (ids). A name
+        that is also an output column's (``prediction``) is an error, never a
+        silently replaced column.
     output_names : list of str, optional
         Names of the output columns (default ``prediction`` or
         ``prediction_0..k-1``).
@@ -156,7 +196,11 @@ def predict_to_parquet(data, destination, predict_batch: Callable, preprocessor,
     missing = [c for c in keep_columns if c not in part.row_groups.dataset.schema.names]
     if missing:
         raise ValueError(f"keep_columns not in the dataset: {missing}")
+    part.row_groups.require(transform.columns, "the model's features")
+    part.row_groups.require(keep_columns, "keep_columns")
     columns = list(dict.fromkeys([*transform.columns, *keep_columns]))
+    path = _destination(destination, rank, world_size)
+    _check_not_a_source(path, data, part.row_groups.dataset)
     start, stop = shard_range(part.n_rows, rank, world_size)
     segments = _segments(part.counts, np.arange(len(part.counts)), start, stop)
 
@@ -166,7 +210,6 @@ def predict_to_parquet(data, destination, predict_batch: Callable, preprocessor,
         arrays = transform(table) if order == "C" else transform(table, order=order)
         return table, tuple(torch.from_numpy(a) for a in arrays)
 
-    path = _destination(destination, rank, world_size)
     show = (rank == 0) if progress is None else progress
     bar = tqdm(total=stop - start, unit="rows", desc="predicting", mininterval=0.5,
                disable=(None if progress is None else False) if show else True)
@@ -191,6 +234,8 @@ def predict_to_parquet(data, destination, predict_batch: Callable, preprocessor,
                                                        output_names))
                     predicted = {name: _concatenated([o[name] for o in outputs])
                                  for name in outputs[0]}
+                    if writer is None:
+                        _check_collisions(keep_columns, predicted)
                     result = pa.table({**{c: table[c] for c in keep_columns}, **predicted})
                     if writer is None:
                         writer = pq.ParquetWriter(stream, result.schema,

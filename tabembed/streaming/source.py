@@ -198,6 +198,7 @@ class ParquetBatches:
         self.seed = int(random_state)
         self.device = torch.device("cpu")
         self._columns = list(dict.fromkeys([*transform.columns, *self.part.columns]))
+        self.part.row_groups.require(self._columns, "the stream (features, target and split key)")
         self._epoch, self._position, self._resume = 0, 0, False
 
     # ------------------------------------------------------------ layout

@@ -17,7 +17,7 @@ import random
 import numpy as np
 import torch
 
-from tabembed._io import atomic_write
+from tabembed._io import atomic_write, open_regular
 from tabembed.training import distributed
 
 __all__ = ["CHECKPOINT_VERSION", "capture", "read_checkpoint", "restore",
@@ -128,8 +128,23 @@ def write_checkpoint(learner, path, *, mid_epoch: bool = False) -> None:
 
 
 def read_checkpoint(path, device) -> dict:
-    # weights_only: a checkpoint is data, never code (torch refuses pickled objects).
-    state = torch.load(path, map_location=device, weights_only=True)
+    """The state written by :func:`write_checkpoint`; a damaged file is a ``ValueError``
+    naming ``path`` (torch's own errors for a truncated file, ``OSError: [Errno 22]`` or a
+    bare ``EOFError``, name neither the file nor the cause)."""
+    stream, size = open_regular(path, "checkpoint")
+    with stream:
+        if size == 0:
+            raise ValueError(f"{path} is empty (0 bytes), not a checkpoint; resume from "
+                             "another checkpoint or start the run again")
+        try:
+            # weights_only: a checkpoint is data, never code (torch refuses pickled objects).
+            state = torch.load(stream, map_location=device, weights_only=True)
+        except Exception as error:
+            first_line = (str(error).strip().splitlines() or [""])[0][:300]
+            raise ValueError(
+                f"{path} ({size:,} bytes) is not a readable checkpoint: it is truncated, "
+                f"damaged or not a tabembed checkpoint ({type(error).__name__}: {first_line}); "
+                "resume from another checkpoint or start the run again") from error
     version = state.get("version", 0) if isinstance(state, dict) else 0
     if version > CHECKPOINT_VERSION:
         raise ValueError(f"{path} was written by a newer tabembed; upgrade to resume from it")
