@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.tabembed-installed
 
-.PHONY: test demo lint bench clean
+.PHONY: test demo lint bench clean wheel-check
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ test: $(STAMP)
 	$(BIN)/python -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; \
 	exit $$rc
+
+# Builds the sdist and the wheel, installs the wheel into a fresh environment outside the
+# checkout and runs the README's five lines and an example there (.ci/wheel_check.sh).
+wheel-check: $(STAMP)
+	PYTHON=$(PYTHON) BUILD_PYTHON=$(BIN)/python TORCH_SPEC='$(TORCH_SPEC)' bash .ci/wheel_check.sh
 
 # Trains the classifier on the shipped Adult data; prints scores, writes demo_output/*.png.
 demo: $(STAMP)
@@ -48,4 +53,4 @@ lint: $(STAMP)
 	$(BIN)/python -m ruff check .
 
 clean:
-	rm -rf $(VENV) $(BENCH) .pytest_cache demo_output build *.egg-info
+	rm -rf $(VENV) $(BENCH) .pytest_cache demo_output build dist *.egg-info

@@ -2,7 +2,10 @@
 
 Every estimator turns its ``X`` into a DataFrame here, checks row counts and
 the target's presence here, and so gives the same messages for the same
-mistakes.
+mistakes. Tables of other libraries (polars, pyarrow, anything that exports the
+Arrow PyCapsule stream interface) come in through Arrow: one conversion for all
+of them (:func:`arrow_table`, :func:`arrow_to_pandas`), with their column names
+and types kept.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
+    "arrow_table",
+    "arrow_to_pandas",
     "as_frame",
     "check_column_names",
     "check_finite_predictions",
@@ -25,8 +30,9 @@ __all__ = [
 def as_frame(X, feature_names=None) -> pd.DataFrame:
     """A DataFrame from X (arrays get ``x0, x1, ...`` or the fitted names); never a copy we own.
 
-    A ``pyarrow.Table`` keeps its column names and types. A
-    ``pyarrow.dataset.Dataset`` is refused with a pointer to the streaming
+    A polars DataFrame, a ``pyarrow.Table`` or any table exporting the Arrow
+    PyCapsule interface keeps its column names and types (:func:`arrow_to_pandas`).
+    A ``pyarrow.dataset.Dataset`` is refused with a pointer to the streaming
     entry point, since reading it whole is exactly what it exists to avoid.
     """
     if isinstance(X, pd.DataFrame):
@@ -34,14 +40,17 @@ def as_frame(X, feature_names=None) -> pd.DataFrame:
         return X
     if isinstance(X, pd.Series):
         return X.to_frame()
-    module = type(X).__module__
-    if module.startswith("pyarrow"):
-        return _arrow_frame(X)
+    table = arrow_table(X)
+    if table is not None:
+        return arrow_to_pandas(table)
     if hasattr(X, "tocsr") or hasattr(X, "sparse"):
         raise TypeError("sparse input is not supported: tabembed needs dense data; convert "
                         "with X.toarray() or pass a DataFrame")
     if X is None:
         raise ValueError("Expected a 2D array or a DataFrame, got None")
+    if hasattr(X, "collect") and not hasattr(X, "__array__"):
+        raise TypeError(f"X is a lazy {type(X).__name__}: call X.collect() and pass the "
+                        "DataFrame it gives")
     array = np.asarray(X)
     if array.ndim != 2:
         raise ValueError(
@@ -57,13 +66,39 @@ def as_frame(X, feature_names=None) -> pd.DataFrame:
     return pd.DataFrame(array, columns=names)
 
 
-def _arrow_frame(X) -> pd.DataFrame:
+def arrow_table(X):
+    """``X`` as a ``pyarrow.Table`` when it is a table of another kind than pandas; None
+    when it is not a table (an array, a list).
+
+    pyarrow's tables and record batches as they are; anything else that exports the
+    Arrow PyCapsule interface (``__arrow_c_stream__``: polars, DuckDB, ...) through
+    ``pyarrow.table``, without a copy where the producer allows it. A
+    ``pyarrow.dataset.Dataset`` is refused: it is read in record batches, never whole.
+    """
+    if isinstance(X, pd.DataFrame | pd.Series):
+        return None
+    if type(X).__module__.startswith("pyarrow"):
+        return _pyarrow_table(X)
+    if not (hasattr(type(X), "__arrow_c_stream__") or hasattr(type(X), "__arrow_c_array__")):
+        return None
+    import pyarrow as pa
+
+    try:
+        return pa.table(X)
+    except (pa.ArrowException, TypeError, ValueError) as error:
+        raise TypeError(
+            f"{type(X).__name__} exports Arrow data that is not a table ({error}); pass a "
+            "DataFrame (a single column as a one-column DataFrame). Reading polars' string "
+            "columns needs pyarrow >= 16 (pip install 'tabembed[polars]')") from error
+
+
+def _pyarrow_table(X):
     import pyarrow as pa
 
     if isinstance(X, pa.RecordBatch):
-        X = pa.Table.from_batches([X])
+        return pa.Table.from_batches([X])
     if isinstance(X, pa.Table):
-        return X.to_pandas()
+        return X
     import pyarrow.dataset as ds
 
     if isinstance(X, ds.Dataset):
@@ -95,9 +130,24 @@ def check_column_names(columns: pd.Index) -> None:
         "first, e.g. X.columns = ['_'.join(map(str, c)) for c in X.columns]")
 
 
+def arrow_to_pandas(table) -> pd.DataFrame:
+    """A ``pyarrow.Table`` or ``RecordBatch`` as the DataFrame tabembed reads.
+
+    Names as they are; dictionary columns (polars ``Categorical``/``Enum``) become
+    ``category``, strings ``str``, and dates ``datetime64`` (pyarrow's default
+    would give ``datetime.date`` objects, which read as categories): the same
+    frame as polars' ``to_pandas``. Every Arrow-to-pandas step of tabembed goes
+    through here, so a model fitted from memory and one fitted from Parquet see
+    the same types.
+    """
+    return table.to_pandas(date_as_object=False)
+
+
 def has_feature_names(X) -> bool:
-    """Whether ``X`` names its columns (a DataFrame or an Arrow table), unlike an array."""
-    return isinstance(X, pd.DataFrame) or type(X).__module__.startswith("pyarrow")
+    """Whether ``X`` names its columns (a DataFrame, an Arrow or polars table), unlike an
+    array."""
+    return (isinstance(X, pd.DataFrame) or type(X).__module__.startswith("pyarrow")
+            or hasattr(type(X), "__arrow_c_stream__"))
 
 
 def frame_for_prediction(estimator, X) -> pd.DataFrame:

@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+from tabembed._version import __version__
+
 
 def demo(output_dir: Path, epochs: int | None, random_state: int, verbose: int) -> dict:
     """Train the default classifier on the shipped Adult data and report test scores."""
@@ -67,6 +69,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="tabembed", description="tabembed's command line. 'tabembed demo' (or "
         "'python -m tabembed demo') trains the default classifier on UCI Adult.")
+    parser.add_argument("--version", action="version", version=f"tabembed {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser(
         "demo", help="train the default classifier on UCI Adult, print test scores, save plots",

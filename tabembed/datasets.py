@@ -1,6 +1,8 @@
 """Dataset loaders: UCI Adult, MovieLens 100K and latest-small, and a synthetic generator.
 
-Adult and MovieLens latest-small ship with the repository (``datasets/``).
+Adult and MovieLens latest-small ship with tabembed: in a checkout they are read from
+the repository's ``datasets/``, and an installed wheel carries a copy of that folder
+(licences included) as ``tabembed/_data`` (:func:`shipped_data` says which is used).
 MovieLens 100K may not be redistributed, so it is looked for, in order, in
 ``data_home``, in the folder named by the ``TABEMBED_DATA`` environment
 variable, and in ``~/.cache/tabembed``; if it is in none of them, the official
@@ -30,9 +32,34 @@ __all__ = [
     "load_movielens_items",
     "load_movielens_users",
     "make_synthetic",
+    "shipped_data",
 ]
 
-SHIPPED_DATA = Path(__file__).resolve().parent.parent / "datasets"
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def shipped_data() -> Path:
+    """The folder holding the shipped ``adult/`` and ``ml-latest-small/`` folders.
+
+    An installed wheel's copy (``tabembed/_data``, written by the build) where there is
+    one, otherwise the checkout's ``datasets/`` (an editable install, or a clone on
+    ``sys.path``).
+    """
+    folder = _shipped_folder()
+    if folder is None:
+        raise FileNotFoundError(
+            f"the shipped datasets are neither in {_PACKAGE / '_data'} (an installed wheel) "
+            f"nor in {_PACKAGE.parent / 'datasets'} (a checkout); reinstall tabembed from a "
+            "wheel or an sdist, or pass data_home= pointing at a folder with the files")
+    return folder
+
+
+def _shipped_folder() -> Path | None:
+    for folder in (_PACKAGE / "_data", _PACKAGE.parent / "datasets"):
+        if (folder / "adult").is_dir():
+            return folder
+    return None
+
 
 ADULT_COLUMNS = [
     "age", "workclass", "fnlwgt", "education", "education_num", "marital_status",
@@ -63,7 +90,7 @@ def load_adult(data_home: str | os.PathLike | None = None) -> tuple[pd.DataFrame
         A folder holding ``adult.data``/``adult.test`` (plain or ``.gz``), or
         an ``adult/`` sub-folder with them. Defaults to the shipped copy.
     """
-    folder = Path(data_home) if data_home is not None else SHIPPED_DATA / "adult"
+    folder = Path(data_home) if data_home is not None else shipped_data() / "adult"
     if not (folder / "adult.data").exists() and (folder / "adult").is_dir():
         folder = folder / "adult"
     frames = []
@@ -155,8 +182,8 @@ def _search_folders(archive: _Archive, data_home) -> list[Path]:
     elif os.environ.get("TABEMBED_DATA"):
         roots.append(Path(os.environ["TABEMBED_DATA"]).expanduser())
     roots.append(_cache_root())
-    if data_home is None:
-        roots.append(SHIPPED_DATA)
+    if data_home is None and _shipped_folder() is not None:
+        roots.append(_shipped_folder())
     folders = []
     for root in roots:
         folders += [root / archive.folder, root]

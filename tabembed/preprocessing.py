@@ -30,7 +30,7 @@ from scipy.special import ndtri
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from tabembed._validation import check_column_names
+from tabembed._validation import arrow_table, arrow_to_pandas, check_column_names
 from tabembed.column_statistics import (
     Moments,
     column_histograms,
@@ -266,16 +266,26 @@ def _batches(X, columns: list | None = None):
     if isinstance(X, str | Path):
         X = ds.dataset(X, format="parquet")
     if not isinstance(X, ds.Dataset):
-        raise TypeError(
-            "X must be a pandas DataFrame, a pyarrow.dataset.Dataset or a path to Parquet "
-            f"files, got {type(X).__name__}"
-        )
+        frame = _in_memory_frame(X)
+        return (lambda: iter([frame])), list(frame.columns)
 
     def passes():
         for batch in X.to_batches(columns=columns, batch_size=1 << 17):
-            yield batch.to_pandas()
+            yield arrow_to_pandas(batch)
 
     return passes, list(X.schema.names)
+
+
+def _in_memory_frame(X) -> pd.DataFrame:
+    """A DataFrame from a pandas, polars or Arrow table (names and types kept)."""
+    if isinstance(X, pd.DataFrame):
+        return X
+    table = arrow_table(X)
+    if table is None:
+        raise TypeError(
+            "X must be a DataFrame (pandas or polars), a pyarrow.Table, a "
+            f"pyarrow.dataset.Dataset or a path to Parquet files, got {type(X).__name__}")
+    return arrow_to_pandas(table)
 
 
 class TabularPreprocessor(TransformerMixin, BaseEstimator):
@@ -591,14 +601,13 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         _check_order(order)
         if isinstance(X, np.ndarray):
             X = pd.DataFrame(X, columns=list(self.feature_names_in_))
-        if not isinstance(X, pd.DataFrame):
-            raise TypeError(f"X must be a pandas DataFrame, got {type(X).__name__}")
+        X = _in_memory_frame(X)
         self._check_given_columns(X.columns)
         return self._transform(X, len(X), order)
 
     def transform_table(self, table, *, order: str = "C") -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`transform_arrays` of a ``pyarrow.Table``: the same arrays as for
-        ``table.to_pandas()``, with less of pandas.
+        """:meth:`transform_arrays` of a ``pyarrow.Table``: the same arrays as for its
+        DataFrame (``tabembed._validation.arrow_to_pandas``), with less of pandas.
 
         Dictionary-encoded string columns are coded from their dictionaries, and integer
         and floating-point columns without nulls are read as NumPy arrays; the other
@@ -627,7 +636,7 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
                     pa.types.is_integer(values.type) or pa.types.is_floating(values.type)):
                 numbers[column] = _checked_numbers(values.to_numpy().astype(np.float64), column)
         rest = [c for c in self._input_names() if c not in codes and c not in numbers]
-        frame = table.select(rest).to_pandas()
+        frame = arrow_to_pandas(table.select(rest))
         return self._transform(frame, table.num_rows, order, codes, numbers)
 
     def _encode_dictionary(self, values, column) -> np.ndarray | None:

@@ -511,9 +511,10 @@ class Recommender(TrainedEstimator):
         item : id
             A training item, or a new one described by ``item_features``.
         k : int
-        item_features : dict, optional
-            A new item's features, e.g. ``{"genres": "Action|Sci-Fi"}`` (cold
-            start: its vector comes from its multi-valued features).
+        item_features : dict or one-row table, optional
+            A new item's features, e.g. ``{"genres": "Action|Sci-Fi"}`` or a
+            one-row pandas, polars or Arrow table (cold start: its vector comes
+            from its multi-valued features).
         """
         check_is_fitted(self, "learner_")
         k = _check_k(k)
@@ -523,7 +524,9 @@ class Recommender(TrainedEstimator):
         if position >= 0:
             target = vectors.to_numpy()[position]
         elif item_features is not None:
-            row = {self.item_column: [item], **{c: [v] for c, v in item_features.items()}}
+            features = (item_features if isinstance(item_features, dict)
+                        else as_frame(item_features).iloc[0].to_dict())   # a one-row table
+            row = {self.item_column: [item], **{c: [v] for c, v in features.items()}}
             target = self._item_vectors(scorer, pd.DataFrame(row)).to_numpy()[0]
         else:
             raise KeyError(f"item {item!r} was not seen in training; similar_items needs a "

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from tabembed._validation import arrow_to_pandas
 from tabembed.streaming.dataset import RowGroups, ValidationSplit
 
 __all__ = ["FirstValues", "FrameTransform", "Pairs", "frames"]
@@ -38,7 +39,7 @@ def frames(row_groups: RowGroups, columns: list, split: ValidationSplit | None =
         positions = np.arange(table.num_rows, dtype=np.int64) + row_groups.offsets[index]
         held = (None if split is None else
                 split.mask(row_groups, index, table, held_groups))
-        yield table.select(columns).to_pandas(), positions, held
+        yield arrow_to_pandas(table.select(columns)), positions, held
 
 
 def _values(series: pd.Series) -> np.ndarray:
@@ -137,8 +138,8 @@ class FrameTransform:
         self.has_target = target is not None
 
     def __call__(self, table: pa.Table) -> tuple[np.ndarray, ...]:
-        arrays = tuple(np.asarray(a) for a in self.encode(table.select(self.features)
-                                                            .to_pandas()))
+        arrays = tuple(np.asarray(a) for a in self.encode(
+            arrow_to_pandas(table.select(self.features))))
         if self.target is None:
             return arrays
         column = table[self.target]
