@@ -20,8 +20,9 @@ Every model gets the same training rows (the explicit model its ratings, the
 implicit ones every training interaction as a positive); relevant items are
 the test rows rated 4 or more; each user's training items are excluded; users
 without a relevant test item are left out of the means. One thread each.
-Fit time is the final fit's; the validation search before it is reported
-beside the model's name.
+Fit time is the final fit's, wall and CPU seconds (one thread: the CPU time
+is what other load on a shared machine changes least); the validation search
+before it is reported beside the model's name.
 
     OMP_NUM_THREADS=1 .venv-bench/bin/python bench/ranking.py DATA_HOME
 """
@@ -52,12 +53,36 @@ RELEVANT = 4.0
 # EASE's lambda: a walk over powers of two from LAMBDA_START, towards the better side,
 # until validation NDCG@10 falls (each step is one inversion of the item Gram matrix).
 LAMBDA_START = (100.0, 200.0, 400.0)
-# LightFM: epochs tried on validation (fit_partial, one model), the best refitted.
-LIGHTFM_EPOCHS = (5, 10, 20, 30, 50, 80)
+# LightFM: epochs tried on validation (fit_partial, one model per L2 strength on the user
+# and item factors), the best pair refitted. Without L2, WARP peaks at 1-5 epochs.
+LIGHTFM_EPOCHS = (1, 2, 3, 5, 8, 13, 20, 30, 50)
+LIGHTFM_ALPHAS = (0.0, 1e-5, 1e-4)
 LIGHTFM_FACTORS = 64
+# Configurations proposed by bench/tune_hybrid.py (validation): the hybrid with other
+# ranker options, as (ImplicitRecommender options, weight of the predicted rating); and
+# EASE + rating model (+ ranker), as (lambda, rating weight, ranker weight).
+PROTOTYPES = [
+    ({"epochs": 10, "lr": 1e-2}, 1.5),
+]
+EASE_PROTOTYPES = [
+    (200.0, 2.0, 0.0),
+    (200.0, 2.0, 1.0),
+]
 
 
 # ---------------------------------------------------------------- helpers
+
+class Clock:
+    """Wall and CPU seconds since creation: ``read()`` -> ``(wall, cpu)``. The CPU time of
+    this process (every model here runs one thread) is what other load on a shared machine
+    changes least."""
+
+    def __init__(self):
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def read(self) -> tuple[float, float]:
+        return time.perf_counter() - self.wall, time.process_time() - self.cpu
+
 
 class Interactions:
     """The binary user x item matrix of ``train`` over fixed indexes."""
@@ -164,9 +189,9 @@ def ease(train, users, carve):
     start = time.perf_counter()
     strength, scores = choose_ease_lambda(train, carve)
     searched = time.perf_counter() - start
-    start = time.perf_counter()
+    clock = Clock()
     data, weights = ease_fit(train, strength)
-    fitted = time.perf_counter() - start
+    fitted = clock.read()
     tried = ", ".join(f"{s:g}: {v:.4f}" for s, v in sorted(scores.items()))
     note = f"lambda {strength:g} (validation NDCG@10 {tried}; search {searched:.0f} s)"
     return ease_lists(data, weights, users), fitted, note
@@ -180,32 +205,36 @@ def lightfm_scores(model, rows):
     return user_vectors[rows] @ item_vectors.T + item_bias[None, :] + user_bias[rows, None]
 
 
-def lightfm_model(seed: int = 0):
+def lightfm_model(alpha: float, seed: int = 0):
     from lightfm import LightFM
 
-    return LightFM(no_components=LIGHTFM_FACTORS, loss="warp", random_state=seed)
+    return LightFM(no_components=LIGHTFM_FACTORS, loss="warp", item_alpha=alpha,
+                   user_alpha=alpha, random_state=seed)
 
 
 def lightfm(train, users, carve):
     inner, valid = carve(train)
     valid_users = validation_users(valid)
     start = time.perf_counter()
-    data = Interactions(inner)
-    model, done, scores = lightfm_model(), 0, {}
-    for epochs in LIGHTFM_EPOCHS:
-        model.fit_partial(data.matrix.tocoo(), epochs=epochs - done, num_threads=1)
-        done = epochs
-        scores[epochs] = ndcg(data.lists(lambda rows: lightfm_scores(model, rows),
-                                         valid_users), valid)
-    best = max(scores, key=scores.get)
+    data, scores = Interactions(inner), {}
+    for alpha in LIGHTFM_ALPHAS:
+        model, done = lightfm_model(alpha), 0
+        for epochs in LIGHTFM_EPOCHS:
+            model.fit_partial(data.matrix.tocoo(), epochs=epochs - done, num_threads=1)
+            done = epochs
+            scores[alpha, epochs] = ndcg(data.lists(lambda rows, m=model: lightfm_scores(m, rows),
+                                                    valid_users), valid)
+    alpha, epochs = max(scores, key=scores.get)
     searched = time.perf_counter() - start
     data = Interactions(train)
-    start = time.perf_counter()
-    model = lightfm_model()
-    model.fit(data.matrix.tocoo(), epochs=best, num_threads=1)
-    fitted = time.perf_counter() - start
-    tried = ", ".join(f"{e}: {v:.4f}" for e, v in scores.items())
-    note = (f"{LIGHTFM_FACTORS} factors, {best} epochs (validation NDCG@10 {tried}; search "
+    clock = Clock()
+    model = lightfm_model(alpha)
+    model.fit(data.matrix.tocoo(), epochs=epochs, num_threads=1)
+    fitted = clock.read()
+    runner_up = sorted(scores.items(), key=lambda pair: -pair[1])[1]
+    note = (f"{LIGHTFM_FACTORS} factors, L2 {alpha:g}, {epochs} epochs (validation NDCG@10 "
+            f"{scores[alpha, epochs]:.4f}; next best L2 {runner_up[0][0]:g}, "
+            f"{runner_up[0][1]} epochs: {runner_up[1]:.4f}; {len(scores)} tried in "
             f"{searched:.0f} s)")
     return data.lists(lambda rows: lightfm_scores(model, rows), users), fitted, note
 
@@ -215,21 +244,84 @@ def lightfm(train, users, carve):
 def tabembed_method(make, explicit: bool):
     def run(train, users, carve):
         recommender = make()
-        start = time.perf_counter()
+        clock = Clock()
         if explicit:
             recommender.fit(train[["user", "item"]], train["rating"])
         else:
             recommender.fit(train[["user", "item"]])
-        fitted = time.perf_counter() - start
+        fitted = clock.read()
         return recommender.recommend(list(users), k=K), fitted, ""
     return run
 
 
+def model_scores(model, users, items: pd.Index) -> np.ndarray:
+    """A fitted tabembed recommender's ranking scores of ``users`` x ``items`` (through its
+    private grid scorer: a bench prototype, not an API)."""
+    codes = model.preprocessor_.encode("user", list(users)).astype(np.int64)
+    order = pd.Index(model.preprocessor_.categories_["item"]).get_indexer(items)
+    return model._grid_scores(codes)[:, order]
+
+
+def hybrid_prototype(ranker_options: dict, weight: float):
+    """The hybrid as issue 32 proposes to configure it, assembled from the public
+    estimators: the rating model (no shrinkage, as inside the hybrid) and an
+    ImplicitRecommender with ``ranker_options``, ranked by ranker + ``weight`` x rating."""
+    def run(train, users, carve):
+        data = Interactions(train)
+        clock = Clock()
+        rating = EmbeddingRecommender(ranking="rating", ranking_shrinkage=0, min_support=0,
+                                      random_state=0).fit(train[["user", "item"]],
+                                                          train["rating"])
+        ranker = ImplicitRecommender(random_state=1, **ranker_options).fit(
+            train[["user", "item"]])
+        fitted = clock.read()
+
+        def scores_for(rows):
+            ids = data.users[rows]
+            return (model_scores(ranker, ids, data.items)
+                    + weight * model_scores(rating, ids, data.items))
+        return data.lists(scores_for, users), fitted, ""
+    return run
+
+
+def standardised(scores: np.ndarray) -> np.ndarray:
+    """Each row less its mean, over its standard deviation (blends of unlike scores)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    return ((scores - scores.mean(axis=1, keepdims=True))
+            / (scores.std(axis=1, keepdims=True) + 1e-12))
+
+
+def ease_rating_prototype(strength: float, weight: float, ranker_weight: float = 0.0):
+    """Issue 32's proposed small-catalogue ranking: EASE's item-item scores (``strength``)
+    plus ``weight`` x the rating model's predicted rating (plus ``ranker_weight`` x the
+    default implicit ranker's score), each standardised per user."""
+    def run(train, users, carve):
+        data = Interactions(train)
+        clock = Clock()
+        rating = EmbeddingRecommender(ranking="rating", ranking_shrinkage=0, min_support=0,
+                                      random_state=0).fit(train[["user", "item"]],
+                                                          train["rating"])
+        ranker = (ImplicitRecommender(random_state=1).fit(train[["user", "item"]])
+                  if ranker_weight else None)
+        weights = ease_weights(data.matrix, strength)
+        fitted = clock.read()
+
+        def scores_for(rows):
+            ids = data.users[rows]
+            blend = (standardised(data.matrix[rows] @ weights)
+                     + weight * standardised(model_scores(rating, ids, data.items)))
+            if ranker is not None:
+                blend += ranker_weight * standardised(model_scores(ranker, ids, data.items))
+            return blend
+        return data.lists(scores_for, users), fitted, ""
+    return run
+
+
 def popularity(train, users, carve):
-    start = time.perf_counter()
+    clock = Clock()
     data = Interactions(train)
     counts = np.asarray(data.matrix.sum(0)).ravel()
-    fitted = time.perf_counter() - start
+    fitted = clock.read()
     return data.lists(lambda rows: np.broadcast_to(counts, (len(rows), len(counts))),
                       users), fitted, ""
 
@@ -242,9 +334,9 @@ def implicit_method(kind: str):
         data = Interactions(train)
         model = (AlternatingLeastSquares(random_state=0, num_threads=1) if kind == "als" else
                  BayesianPersonalizedRanking(random_state=0, num_threads=1))
-        start = time.perf_counter()
+        clock = Clock()
         model.fit(data.matrix, show_progress=False)
-        fitted = time.perf_counter() - start
+        fitted = clock.read()
         factors = (np.asarray(model.user_factors), np.asarray(model.item_factors))
         return data.lists(lambda rows: factors[0][rows] @ factors[1].T, users), fitted, ""
     return run
@@ -262,6 +354,12 @@ METHODS = {
     "tabembed implicit sampled softmax (defaults)":
         tabembed_method(lambda: ImplicitRecommender(loss="softmax", random_state=0),
                         explicit=False),
+    **{f"prototype: hybrid, ranker {options or 'defaults'}, w {weight:g}":
+       hybrid_prototype(options, weight) for options, weight in PROTOTYPES},
+    **{f"prototype: EASE (lambda {strength:g}) + {weight:g} x rating model"
+       + (f" + {ranker:g} x ranker" if ranker else "") + ", standardised":
+       ease_rating_prototype(strength, weight, ranker)
+       for strength, weight, ranker in EASE_PROTOTYPES},
     "popularity (most rated unseen items)": popularity,
     "EASE": ease,
     "LightFM WARP": lightfm,
@@ -309,21 +407,22 @@ def main() -> None:
             users = relevant["user"].unique()
             print(f"\n### ml-{name}, {split} ({len(train)} training rows, {len(users)} users "
                   "with a relevant test item)\n")
-            print(f"| model | recall@{K} | NDCG@{K} | coverage | fit s |")
-            print("| --- | --- | --- | --- | --- |")
+            print(f"| model | recall@{K} | NDCG@{K} | coverage | fit s | fit CPU s |")
+            print("| --- | --- | --- | --- | --- | --- |")
             for method, run in METHODS.items():
                 if args.only and not any(part in method for part in args.only.split(",")):
                     continue
                 if method == "LightFM WARP" and lightfm_missing:
                     print(f"| {method}: not run, lightfm does not install here "
-                          "(bench/RESULTS.md) | - | - | - | - |", flush=True)
+                          "(bench/RESULTS.md) | - | - | - | - | - |", flush=True)
                     continue
                 lists, fitted, note = run(train, users, carve)
                 scores = evaluate(lists, relevant, k=K, n_items=ratings["item"].nunique(),
                                   metrics=("recall", "ndcg"))
                 label = f"{method}, {note}" if note else method
                 print(f"| {label} | {scores[f'recall@{K}']:.4f} | {scores[f'ndcg@{K}']:.4f} | "
-                      f"{scores['coverage']:.3f} | {fitted:.1f} |", flush=True)
+                      f"{scores['coverage']:.3f} | {fitted[0]:.1f} | {fitted[1]:.1f} |",
+                      flush=True)
 
 
 if __name__ == "__main__":
