@@ -186,7 +186,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("data_home", nargs="?", default="../shared/datasets")
     parser.add_argument("--data", default="100k,latest-small")
-    parser.add_argument("--rankers", default=";".join(RANKERS), help="names, separated by ;")
+    parser.add_argument("--rankers", default="default;10 epochs, lr 1e-2;1024 negatives",
+                        help=f"names among {list(RANKERS)}, separated by ;")
     parser.add_argument("--splits", default="random 80/20;leave last out", help="separated by ;")
     args = parser.parse_args()
     torch.set_num_threads(1)
