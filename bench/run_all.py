@@ -58,6 +58,8 @@ SECTIONS = [
     ("Scale: streaming Parquet and several processes (issue 13)", ["scale.py"], None),
     ("Ranking: top-10 lists against peers (issue 14)", ["ranking.py", "{data}"], None),
     ("Ranking defaults: validation evidence (issue 14)", ["tune_ranking.py", "{data}"], None),
+    ("Ranking defaults against EASE: validation evidence (issue 32)",
+     ["tune_hybrid.py", "{data}"], None),
     # Prints "Not measured" where there is no CUDA device.
     ("GPU: Learner epoch against a bare loop on the device (issue 17)",
      ["gpu.py", "{data}"], None),

@@ -37,7 +37,8 @@ print(f"genres became a bag of {len(recommender.bag_vocabulary_['genres'])} genr
 relevant = test[test["rating"] >= 4]
 lists = recommender.recommend(relevant["user"].unique(), k=10)
 scores = evaluate(lists, relevant, k=10, n_items=ratings["item"].nunique())
-print("test ranking: " + ", ".join(f"{name} {value:.3f}" for name, value in scores.items()))
+shown = ", ".join(f"{name} {value:.3f}" for name, value in scores.items() if name != "users")
+print(f"test ranking: {shown} ({scores['users']} users)")
 
 # %% One user's top 10, with titles.
 user = 1

@@ -19,14 +19,22 @@ over users in Python):
 Definitions, for a user with relevant set ``R`` and list ``L`` of length ``k``
 (``hit_r`` = 1 when the item at rank ``r`` is in ``R``):
 
-- recall@k = ``sum(hit) / |R|``; precision@k = ``sum(hit) / k``;
+- recall@k = ``sum(hit) / |R|``; truncated recall@k = ``sum(hit) / min(k, |R|)``
+  (reaches 1 for a perfect list even when ``|R| > k``); precision@k =
+  ``sum(hit) / k``;
 - hit rate@k = 1 when any ``hit``;
 - NDCG@k = ``sum(hit_r / log2(r + 1)) / sum_{r <= min(|R|, k)} 1 / log2(r + 1)``
-  (ranks from 1);
+  (ranks from 1; the ideal list puts ``min(|R|, k)`` relevant items first);
 - MAP@k: the mean over users of ``sum_r precision@r * hit_r / min(|R|, k)``.
 
+Every metric is a mean over the users with at least one relevant item, a
+user without a list counting as a list with no hit. docs/ranking_metrics.md
+explains the choices and why published numbers differ.
+
 Items a user saw in training must be excluded from the lists (as
-:func:`top_k` does with ``exclude``), since they are never in the test set.
+:func:`top_k` does with ``exclude``, or :func:`evaluate` with ``seen``),
+since they are never in the test set of a split such as
+:func:`~tabembed.interaction_splits.random_holdout`.
 """
 
 from __future__ import annotations
@@ -49,6 +57,7 @@ __all__ = [
     "ranking_scorer",
     "recall_at_k",
     "top_k",
+    "truncated_recall_at_k",
 ]
 
 # Scores per chunk of users when recommending, whatever the numbers of users and items:
@@ -165,6 +174,16 @@ def recall_at_k(recommended, relevant, k: int | None = None) -> float:
     return _mean_over_users(hits.sum(1) / np.maximum(n_relevant, 1), n_relevant)
 
 
+def truncated_recall_at_k(recommended, relevant, k: int | None = None) -> float:
+    """Recall with the denominator capped at the list length: (relevant items in the top k)
+    / min(k, relevant items), averaged over users with a relevant item; 1 for a perfect
+    list (Liang et al., 2018, "Variational autoencoders for collaborative filtering")."""
+    recommended = _cut(recommended, k)
+    hits, n_relevant = _hits(recommended, relevant)
+    denominator = np.maximum(np.minimum(n_relevant, recommended.shape[1]), 1)
+    return _mean_over_users(hits.sum(1) / denominator, n_relevant)
+
+
 def precision_at_k(recommended, relevant, k: int | None = None) -> float:
     """Mean over users with a relevant item of (relevant items in the top k) / k."""
     recommended = _cut(recommended, k)
@@ -217,6 +236,7 @@ def _cut(recommended, k):
 
 METRICS: dict[str, Callable] = {
     "recall": recall_at_k,
+    "truncated_recall": truncated_recall_at_k,
     "precision": precision_at_k,
     "ndcg": ndcg_at_k,
     "map": map_at_k,
@@ -246,8 +266,15 @@ def interaction_matrix(users, items, user_index: pd.Index, item_index: pd.Index,
 
 def evaluate(recommendations: pd.DataFrame, test: pd.DataFrame, *, k: int = 10,
              user_column: str = "user", item_column: str = "item", n_items: int | None = None,
-             metrics=("recall", "precision", "ndcg", "map", "hit_rate")) -> dict[str, float]:
+             metrics=("recall", "precision", "ndcg", "map", "hit_rate"),
+             seen: pd.DataFrame | None = None, exclude_seen: bool = True,
+             ) -> dict[str, float]:
     """Ranking metrics of top-k lists against held-out interactions, from DataFrames of ids.
+
+    Every user of ``test`` counts: the means run over all of them (a user
+    without a list, or with a short one, counts as a list with fewer or no
+    hits), never only over the users who got a list. The number of those
+    users is returned as ``"users"``.
 
     Parameters
     ----------
@@ -256,21 +283,41 @@ def evaluate(recommendations: pd.DataFrame, test: pd.DataFrame, *, k: int = 10,
         (``EmbeddingRecommender.recommend(users, k)`` returns this shape).
     test : DataFrame
         The relevant (user, item) pairs (filter the ratings first, e.g.
-        ``test[test.rating >= 4]``). Users without a list count as lists with
-        no hit.
+        ``test[test.rating >= 4]``).
     k : int
         Cut-off.
     n_items : int, optional
         Catalogue size for ``coverage`` (omitted when not given).
     metrics : sequence of str
-        Names among ``recall``, ``precision``, ``ndcg``, ``map``, ``hit_rate``.
+        Names among ``recall``, ``truncated_recall``, ``precision``, ``ndcg``,
+        ``map``, ``hit_rate`` (definitions: the module's docstring and
+        docs/ranking_metrics.md).
+    seen : DataFrame, optional
+        The (user, item) pairs of the training part, in the same columns.
+        With ``exclude_seen=True`` they are dropped from the lists (the items
+        below move up, then the lists are cut at ``k``: ask for ``k`` plus the
+        largest number of seen items per user to keep ``k``) and from the
+        relevant pairs (a user whose relevant items were all seen leaves the
+        means). With ``exclude_seen=False`` nothing is dropped, and
+        ``"seen_share"`` reports the share of the top-``k`` slots that hold a
+        seen item (for lists made with ``recommend(..., exclude_seen=False)``).
+        Without ``seen`` the lists and ``test`` are scored as given: the lists
+        should already leave out seen items (``recommend`` does by default).
+    exclude_seen : bool
+        See ``seen``.
 
     Returns
     -------
     dict
-        ``{"recall@10": ..., ...}`` (and ``"coverage"`` with ``n_items``).
+        ``{"recall@10": ..., ...}``, ``"users"`` (how many users the means
+        run over), ``"coverage"`` with ``n_items`` (the share of the
+        catalogue in at least one top-``k`` list), ``"seen_share"`` with
+        ``seen`` and ``exclude_seen=False``.
     """
-    for name, frame in (("recommendations", recommendations), ("test", test)):
+    frames = [("recommendations", recommendations), ("test", test)]
+    if seen is not None:
+        frames.append(("seen", seen))
+    for name, frame in frames:
         missing = {user_column, item_column} - set(frame.columns)
         if missing:
             raise ValueError(f"{name} has no column(s) {sorted(missing)}; set user_column/"
@@ -278,6 +325,18 @@ def evaluate(recommendations: pd.DataFrame, test: pd.DataFrame, *, k: int = 10,
     unknown = sorted(set(metrics) - set(METRICS))
     if unknown:
         raise ValueError(f"unknown metric(s) {unknown}; choose from {list(METRICS)}")
+    _cut(np.zeros((0, 1)), k)       # k must be a positive integer
+    seen_share = None
+    if seen is not None:
+        pairs = pd.MultiIndex.from_frame(seen[[user_column, item_column]])
+        listed_seen = pd.MultiIndex.from_frame(
+            recommendations[[user_column, item_column]]).isin(pairs)
+        if exclude_seen:
+            recommendations = recommendations[~listed_seen]
+            test = test[~pd.MultiIndex.from_frame(test[[user_column, item_column]]).isin(pairs)]
+        else:
+            ranked = recommendations.groupby(user_column, sort=False).cumcount().to_numpy() < k
+            seen_share = float(listed_seen[ranked].mean()) if ranked.any() else float("nan")
     users = pd.Index(pd.unique(test[user_column]))
     items = pd.Index(pd.unique(pd.concat([test[item_column],
                                           recommendations[item_column]], ignore_index=True)))
@@ -289,10 +348,13 @@ def evaluate(recommendations: pd.DataFrame, test: pd.DataFrame, *, k: int = 10,
     lists = np.full((len(users), k), -1, np.int64)
     lists[rows[keep], ranks[keep]] = items.get_indexer(listed[item_column])[keep]
     result = {f"{name}@{k}": METRICS[name](lists, relevant) for name in metrics}
+    result["users"] = int((np.diff(relevant.indptr) > 0).sum())
     if n_items is not None:
         ranked = recommendations.groupby(user_column, sort=False).cumcount() < k
         result["coverage"] = float(recommendations.loc[ranked.to_numpy(), item_column].nunique()
                                    / n_items)
+    if seen_share is not None:
+        result["seen_share"] = seen_share
     return result
 
 
@@ -308,7 +370,7 @@ def ranking_scorer(metric: str = "ndcg", *, k: int = 10, threshold: float | None
 
     Parameters
     ----------
-    metric : {"recall", "precision", "ndcg", "map", "hit_rate"}
+    metric : {"recall", "truncated_recall", "precision", "ndcg", "map", "hit_rate"}
     k : int
     threshold : float, optional
         Ratings at least this high count as relevant (e.g. 4 of 5 stars).

@@ -18,6 +18,9 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
     ("implicit_recommender.py", ["test ranking: recall@10", "top 10 for user 1", "similar to",
                                  "a new Animation", "a new user who watched"]),
     ("embeddings_for_gbdt.py", ["booster on raw columns", "booster on embeddings"]),
+    ("leave_last_out.py", ["validation NDCG@10 with", "test, seen movies excluded",
+                           "slots hold a movie the user had rated",
+                           "as recommend's own exclusion", "most popular unseen movies"]),
 ])
 def test_example_runs(script, expected, tmp_path):
     environment = {**os.environ, "TABEMBED_FAST": "1", "TABEMBED_OUTPUT": str(tmp_path)}

@@ -15,6 +15,7 @@ from tabembed.ranking_metrics import (
     precision_at_k,
     recall_at_k,
     top_k,
+    truncated_recall_at_k,
 )
 
 # User 0: relevant {1, 4}, list [1, 2, 4]; user 1: relevant {0, 3, 5}, list [2, 5, -];
@@ -54,6 +55,55 @@ def test_evaluate_from_frames_matches_the_arrays():
     assert result["coverage"] == pytest.approx(5 / 6)
     with pytest.raises(ValueError, match="unknown metric"):
         evaluate(recommendations, test, metrics=("auc",))
+
+
+def test_truncated_recall_caps_the_denominator_at_k():
+    # k = 3: user 0 finds 2 of 2, user 1 1 of min(3, 3); k = 1: user 0 1 of min(1, 2).
+    assert truncated_recall_at_k(LISTS, RELEVANT) == pytest.approx((1 + 1 / 3) / 2)
+    assert truncated_recall_at_k(LISTS, RELEVANT, k=1) == pytest.approx((1 + 0) / 2)
+    assert recall_at_k(LISTS, RELEVANT, k=1) == pytest.approx((1 / 2 + 0) / 2)
+    perfect_top_one = np.array([[1], [0], [2]])
+    assert truncated_recall_at_k(perfect_top_one, RELEVANT) == 1.0
+    assert recall_at_k(perfect_top_one, RELEVANT) == pytest.approx((1 / 2 + 1 / 3) / 2)
+
+
+# User a saw 12 and 15 in training; b saw 20, its only relevant item; c got no list.
+SEEN = pd.DataFrame({"user": ["a", "a", "b"], "item": [12, 15, 20]})
+LISTED = pd.DataFrame({"user": ["a"] * 4 + ["b"] * 2, "item": [11, 12, 14, 13, 20, 21]})
+HELD_OUT = pd.DataFrame({"user": ["a", "a", "b", "c"], "item": [11, 14, 20, 30]})
+
+
+def test_evaluate_counts_every_user_with_a_relevant_item():
+    result = evaluate(LISTED, HELD_OUT, k=2, metrics=("recall", "hit_rate"))
+    # a: 11 hit, 12 missed -> 1/2; b: 20 hit -> 1; c: no list -> 0.
+    assert result["users"] == 3
+    assert result["recall@2"] == pytest.approx((1 / 2 + 1 + 0) / 3)
+    assert result["hit_rate@2"] == pytest.approx(2 / 3)
+
+
+def test_evaluate_drops_seen_items_from_lists_and_relevant_pairs():
+    result = evaluate(LISTED, HELD_OUT, k=2, metrics=("recall", "ndcg"), seen=SEEN,
+                      n_items=10)
+    # a's list becomes 11, 14 (12 removed, 14 moves up): recall 1, NDCG 1; b's one
+    # relevant item was seen, so b leaves the means; c stays with no hit.
+    assert result["users"] == 2
+    assert result["recall@2"] == pytest.approx((1 + 0) / 2)
+    assert result["ndcg@2"] == pytest.approx((1 + 0) / 2)
+    assert "seen_share" not in result
+    assert result["coverage"] == pytest.approx(3 / 10)     # 11, 14 and b's 21
+
+
+def test_evaluate_keeps_seen_items_when_asked_and_reports_their_share():
+    result = evaluate(LISTED, HELD_OUT, k=2, metrics=("recall",), seen=SEEN,
+                      exclude_seen=False)
+    assert result["users"] == 3
+    assert result["recall@2"] == pytest.approx((1 / 2 + 1 + 0) / 3)
+    # Top-2 slots: a has 11, 12 (12 seen), b has 20 (seen), 21.
+    assert result["seen_share"] == pytest.approx(2 / 4)
+    with pytest.raises(ValueError, match="seen has no column"):
+        evaluate(LISTED, HELD_OUT, seen=SEEN.rename(columns={"item": "movie"}))
+    with pytest.raises(ValueError, match="k must be a positive integer"):
+        evaluate(LISTED, HELD_OUT, k=0)
 
 
 def test_top_k_excludes_seen_items_and_breaks_ties_by_index():
