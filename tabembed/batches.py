@@ -154,8 +154,11 @@ class TensorBatches:
         self.has_target = has_target
         self.has_weight = has_weight
         self.generator = torch.Generator()
-        self.generator.manual_seed(random_state if random_state is not None
-                                   else int(torch.randint(0, 2**62, (1,)).item()))
+        if random_state is None:
+            # Only a shuffled pass needs fresh entropy; drawing it for an ordered one would
+            # move the caller's global generator at every predict.
+            random_state = int(torch.randint(0, 2**62, (1,)).item()) if shuffle else 0
+        self.generator.manual_seed(random_state)
         self._epoch_state = self.generator.get_state()   # before this pass's permutation
         self._position = 0                                # batches yielded in this pass
         self._resume_position = 0                         # set by load_state_dict

@@ -366,7 +366,8 @@ def load_network(meta: dict, tensors: dict, model_classes: Sequence[type]
     stray = sorted(k for k in tensors if k.startswith(("model.", "snapshot")) and k not in known)
     if stray:
         raise DamagedFileError(f"weights.safetensors holds tensors no network has: {stray[:5]}")
-    model = model_class(**kwargs)
+    with torch.random.fork_rng(devices=[]):   # the caller's generator is left alone
+        model = model_class(**kwargs)
     model.load_state_dict({k[len("model."):]: v for k, v in tensors.items()
                            if k.startswith("model.")})
     model.eval()

@@ -94,6 +94,12 @@ class TargetTransformer(TransformerMixin, BaseEstimator):
         task = self.task
         if task == "auto":
             kind = type_of_target(distinct_labels(values))
+            if kind == "multiclass-multioutput":
+                raise ValueError(
+                    f"y has {values.shape[1]} columns of class labels; a 2-D y must be a 0/1 "
+                    "indicator matrix (multi-label). For several label columns, fit one "
+                    "classifier per column: sklearn.multioutput.MultiOutputClassifier("
+                    "EmbeddingMLPClassifier())")
             task = {"binary": "binary", "multiclass": "multiclass",
                     "multilabel-indicator": "multilabel"}.get(kind, "regression")
         if task == "multilabel":
@@ -143,6 +149,11 @@ class TargetTransformer(TransformerMixin, BaseEstimator):
         return values
 
     def _fit_regression(self, values: np.ndarray) -> None:
+        if values.ndim == 2 and values.shape[1] > 1:
+            raise ValueError(
+                f"y has {values.shape[1]} columns; the regressor predicts one target. Fit one "
+                "regressor per column: sklearn.multioutput.MultiOutputRegressor("
+                "EmbeddingMLPRegressor())")
         try:
             values = values.astype(np.float64)
         except ValueError as error:

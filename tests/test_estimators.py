@@ -565,3 +565,25 @@ def test_large_frames_predict_in_slices_with_the_frames_row_numbers(monkeypatch)
                                          r"continuous column"):
         model.predict(X)
     assert calls == [64, 64, 64, 64, 44]
+
+
+def test_warm_start_continues_at_the_rate_it_has_instead_of_a_new_sweep():
+    """On a trained, nearly separable model the LR finder's sweep diverged within a few
+    steps (3 of 24 small cases failed the second fit)."""
+    failures = []
+    for n, seed in ((300, 1), (2000, 0), (2000, 2)):
+        rng = np.random.default_rng(seed)
+        X = pd.DataFrame({"a": rng.normal(size=n), "c": rng.choice(["x", "y", "z"], n)})
+        y = (X["a"] + (X["c"] == "x") > 0.5).astype(int)
+        model = EmbeddingMLPClassifier(warm_start=True, random_state=seed).fit(X, y)
+        first = model.lr_
+        model.fit(X, y)
+        failures += [] if model.lr_ == first and model.lr_finder_ is None else [(n, seed)]
+    assert failures == []
+
+
+def test_a_warm_start_on_targets_of_another_scale_warns():
+    X, y = make_synthetic(300, random_state=0)
+    model = EmbeddingMLPRegressor(warm_start=True, **{**FAST, "epochs": 2}).fit(X, y)
+    with pytest.warns(UserWarning, match="the target's scale changed.*refit without warm_start"):
+        model.fit(X, y * 1000)

@@ -10,6 +10,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
+import torch
 
 import tabembed
 from tabembed import (
@@ -220,3 +221,80 @@ def test_an_extra_column_at_predict_warns_once(frame):
     assert len(first) == 1 and "['unused']" in first[0] and "ignored" in first[0]
     assert _warnings_of(lambda: model.predict(extra)) == []
     np.testing.assert_array_equal(model.predict(extra), model.predict(X))
+
+
+# ------------------------------------------------------------------ third reliability round
+
+@pytest.mark.parametrize(("weights", "message"), [
+    ({0: -1.0, 1: 1.0}, "finite numbers >= 0; got {0: -1.0}"),
+    ({0: float("nan"), 1: 1.0}, "finite numbers >= 0"),
+    ({0: 0.0, 1: 0.0}, "every row of y weight 0"),
+])
+def test_class_weight_values_are_checked(weights, message):
+    X, _ = _classification()
+    y = (X["a"] > 0).astype(int)
+    with pytest.raises(ValueError, match=message.replace("{", r"\{").replace("}", r"\}")):
+        EmbeddingMLPClassifier(class_weight=weights, **SMALL).fit(X, y)
+
+
+def _classification():
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"a": rng.normal(size=200), "c": rng.choice(["x", "y", "z"], 200)})
+    return X, np.array(["p", "q"] * 100)
+
+
+def test_targets_of_several_columns_are_errors_with_the_fix():
+    X, labels = _classification()
+    with pytest.raises(ValueError, match="2 columns; the regressor predicts one target.*"
+                                         "MultiOutputRegressor"):
+        EmbeddingMLPRegressor(**SMALL).fit(X, np.c_[X["a"], 2 * X["a"]])
+    with pytest.raises(ValueError, match="2 columns of class labels.*MultiOutputClassifier"):
+        EmbeddingMLPClassifier(**SMALL).fit(X, np.c_[labels, labels[::-1]])
+
+
+def test_partial_fit_names_labels_missing_from_classes():
+    X, labels = _classification()
+    with pytest.raises(ValueError, match=r"labels \['q'\] that classes=\['p'\] does not list"):
+        EmbeddingMLPClassifier(**SMALL).partial_fit(X, labels, classes=["p"])
+
+
+def test_ids_of_mixed_types_that_print_alike_are_an_error():
+    X = pd.DataFrame({"user": [1, "1", 2, "2"] * 10, "item": [1, 2, 3, 4] * 10})
+    with pytest.raises(ValueError, match=r"'user' column mixes types.*\[1, '1', 2, '2'\].*"
+                                         "astype\\(str\\)"):
+        EmbeddingRecommender(epochs=1).fit(X, np.full(40, 3.0))
+    # Mixed types that cannot be confused stay allowed.
+    mixed = X.assign(user=[1, "a", 2, "b"] * 10)
+    assert len(EmbeddingRecommender(epochs=1, ranking="rating").fit(
+        mixed, np.full(40, 3.0)).preprocessor_.categories_["user"]) == 4
+
+
+def test_an_implicit_target_with_no_positive_row_says_so():
+    from tabembed import ImplicitRecommender
+
+    X = pd.DataFrame({"user": [1, 2, 3, 4], "item": [1, 2, 3, 1]})
+    with pytest.raises(ValueError, match="no positive value among its 4 rows"):
+        ImplicitRecommender(epochs=1).fit(X, [0, 0, 0, 0])
+
+
+def test_fits_loads_and_predictions_leave_the_global_generator_alone(tmp_path):
+    from tabembed import ImplicitRecommender
+
+    rng = np.random.default_rng(0)
+    R = pd.DataFrame({"user": rng.integers(0, 30, 400), "item": rng.integers(0, 20, 400)})
+    ratings = rng.integers(1, 6, 400).astype(float)
+    X, labels = _classification()
+    steps = [
+        lambda: EmbeddingRecommender(epochs=1, random_state=0).fit(R, ratings),
+        lambda: ImplicitRecommender(epochs=1, random_state=0).fit(R),
+        lambda: EmbeddingMLPClassifier(**SMALL).fit(X, labels),
+    ]
+    for make in steps:
+        state = torch.get_rng_state()
+        model = make()
+        assert torch.equal(torch.get_rng_state(), state), model
+        path = model.save(tmp_path / "model.tabembed")
+        state = torch.get_rng_state()
+        loaded = tabembed.load(path)
+        loaded.predict(R if hasattr(loaded, "recommend") else X)
+        assert torch.equal(torch.get_rng_state(), state), model

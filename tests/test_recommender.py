@@ -353,3 +353,13 @@ def test_bag_tokens_are_coded_per_row_from_messy_strings_and_lists():
         [" C | A ", "B||", None, ["B", "A"], "Z|A|B", ""], dtype=object)})
     codes, _ = encode(model.preprocessor_, model.bags_, model.bags_.canonical(messy))
     assert codes[:, -2:].tolist() == [[3, 1], [2, 0], [0, 0], [2, 1], [0, 1], [0, 0]]
+
+
+def test_a_new_item_with_only_unknown_features_is_an_error():
+    X = pd.DataFrame({"user": np.arange(60) % 12, "item": np.arange(60) % 9})
+    X["genres"] = np.array(["a|b", "b", "c|a"])[X["item"] % 3]
+    model = EmbeddingRecommender(epochs=1, ranking="rating", random_state=0).fit(
+        X, np.full(60, 4.0))
+    assert len(model.similar_items(100, item_features={"genres": "a|zz"}, k=3)) == 3
+    with pytest.raises(ValueError, match="hold no value seen in training"):
+        model.similar_items(100, item_features={"genres": "zz|yy"}, k=3)

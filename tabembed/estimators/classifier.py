@@ -124,8 +124,18 @@ class EmbeddingMLPClassifier(ClassifierMixin, MLPEstimator):
             if unknown:
                 raise ValueError(f"class_weight names classes {unknown} that are not in y "
                                  f"(classes: {classes.tolist()})")
+            bad = {c: w for c, w in self.class_weight.items()
+                   if not (isinstance(w, int | float | np.number) and not isinstance(w, bool)
+                           and np.isfinite(w) and w >= 0)}
+            if bad:
+                raise ValueError(f"class_weight must map classes to finite numbers >= 0; got "
+                                 f"{bad}")
             table = {c: float(self.class_weight.get(c, 1.0)) for c in classes.tolist()}
-        return pd.Series(labels).map(table).fillna(1.0).to_numpy(dtype=np.float64)
+        factors = pd.Series(labels).map(table).fillna(1.0).to_numpy(dtype=np.float64)
+        if not factors.sum() > 0:
+            raise ValueError(f"class_weight {self.class_weight} gives every row of y weight 0: "
+                             "at least one class present in y must weigh more than 0")
+        return factors
 
     def fit(self, X, y, sample_weight=None, *, eval_set=None):
         require_target(self, y)

@@ -50,7 +50,7 @@ from tabembed.metrics import task_metrics
 from tabembed.models import EntityEmbeddingMLP, MixupLoss, loss_for_task, predictions_from_output
 from tabembed.models.numeric_embeddings import PLR, PiecewiseLinear
 from tabembed.preprocessing import TabularPreprocessor
-from tabembed.targets import TargetTransformer
+from tabembed.targets import TargetTransformer, distinct_labels
 from tabembed.training import distributed
 from tabembed.training.run import train
 from tabembed.training.schedules import Constant
@@ -96,7 +96,9 @@ mixup_alpha : float
     Training only: mixup of the encoded inputs with ``Beta(alpha, alpha)``
     weights (0: off).
 warm_start : bool
-    Further ``fit`` calls continue training the fitted network."""
+    Further ``fit`` calls continue training the fitted network for ``epochs``
+    more epochs, at the learning rate the last fit used when ``lr`` names an
+    LR-finder suggestion (the finder does not run on a trained model)."""
 
 MLP_CONSTRAINTS = {
     **LOOP_CONSTRAINTS,
@@ -222,6 +224,12 @@ class MLPEstimator(TrainedEstimator):
         y_values = self._check_target(y, len(frame))
         preprocessor = self._preprocessor().fit(frame)
         # partial_fit may name every class up front, before a batch shows them all.
+        if classes is not None and np.ndim(y_values) == 1:
+            missing = np.setdiff1d(distinct_labels(np.asarray(y_values)), np.asarray(classes))
+            if len(missing):
+                raise ValueError(f"y holds labels {missing[:5].tolist()} that classes="
+                                 f"{np.asarray(classes).tolist()} does not list; classes must "
+                                 "name every label partial_fit will see")
         target = self._target_transformer().fit(
             y_values if classes is None else np.asarray(classes))
         weights = self._row_weights(sample_weight, y_values, target, len(frame))
@@ -305,6 +313,8 @@ class MLPEstimator(TrainedEstimator):
         frame = frame_for_prediction(self, X)
         y_values = self._check_target(y, len(frame))
         target = self.target_transformer_
+        if target.task_ == "regression" and target.scale == "standard":
+            _warn_if_rescaled(np.asarray(y_values, dtype=np.float64), target)
         weights = self._row_weights(sample_weight, y_values, target, len(frame))
         tensors = _tensors(self.preprocessor_, target, frame, y_values)
         if incremental:
@@ -314,6 +324,10 @@ class MLPEstimator(TrainedEstimator):
                                                    schedule=Constant())
         else:
             config = self._training_config(seed, {"batch_size": self.training_config_.batch_size})
+            if config.lr_finder is not None:
+                # On a trained model the finder's sweep starts at the loss minimum, and its
+                # noise diverges within a few steps: continue at the rate the model has.
+                config = config.replace(lr=self.lr_, lr_finder=None)
         train_data = row_batches(tensors, np.arange(len(frame)), weights,
                                  batch_size=config.batch_size, shuffle=True)
         learner = self.learner_
@@ -539,6 +553,26 @@ def _tensors(preprocessor, target, frame, y_values) -> tuple[torch.Tensor, ...]:
     encoded = target.transform(y_values)
     dtype = torch.int64 if target.task_ == "multiclass" else torch.float32
     return codes, continuous, torch.as_tensor(encoded, dtype=dtype)
+
+
+# How far the target of a continued fit may drift from the first fit's scaling unwarned:
+# beyond it the kept standardisation puts the new targets far outside the network's range.
+RESCALE_WARNING_FACTOR = 10.0
+
+
+def _warn_if_rescaled(values: np.ndarray, target: TargetTransformer) -> None:
+    """A continued fit keeps the first fit's target scaling: warn when the new targets'
+    mean or spread is far from it."""
+    mean, std = float(values.mean()), float(values.std())
+    shift = abs(mean - target.mean_) / target.std_
+    ratio = std / target.std_ if std > 0 else 1.0
+    if shift > RESCALE_WARNING_FACTOR or not 1 / RESCALE_WARNING_FACTOR < ratio \
+            < RESCALE_WARNING_FACTOR:
+        warnings.warn(
+            f"the target's scale changed since the first fit (mean {target.mean_:.4g} -> "
+            f"{mean:.4g}, std {target.std_:.4g} -> {std:.4g}); a continued fit keeps the first "
+            "fit's scaling, which fits these targets badly: refit without warm_start",
+            UserWarning, stacklevel=4)
 
 
 def _bounds(values) -> tuple[float, float]:

@@ -115,12 +115,9 @@ training_config_ :
         return self._decoded(self._predict_raw(X))
 
     def _decoded(self, values: np.ndarray) -> np.ndarray:
-        decoded = self.target_transformer_.inverse_transform(values.reshape(len(values), -1))
-        return check_finite_predictions(decoded.ravel() if decoded.shape[1] == 1 else decoded)
+        return check_finite_predictions(
+            self.target_transformer_.inverse_transform(values.reshape(-1)))
 
     def _prediction_columns(self, outputs: np.ndarray) -> dict:
-        """``predict_to_parquet``'s columns: ``prediction`` (or ``prediction_<j>``)."""
-        values = self._decoded(outputs).reshape(len(outputs), -1)
-        if values.shape[1] == 1:
-            return {"prediction": values[:, 0]}
-        return {f"prediction_{j}": values[:, j] for j in range(values.shape[1])}
+        """``predict_to_parquet``'s columns: ``prediction``."""
+        return {"prediction": self._decoded(outputs)}

@@ -120,6 +120,22 @@ def _positions(ids: pd.Index, values) -> np.ndarray:
     return ids.get_indexer(pd.Index(np.atleast_1d(np.asarray(values, dtype=object))))
 
 
+def _check_one_id_type(ids: pd.Series, column) -> None:
+    """Ids of mixed types that print alike (1 and "1") would be two users: an error."""
+    if ids.dtype != object or pd.api.types.infer_dtype(ids, skipna=True) not in (
+            "mixed", "mixed-integer", "mixed-integer-float"):
+        return
+    distinct = pd.Series(pd.unique(ids.dropna()), dtype=object)
+    printed = distinct.astype(str)
+    clash = printed.duplicated(keep=False)
+    if clash.any():
+        examples = distinct[clash].head(4).tolist()
+        raise ValueError(
+            f"the {column!r} column mixes types whose ids print alike ({examples}): they "
+            f"would be different users or items. Convert the column to one type first, e.g. "
+            f"X[{column!r}] = X[{column!r}].astype(str)")
+
+
 def sparse_tables_if_large(model, device) -> None:
     """Large user and item tables train with sparse gradients and lazy Adam (a step costs
     the batch's rows, not the tables'); see ``SPARSE_TABLE_MIN_ROWS``."""
@@ -179,6 +195,8 @@ class Recommender(TrainedEstimator):
         if missing:
             raise ValueError(f"X has {frame.shape[1]} feature(s) and no column {missing}; set "
                              f"user_column/item_column (X has {list(frame.columns)})")
+        for column in (self.user_column, self.item_column):
+            _check_one_id_type(frame[column], column)
         return frame
 
     @staticmethod
@@ -496,6 +514,22 @@ class Recommender(TrainedEstimator):
         return pd.DataFrame(vectors, index=index,
                             columns=[f"factor_{i}" for i in range(vectors.shape[1])])
 
+    def _check_known_features(self, row: pd.DataFrame) -> None:
+        """A new item's features must give it a vector: at least one known bag token or
+        category among the item features, else its similarities would all be 0."""
+        row = self.bags_.canonical(row.reindex(columns=list(self.feature_names_in_)))
+        codes = encode(self.preprocessor_, self.bags_, row)[0][0]
+        mask = side_masks(self.preprocessor_, self.bags_, self.item_column,
+                          self.item_features_)[0].clone()
+        mask[self.preprocessor_.cat_columns_.index(self.item_column)] = False
+        if not bool((codes[mask] > 0).any()):
+            given = {c: row[c].iloc[0] for c in row.columns if c != self.item_column
+                     and row[c].notna().iloc[0]}
+            raise ValueError(
+                f"item_features {given} hold no value seen in training among the item "
+                f"features {self.item_features_}, so the new item has no vector to compare; "
+                "give it known values (e.g. known genres)")
+
     def similar_items(self, item, k: int = 10, *, item_features=None) -> pd.DataFrame:
         """The ``k`` items whose vectors are most similar to ``item``'s.
 
@@ -526,8 +560,10 @@ class Recommender(TrainedEstimator):
         elif item_features is not None:
             features = (item_features if isinstance(item_features, dict)
                         else as_frame(item_features).iloc[0].to_dict())   # a one-row table
-            row = {self.item_column: [item], **{c: [v] for c, v in features.items()}}
-            target = self._item_vectors(scorer, pd.DataFrame(row)).to_numpy()[0]
+            row = pd.DataFrame({self.item_column: [item],
+                                **{c: [v] for c, v in features.items()}})
+            self._check_known_features(row)
+            target = self._item_vectors(scorer, row).to_numpy()[0]
         else:
             raise KeyError(f"item {item!r} was not seen in training; similar_items needs a "
                            "known item, or the new item's item_features")
