@@ -139,3 +139,24 @@ def test_recommender_and_transformer_models_load_through_pyfunc(store, table):
     np.testing.assert_allclose(model.predict(X_valid), transformer.transform(X_valid))
     params = store.get_run(logger.run_id).data.params
     assert json.loads(params["hidden"].replace("(", "[").replace(")", "]")) == [200, 100]
+
+
+def test_a_pruned_tuning_trial_ends_its_run_as_killed(store, table):
+    optuna = pytest.importorskip("optuna")
+    from tabembed.tuning import OptunaPruning
+
+    class AlwaysPrune(optuna.pruners.BasePruner):
+        def prune(self, study, trial):
+            return True
+
+    X, y, X_valid, y_valid = table
+    trial = optuna.create_study(pruner=AlwaysPrune()).ask()
+    logger = MLflowLogger()
+    with pytest.raises(optuna.TrialPruned):
+        EmbeddingMLPClassifier(epochs=3, lr=1e-2).fit(
+            X, y, eval_set=(X_valid, y_valid), callbacks=[logger, OptunaPruning(trial)])
+    run = store.get_run(logger.run_id)
+    assert run.info.status == "KILLED"
+    # The epoch before the pruning decision was logged; no model for a pruned fit.
+    assert [m.step for m in store.get_metric_history(logger.run_id, "valid_loss")] == [1]
+    assert logger.model_uri is None
