@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.tabembed-installed
 
-.PHONY: test demo lint bench clean wheel-check
+.PHONY: test demo lint bench clean wheel-check docs
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,18 @@ test: $(STAMP)
 # checkout and runs the README's five lines and an example there (.ci/wheel_check.sh).
 wheel-check: $(STAMP)
 	PYTHON=$(PYTHON) BUILD_PYTHON=$(BIN)/python TORCH_SPEC='$(TORCH_SPEC)' bash .ci/wheel_check.sh
+
+# The documentation site, into site/html: Sphinx with warnings as errors; the examples and
+# the notebook run during the build, in their fast mode (docs/conf.py).
+DOCS_STAMP := $(VENV)/.tabembed-docs-installed
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev,docs]'
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	rm -rf site
+	$(BIN)/python -m sphinx -W --keep-going -q -b html -d site/doctrees docs site/html
+	@echo "docs: site/html/index.html"
 
 # Trains the classifier on the shipped Adult data; prints scores, writes demo_output/*.png.
 demo: $(STAMP)
@@ -53,4 +65,5 @@ lint: $(STAMP)
 	$(BIN)/python -m ruff check .
 
 clean:
-	rm -rf $(VENV) $(BENCH) .pytest_cache demo_output build dist *.egg-info
+	rm -rf $(VENV) $(BENCH) .pytest_cache demo_output build dist *.egg-info site \
+		docs/examples docs/notebooks docs/api/generated

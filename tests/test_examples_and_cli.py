@@ -1,5 +1,6 @@
 """The examples and the demo run end to end (examples in their fast mode), so they cannot rot."""
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -21,6 +22,10 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
     ("leave_last_out.py", ["validation NDCG@10 with", "test, seen movies excluded",
                            "slots hold a movie the user had rated",
                            "as recommend's own exclusion", "most popular unseen movies"]),
+    pytest.param("tune_adult.py", ["defaults : test accuracy", "search   : 3 trials",
+                                   "best parameters:", "tuned    : test accuracy"],
+                 marks=pytest.mark.skipif(importlib.util.find_spec("optuna") is None,
+                                          reason="the tuning extra (optuna) is not installed")),
 ])
 def test_example_runs(script, expected, tmp_path):
     environment = {**os.environ, "TABEMBED_FAST": "1", "TABEMBED_OUTPUT": str(tmp_path)}

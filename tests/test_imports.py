@@ -94,8 +94,8 @@ LAYERS = [
     {"tabembed.training"},
     {"tabembed.estimators"},
     {"tabembed.recommenders", "tabembed.recommender", "tabembed.export", "tabembed.pretraining",
-     "tabembed.transfer", "tabembed.ensembles"},
-    {"tabembed.cli", "tabembed.__main__", "tabembed"},
+     "tabembed.transfer", "tabembed.ensembles", "tabembed.tuning"},
+    {"tabembed.cli", "tabembed.__main__", "tabembed", "tabembed.mlflow"},
 ]
 
 

@@ -45,6 +45,7 @@ from tabembed.estimators.parameters import (
     fold_retired_parameters,
 )
 from tabembed.training import checkpoint, distributed
+from tabembed.training.callbacks import check_callbacks
 from tabembed.training.config import (
     AVERAGING,
     AVERAGING_CLASSES,
@@ -56,7 +57,8 @@ from tabembed.training.run import TrainingResult, decode_lr, encode_lr, inferenc
 from tabembed.training.schedules import Schedule
 from tabembed.training.seeding import draw_seed
 
-__all__ = ["LOOP_CONSTRAINTS", "LOOP_PARAMETERS_DOC", "TrainedEstimator", "rollback_on_failure"]
+__all__ = ["LOOP_CONSTRAINTS", "LOOP_PARAMETERS_DOC", "TrainedEstimator", "fit_events",
+           "rollback_on_failure"]
 
 LOOP_PARAMETERS_DOC = """\
 epochs : int
@@ -254,6 +256,39 @@ class TrainedEstimator(BaseEstimator):
     def _default_batch_size(self) -> int:
         """The batch size of a file that does not record it (the first release's)."""
         return self._auto_values().get("batch_size", 1)
+
+
+class FitCallbacks(list):
+    """The callbacks of a fit whose estimator events are already fired (by an estimator
+    that fits another inside, as EntityEmbeddingTransformer does)."""
+
+
+@contextlib.contextmanager
+def fit_events(estimator, callbacks):
+    """Check ``fit``'s ``callbacks`` and fire their estimator events around the fit.
+
+    ``on_estimator_fit_begin(estimator)`` before anything is checked or built;
+    ``on_estimator_fit_end(estimator, error)`` after the fitted state is adopted
+    (``error`` None) or when the fit raised (the exception, re-raised afterwards).
+    Yields the checked list, to pass on to ``train``.
+    """
+    if isinstance(callbacks, FitCallbacks):       # an outer fit fires the events
+        yield callbacks
+        return
+    callbacks = FitCallbacks(check_callbacks(callbacks))
+    for callback in callbacks:
+        if hasattr(callback, "on_estimator_fit_begin"):
+            callback.on_estimator_fit_begin(estimator)
+    try:
+        yield callbacks
+    except BaseException as error:
+        for callback in callbacks:
+            if hasattr(callback, "on_estimator_fit_end"):
+                callback.on_estimator_fit_end(estimator, error)
+        raise
+    for callback in callbacks:
+        if hasattr(callback, "on_estimator_fit_end"):
+            callback.on_estimator_fit_end(estimator, None)
 
 
 @contextlib.contextmanager

@@ -137,11 +137,12 @@ class EmbeddingMLPClassifier(ClassifierMixin, MLPEstimator):
                              "at least one class present in y must weigh more than 0")
         return factors
 
-    def fit(self, X, y, sample_weight=None, *, eval_set=None):
+    def fit(self, X, y, sample_weight=None, *, eval_set=None, callbacks=None):
         require_target(self, y)
         if not is_label_sets(y) and not is_stream(X):
             check_classification_targets(distinct_labels(TargetTransformer.check_values(y)))
-        return super().fit(X, y, sample_weight=sample_weight, eval_set=eval_set)
+        return super().fit(X, y, sample_weight=sample_weight, eval_set=eval_set,
+                           callbacks=callbacks)
 
     fit.__doc__ = MLPEstimator.fit.__doc__
 

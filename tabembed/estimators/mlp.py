@@ -32,7 +32,13 @@ from tabembed._validation import (
     require_target,
 )
 from tabembed.batches import EVALUATION_BATCH_SIZE, row_batches
-from tabembed.estimators.base import ABSENT, LOOP_CONSTRAINTS, TrainedEstimator, rollback_on_failure
+from tabembed.estimators.base import (
+    ABSENT,
+    LOOP_CONSTRAINTS,
+    TrainedEstimator,
+    fit_events,
+    rollback_on_failure,
+)
 from tabembed.estimators.fit_data import MemoryRows, StreamRows, is_stream
 from tabembed.estimators.parameters import (
     BOOLEAN,
@@ -166,7 +172,7 @@ class MLPEstimator(TrainedEstimator):
 
     # ------------------------------------------------------------ fitting
 
-    def fit(self, X, y, sample_weight=None, *, eval_set=None):
+    def fit(self, X, y, sample_weight=None, *, eval_set=None, callbacks=None):
         """Fit the preprocessor, the target encoding and the network on ``(X, y)``.
 
         Parameters
@@ -183,8 +189,18 @@ class MLPEstimator(TrainedEstimator):
             Validation data scored after every epoch (loss and metrics in
             ``history_``), and the data early stopping watches instead of a
             random ``validation_fraction`` of ``X``.
+        callbacks : list of Callback, optional
+            :class:`~tabembed.training.callbacks.Callback` objects run in this fit's
+            training loop after the estimator's own (averaging, early stopping): each
+            epoch's record (losses, validation metrics) is ``learner.history.records[-1]``
+            at ``on_epoch_end``. They may also implement ``on_estimator_fit_begin(estimator)``
+            and ``on_estimator_fit_end(estimator, error)``. For example
+            :class:`tabembed.tuning.OptunaPruning` and :class:`tabembed.mlflow.MLflowLogger`.
+            The fitted estimator keeps no reference to them.
         """
-        return self._fit(X, y, sample_weight=sample_weight, eval_set=eval_set)
+        with fit_events(self, callbacks) as callbacks:
+            return self._fit(X, y, sample_weight=sample_weight, eval_set=eval_set,
+                             callbacks=callbacks)
 
     def _partial_fit(self, X, y, classes=None, sample_weight=None):
         """One epoch on ``(X, y)``: the first call fits the encoders (on ``classes`` if
@@ -193,11 +209,11 @@ class MLPEstimator(TrainedEstimator):
         return self._fit(X, y, classes=classes, sample_weight=sample_weight, incremental=True)
 
     def _fit(self, X, y, *, sample_weight=None, eval_set=None, classes=None,
-             incremental=False):
+             incremental=False, callbacks=()):
         seed = self._begin_fit()
         if (incremental or self.warm_start) and hasattr(self, "learner_") and not is_stream(X):
             return self._continue(X, y, seed, sample_weight=sample_weight, eval_set=eval_set,
-                                  incremental=incremental)
+                                  incremental=incremental, callbacks=callbacks)
         seeds = Seeds.from_seed(seed)
         if is_stream(X):
             if sample_weight is not None or eval_set is not None or incremental \
@@ -213,7 +229,7 @@ class MLPEstimator(TrainedEstimator):
             seed, {"batch_size": defaults.auto_batch_size(data.rows.n_train_rows)})
         if incremental:
             config = config.replace(epochs=1)
-        self._adopt(self._train_new(data, config))
+        self._adopt(self._train_new(data, config, callbacks))
         return self
 
     def _frame_data(self, X, y, seeds: Seeds, *, sample_weight, eval_set, classes
@@ -281,7 +297,7 @@ class MLPEstimator(TrainedEstimator):
         names = preprocessor.feature_names_in_
         return TabularData(preprocessor, target, rows, bounds, names, len(names))
 
-    def _train_new(self, data: TabularData, config) -> dict:
+    def _train_new(self, data: TabularData, config, callbacks=()) -> dict:
         """A fresh network trained on ``data``: the fitted attributes it gives."""
         train_data, valid = data.rows.sources(config.batch_size, seed=config.seeds.shuffle)
         model_kwargs = self._model_kwargs(data.preprocessor, data.target,
@@ -291,7 +307,8 @@ class MLPEstimator(TrainedEstimator):
             torch.manual_seed(config.seeds.init)
             model = EntityEmbeddingMLP(**model_kwargs)
             result = train(config, model, self._loss(task, model), train_data, valid,
-                           output_activation=Predictions(task), metrics=_metrics(data.target))
+                           output_activation=Predictions(task), metrics=_metrics(data.target),
+                           callbacks=callbacks)
         fitted = {
             "preprocessor_": data.preprocessor, "target_transformer_": data.target,
             "model_": model, "model_kwargs_": model_kwargs,
@@ -304,7 +321,8 @@ class MLPEstimator(TrainedEstimator):
             fitted["classes_"] = data.target.classes_
         return fitted
 
-    def _continue(self, X, y, seed: int, *, sample_weight, eval_set, incremental: bool):
+    def _continue(self, X, y, seed: int, *, sample_weight, eval_set, incremental: bool,
+                  callbacks=()):
         """Train the fitted network on more data with the fitted encoders.
 
         ``warm_start``: ``epochs`` more epochs as the parameters say.
@@ -335,7 +353,7 @@ class MLPEstimator(TrainedEstimator):
             if eval_set is not None:
                 learner.valid_data = self._eval_data(eval_set, self.preprocessor_, target)
             result = train(config, self.model_, self._loss(self.task_, self.model_),
-                           train_data, learner=learner)
+                           train_data, learner=learner, callbacks=callbacks)
         self._adopt({"n_train_rows_": len(frame), **self._result_state(config, result)})
         return self
 

@@ -12,7 +12,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from tabembed import defaults, persistence
 from tabembed._validation import frame_for_prediction, require_target
-from tabembed.estimators.base import ABSENT, TrainedEstimator
+from tabembed.estimators.base import ABSENT, TrainedEstimator, fit_events
 from tabembed.estimators.classifier import EmbeddingMLPClassifier
 from tabembed.estimators.fit_data import is_stream
 from tabembed.estimators.mlp import MLP_CONSTRAINTS, MLP_PARAMETERS_DOC
@@ -103,9 +103,13 @@ class EntityEmbeddingTransformer(TransformerMixin, TrainedEstimator):
     ):
         store_parameters(self, locals())
 
-    def fit(self, X, y, sample_weight=None, *, eval_set=None):
+    def fit(self, X, y, sample_weight=None, *, eval_set=None, callbacks=None):
         """Train the network (see ``EmbeddingMLPClassifier.fit``) whose embeddings
-        ``transform`` returns."""
+        ``transform`` returns; ``callbacks`` run in its training loop."""
+        with fit_events(self, callbacks) as callbacks:
+            return self._fit(X, y, sample_weight, eval_set, callbacks)
+
+    def _fit(self, X, y, sample_weight, eval_set, callbacks):
         require_target(self, y)
         check_parameters(self, self._parameter_constraints)
         task = self.task
@@ -125,7 +129,8 @@ class EntityEmbeddingTransformer(TransformerMixin, TrainedEstimator):
                 if options.pop(name) != unset:
                     raise ValueError(f"{name} applies to classification; this target is "
                                      "regression (set task='classification' if it is not)")
-        estimator = cls(**options).fit(X, y, sample_weight=sample_weight, eval_set=eval_set)
+        estimator = cls(**options).fit(X, y, sample_weight=sample_weight, eval_set=eval_set,
+                                       callbacks=callbacks)
         self._adopt(self._fitted(estimator))
         return self
 

@@ -167,7 +167,7 @@ class _Collaborative(nn.Module):
 
 
 class DotBias(_Collaborative):
-    """``user . item + user bias + item bias + global`` (optionally squashed into ``y_range``).
+    """``dot(user, item) + user bias + item bias + global`` (optionally squashed into ``y_range``).
 
     Parameters
     ----------

@@ -11,6 +11,7 @@ from sklearn.base import RegressorMixin
 from tabembed import defaults, persistence
 from tabembed._validation import as_frame, check_rows, check_sample_weight, require_target
 from tabembed.batches import EVALUATION_BATCH_SIZE, row_batches
+from tabembed.estimators.base import fit_events
 from tabembed.estimators.fit_data import is_stream
 from tabembed.estimators.parameters import (
     Options,
@@ -144,7 +145,7 @@ class EmbeddingRecommender(RegressorMixin, Recommender):
 
     # ------------------------------------------------------------ fitting
 
-    def fit(self, X, y, sample_weight=None, *, eval_set=None):
+    def fit(self, X, y, sample_weight=None, *, eval_set=None, callbacks=None):
         """Learn user, item and side-feature embeddings from ratings ``y``.
 
         Parameters
@@ -167,7 +168,14 @@ class EmbeddingRecommender(RegressorMixin, Recommender):
         eval_set : (X_val, y_val) or (X_val, y_val, sample_weight_val), optional
             Ratings scored after every epoch (loss, RMSE and MAE in ``history_``),
             and watched by early stopping instead of a random ``validation_fraction``.
+        callbacks : list of Callback, optional
+            Run in the rating model's training loop (not the hybrid ranker's); see
+            ``EmbeddingMLPClassifier.fit``.
         """
+        with fit_events(self, callbacks) as callbacks:
+            return self._fit(X, y, sample_weight, eval_set, callbacks)
+
+    def _fit(self, X, y, sample_weight, eval_set, callbacks):
         seed = self._begin_fit()
         config = self._training_config(seed, self._auto_values())
         seeds = config.seeds
@@ -204,7 +212,8 @@ class EmbeddingRecommender(RegressorMixin, Recommender):
                               weights=weights, held=held, **self._roles())
             valid = None if eval_set is None else self._eval_data(eval_set, data)
         rows = data.rows(held, with_ratings=True, valid=valid)
-        fitted = {**self._data_state(data), **self._train_rating_model(data, rows, config)}
+        fitted = {**self._data_state(data),
+                  **self._train_rating_model(data, rows, config, callbacks)}
         fitted["ranker_"] = None
         if self._ranking() == "hybrid":
             fitted["ranker_"] = hybrid.fit_ranker(
@@ -213,7 +222,7 @@ class EmbeddingRecommender(RegressorMixin, Recommender):
         self._adopt(fitted)
         return self
 
-    def _train_rating_model(self, data: Interactions, rows, config) -> dict:
+    def _train_rating_model(self, data: Interactions, rows, config, callbacks=()) -> dict:
         """A fresh rating model trained on ``rows``: the fitted attributes it gives."""
         train_data, valid = rows.sources(config.batch_size, seed=config.seeds.shuffle,
                                          valid_batch_size=EVALUATION_BATCH_SIZE)
@@ -225,7 +234,8 @@ class EmbeddingRecommender(RegressorMixin, Recommender):
             model = self._new_model(model_kwargs, config.device)
             result = train(config, model, loss_for_task("regression"), train_data, valid,
                            output_activation=flatten, metrics=task_metrics("regression", flatten),
-                           penalty=EmbeddingPenalty(strength) if strength else None)
+                           penalty=EmbeddingPenalty(strength) if strength else None,
+                           callbacks=callbacks)
         return {"model_": model, "model_kwargs_": model_kwargs,
                 "n_train_rows_": rows.n_train_rows, **self._result_state(config, result)}
 

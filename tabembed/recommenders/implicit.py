@@ -12,6 +12,7 @@ from sklearn.utils.validation import check_is_fitted
 from tabembed import defaults, persistence
 from tabembed._validation import check_sample_weight, frame_for_prediction
 from tabembed.batches import TensorBatches
+from tabembed.estimators.base import fit_events
 from tabembed.estimators.fit_data import is_stream
 from tabembed.estimators.parameters import (
     POSITIVE_INT,
@@ -148,7 +149,7 @@ class ImplicitRecommender(Recommender):
 
     # ------------------------------------------------------------ fitting
 
-    def fit(self, X, y=None, sample_weight=None, *, eval_set=None):
+    def fit(self, X, y=None, sample_weight=None, *, eval_set=None, callbacks=None):
         """Learn embeddings that rank each user's interactions above other items.
 
         Parameters
@@ -169,7 +170,13 @@ class ImplicitRecommender(Recommender):
         eval_set : DataFrame or (X_val, y_val), optional
             Held-out interactions whose sampled loss is reported each epoch
             (and watched by early stopping).
+        callbacks : list of Callback, optional
+            Run in the training loop; see ``EmbeddingMLPClassifier.fit``.
         """
+        with fit_events(self, callbacks) as callbacks:
+            return self._fit(X, y, sample_weight, eval_set, callbacks)
+
+    def _fit(self, X, y, sample_weight, eval_set, callbacks):
         seed = self._begin_fit()
         config = self._training_config(seed, self._auto_values())
         if isinstance(X, Interactions):
@@ -214,7 +221,8 @@ class ImplicitRecommender(Recommender):
                                      **sampling)
         train_data = NegativeSampling(positives, random_state=config.seeds.shuffle, **sampling)
         self._adopt({**self._data_state(data),
-                     **self._train_ranking(data, config, train_data, valid, probabilities),
+                     **self._train_ranking(data, config, train_data, valid, probabilities,
+                                           callbacks),
                      "n_train_rows_": rows.n_train_rows})
         return self
 
@@ -251,7 +259,7 @@ class ImplicitRecommender(Recommender):
                              random_state=0)
 
     def _train_ranking(self, data: Interactions, config, train_data, valid,
-                       probabilities) -> dict:
+                       probabilities, callbacks=()) -> dict:
         """A fresh model trained to rank positives above the sampled negatives."""
         loss = self._loss_name()
         log_q = None
@@ -275,7 +283,8 @@ class ImplicitRecommender(Recommender):
             scorer = CandidateScores(model, item_codes, item_continuous, item_columns,
                                      item_numeric, log_q)
             result = train(config, scorer, implicit_loss(loss), train_data, valid,
-                           penalty=EmbeddingPenalty(strength) if strength else None)
+                           penalty=EmbeddingPenalty(strength) if strength else None,
+                           callbacks=callbacks)
         fitted = self._result_state(config, result)
         fitted.update({
             "model_": model, "model_kwargs_": model_kwargs,

@@ -10,6 +10,11 @@ Events, in the order the loop fires them::
     on_fit_end
 
 Every hook receives the :class:`~tabembed.training.learner.Learner`. A
+callback given to an estimator's ``fit(..., callbacks=[...])`` may also
+implement two estimator events, fired around the whole fit:
+``on_estimator_fit_begin(estimator)`` and ``on_estimator_fit_end(estimator,
+error)`` (``error`` is the exception the fit raised, or None; at its end the
+fitted attributes are in place). A
 callback that must survive a checkpoint implements ``state_dict`` and
 ``load_state_dict`` (restored after ``on_fit_begin``, so the hook can build
 what the state fills). Callbacks run in ascending ``order``.
@@ -67,6 +72,24 @@ class Callback:
             if value is not parameter.default and value != parameter.default:
                 shown.append(f"{name}={value!r}")
         return f"{type(self).__name__}({', '.join(shown)})"
+
+
+def check_callbacks(callbacks) -> list[Callback]:
+    """``callbacks`` (None, or a list or tuple of :class:`Callback`) as a list, or a
+    ``TypeError`` naming what is wrong and the fix."""
+    if callbacks is None:
+        return []
+    if isinstance(callbacks, Callback):
+        callbacks = [callbacks]
+    if not isinstance(callbacks, list | tuple):
+        raise TypeError(f"callbacks must be a list of Callback objects, got "
+                        f"{type(callbacks).__name__}")
+    for callback in callbacks:
+        if not isinstance(callback, Callback):
+            raise TypeError(f"callbacks holds {callback!r} ({type(callback).__name__}), which "
+                            "is not a Callback: subclass tabembed.training.callbacks.Callback "
+                            "and override its on_* events")
+    return list(callbacks)
 
 
 def compose_schedule(schedule, callbacks):

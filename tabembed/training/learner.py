@@ -327,7 +327,8 @@ class Learner:
             A :mod:`~tabembed.training.schedules` schedule (default constant);
             callbacks may add their part (:func:`~tabembed.training.callbacks.compose_schedule`).
         callbacks : sequence of Callback
-            Extra callbacks for this fit only.
+            Extra callbacks for this fit only (the learner keeps no reference to them
+            afterwards, so a fitted model never holds, say, a tuning trial).
         resume_from : path, optional
             A checkpoint written by :class:`~tabembed.training.callbacks.Checkpoint`;
             training continues exactly where it stopped.
@@ -379,8 +380,17 @@ class Learner:
         finally:
             self.fitting, self.resuming = False, False
             self.model.eval()     # predictions come next, in eval mode
+            if callbacks:
+                self._forget(callbacks)
         self._check_weights()
         return self
+
+    def _forget(self, callbacks: Sequence[Callback]) -> None:
+        """Drop one fit's extra callbacks from the active ones."""
+        extra = {id(callback) for callback in callbacks}
+        self.active_callbacks = [c for c in self.active_callbacks if id(c) not in extra]
+        self._handlers = {event: [c for c in handlers if id(c) not in extra]
+                          for event, handlers in self._handlers.items()}
 
     def _seed(self) -> None:
         if self.random_state is None:

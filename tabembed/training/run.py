@@ -48,14 +48,16 @@ class TrainingResult:
 
 def train(config: TrainingConfig, model: torch.nn.Module, loss: Callable, train_data,
           valid_data=None, *, output_activation=None, metrics=None, penalty=None,
-          learner: Learner | None = None) -> TrainingResult:
+          learner: Learner | None = None, callbacks=()) -> TrainingResult:
     """Fit ``model`` as ``config`` says and return the result.
 
     With an existing ``learner`` (``warm_start``/``partial_fit``) training
     continues from its weights and optimizer state on ``train_data``.
     Raises :class:`~tabembed.training.learner.TrainingDivergedError` when the
     loss or the final weights are not finite, or when training left the model
-    clearly worse than it started (:data:`DIVERGENCE_FACTOR`).
+    clearly worse than it started (:data:`DIVERGENCE_FACTOR`). ``callbacks`` run
+    in this training's loop after the config's own (averaging, early stopping), not
+    in the LR finder's sweep, and are not kept by the learner afterwards.
     """
     if learner is None:
         learner = Learner(
@@ -82,7 +84,7 @@ def train(config: TrainingConfig, model: torch.nn.Module, loss: Callable, train_
         lr = finder.suggestions[config.lr_finder]
         finder.used = lr
     _announce(config, finder, lr)
-    learner.fit(config.epochs, lr, schedule=config.schedule)
+    learner.fit(config.epochs, lr, schedule=config.schedule, callbacks=callbacks)
     if sample is not None:
         after = learner.validate(sample, metrics=False)["valid_loss"]
         if not after <= DIVERGENCE_FACTOR * before + DIVERGENCE_SLACK:
