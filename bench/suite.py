@@ -399,7 +399,7 @@ def main(argv=None) -> int:
     params = {k: tuple(v) if isinstance(v, list) else v
               for k, v in json.loads(args.tabembed_params).items()}
     models, missing = available(models)
-    log = open(args.log, "a") if args.log else None    # noqa: SIM115
+    log = open(args.log, "a") if args.log else None
     start = time.perf_counter()
     if args.from_json:
         merged = {}

@@ -1,0 +1,224 @@
+"""Choose tabembed's defaults on inner validation splits of the suite (issue 30), never on tests.
+
+For each table of ``../shared/benchmarks/suite-dev.json`` the protocol's 75%
+training part (bench/suite.py) is split again, 80/20 (stratified for
+classification, seed 0): candidates fit on the 80% and are scored on the 20%,
+against LightGBM's defaults fitted on the same 80%. Per candidate: the
+geometric mean of its error ratios to LightGBM, its wins, its worst ratio,
+the same over the tables under 5,000 training rows, and its fit time.
+
+Every fit is cached (``--cache``, one JSON line each, keyed by table,
+parameters and seed), so rounds reuse each other's fits and a run cut short
+resumes. ``label_smoothing`` does not apply to regression: there a candidate
+reuses the fits of the same parameters without it.
+
+Run: ``python bench/tune_suite.py ROUND [--seeds 2] [--jobs 2]``, ROUND one of
+``ROUNDS`` below, or ``--candidates '[{"dropout": 0.3}, ...]'``; prints markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine
+from suite import fit_score, geometric_mean, load_spec, load_table, split
+
+HERE = Path(__file__).resolve().parent
+CACHE = HERE / ".tune_suite_cache.jsonl"
+SMALL_ROWS = 5_000          # issue 30, part 5: "tables under 5,000 training rows"
+CLASSIFICATION_ONLY = ("label_smoothing",)
+
+ENCODINGS = [{"continuous_encoding": "plr_lite"}, {"continuous_encoding": "piecewise_linear"},
+             {"continuous_encoding": None}]
+
+ROUNDS = {
+    # One knob at a time from the current defaults.
+    "round1": [
+        {},
+        *ENCODINGS,
+        {"frequency_init_scale": 0.3}, {"frequency_init_scale": 1.0},
+        {"frequency_init_scale": 3.0}, {"frequency_init_scale": 10.0},
+        {"continuous_scaling": "quantile"}, {"continuous_scaling": "robust"},
+        {"dropout": 0.0}, {"dropout": 0.3},
+        {"embedding_dropout": 0.1},
+        {"hidden": [400, 200]}, {"hidden": [256, 256, 256]},
+        {"epochs": 4}, {"epochs": 16},
+        {"lr": "valley"}, {"lr": 3e-3},
+        {"n_members": 8},
+        {"label_smoothing": 0.1},
+        {"weight_decay": 0.0}, {"weight_decay": 0.1},
+        {"averaging": None},
+        {"batch_size": 256},
+    ],
+}
+
+
+def inner_split(table):
+    """The training part of the protocol's split, split again 80/20 (seed 0)."""
+    X_train, _, y_train, _ = split(table)
+    return train_test_split(X_train, y_train, test_size=0.2, random_state=0,
+                            stratify=y_train if table.classification else None)
+
+
+def effective(params: dict, task: str) -> dict:
+    """The parameters that act on a table of ``task`` (sorted, JSON-safe)."""
+    drop = CLASSIFICATION_ONLY if task == "regression" else ()
+    return {k: params[k] for k in sorted(params) if k not in drop}
+
+
+def cache_key(table: str, model: str, params: dict, seed: int) -> str:
+    return json.dumps([table, model, params, seed])
+
+
+_TABLES: dict = {}
+
+
+def _fit(job):
+    """One fit in a worker process: ``(key, scores)``."""
+    import torch
+
+    torch.set_num_threads(1)
+    entry, model, params, seed, key = job
+    if entry["dataset"] not in _TABLES:
+        table = load_table(entry)
+        _TABLES[entry["dataset"]] = (table, inner_split(table))
+    table, (X_fit, X_valid, y_fit, y_valid) = _TABLES[entry["dataset"]]
+    parameters = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
+    try:
+        result = fit_score(model, table, X_fit, X_valid, y_fit, y_valid, seed=seed,
+                           params=parameters)
+    except Exception as error:      # a candidate that fails is a result, not a crash
+        result = {"failed": f"{type(error).__name__}: {error}"[:300]}
+    return key, result
+
+
+def load_cache(path: Path) -> dict:
+    cache = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                key, result = json.loads(line)
+                cache[key] = result
+    return cache
+
+
+def evaluate(entries, candidates, seeds, jobs, cache_path: Path) -> dict:
+    """Fit whatever the cache lacks; ``{(table, model, params, seed) key: scores}``."""
+    cache = load_cache(cache_path)
+    todo, seen = [], set()
+    # Candidate by candidate (a run cut short leaves whole candidates), largest tables first.
+    wanted = [(e, "lightgbm", {}, 0) for e in entries] + [
+        (e, "tabembed", effective(c, e["task"]), s) for c in candidates for s in seeds
+        for e in sorted(entries, key=lambda e: -e["n_rows"])]
+    for entry, model, params, seed in wanted:
+        key = cache_key(entry["dataset"], model, params, seed)
+        if key not in cache and key not in seen:
+            seen.add(key)
+            todo.append((entry, model, params, seed, key))
+    print(f"{len(todo)} fits to run ({len(cache)} cached)", file=sys.stderr, flush=True)
+    if todo:
+        with open(cache_path, "a") as stream, ProcessPoolExecutor(jobs) as pool:
+            for done, (key, result) in enumerate(pool.map(_fit, todo), 1):
+                cache[key] = result
+                if "failed" not in result:     # a failure is retried by the next run
+                    stream.write(json.dumps([key, result]) + "\n")
+                    stream.flush()
+                if done % 20 == 0:
+                    print(f"{done}/{len(todo)}", file=sys.stderr, flush=True)
+    return cache
+
+
+def candidate_errors(entries, candidate, seeds, cache):
+    """``{table: (mean error over seeds, LightGBM's error, fit s)}``, or why a fit failed."""
+    out = {}
+    for entry in entries:
+        name = entry["dataset"]
+        base = cache[cache_key(name, "lightgbm", {}, 0)]
+        runs = [cache[cache_key(name, "tabembed", effective(candidate, entry["task"]), s)]
+                for s in seeds]
+        failed = [r["failed"] for r in runs if "failed" in r]
+        if failed:
+            out[name] = failed[0]
+            continue
+        out[name] = (float(np.mean([r["error"] for r in runs])), base["error"],
+                     float(np.mean([r["fit_s"] for r in runs])))
+    return out
+
+
+def label(candidate: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in candidate.items()) or "current defaults"
+
+
+def report(entries, candidates, seeds, cache) -> str:
+    train = {e["dataset"]: e["n_rows"] - math.ceil(0.25 * e["n_rows"]) for e in entries}
+    n_fit = {t: n - math.ceil(0.2 * n) for t, n in train.items()}
+    small = {t for t, n in train.items() if n < SMALL_ROWS}
+    lines = ["| candidate | geometric-mean ratio to LightGBM | wins | worst ratio (table) | "
+             f"geometric mean, {len(small)} tables under {SMALL_ROWS:,} training rows | "
+             "fit s (all tables, mean over seeds) |", "| --- | --- | --- | --- | --- | --- |"]
+    detail = {}
+    for candidate in candidates:
+        errors = candidate_errors(entries, candidate, seeds, cache)
+        failed = {t: e for t, e in errors.items() if isinstance(e, str)}
+        if failed:
+            lines.append(f"| {label(candidate)} | failed on {', '.join(failed)}: "
+                         f"{next(iter(failed.values()))} | | | | |")
+            continue
+        ratios = {t: e / b for t, (e, b, _) in errors.items()}
+        detail[label(candidate)] = ratios
+        worst = max(ratios, key=ratios.get)
+        fit = sum(s for _, _, s in errors.values())
+        lines.append(
+            f"| {label(candidate)} | {geometric_mean(list(ratios.values())):.4f} | "
+            f"{sum(r < 1 for r in ratios.values())}/{len(ratios)} | {ratios[worst]:.3f} "
+            f"({worst}) | {geometric_mean([ratios[t] for t in small]):.4f} | {fit:.0f} |")
+    names = [e["dataset"] for e in entries]
+    lines += ["", "Ratio to LightGBM's validation error per table (inner fit rows in the "
+              "header):", "",
+              "| candidate | " + " | ".join(f"{t} ({n_fit[t]:,})" for t in names) + " |",
+              "|" + " --- |" * (1 + len(names))]
+    for name, ratios in detail.items():
+        lines.append(f"| {name} | " + " | ".join(f"{ratios[t]:.3f}" for t in names) + " |")
+    base = {e["dataset"]: cache[cache_key(e["dataset"], "lightgbm", {}, 0)]["error"]
+            for e in entries}
+    lines += ["", "LightGBM's validation error: " + ", ".join(
+        f"{t} {base[t]:.4f}" for t in names) + "."]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("round", nargs="?", default="round1")
+    parser.add_argument("--candidates", default=None, help="JSON list of parameter dicts")
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--datasets", default=None)
+    parser.add_argument("--cache", default=str(CACHE))
+    args = parser.parse_args(argv)
+    candidates = json.loads(args.candidates) if args.candidates else ROUNDS[args.round]
+    entries = load_spec()
+    if args.datasets:
+        entries = [e for e in entries if e["dataset"] in set(args.datasets.split(","))]
+    seeds = list(range(args.seeds))
+    start = time.perf_counter()
+    cache = evaluate(entries, candidates, seeds, args.jobs, Path(args.cache))
+    print(f"Machine: {machine()}. Inner validation: 20% of each table's training part "
+          f"(seed 0); tabembed seeds {seeds}, LightGBM defaults seed 0; one thread per fit, "
+          f"{args.jobs} fits at a time; {time.perf_counter() - start:.0f} s "
+          "(fits already cached not counted).\n")
+    print(report(entries, candidates, seeds, cache))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
