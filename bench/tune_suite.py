@@ -33,20 +33,50 @@ from sklearn.model_selection import train_test_split
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine
-from suite import fit_score, geometric_mean, load_spec, load_table, split
+from suite import (
+    RECOMMENDED,
+    fit_score,
+    geometric_mean,
+    load_spec,
+    load_table,
+    resolve,
+    split,
+)
 
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / ".tune_suite_cache.jsonl"
 SMALL_ROWS = 5_000          # issue 30, part 5: "tables under 5,000 training rows"
 CLASSIFICATION_ONLY = ("label_smoothing",)
 
+def _defaults() -> dict:
+    from tabembed.estimators import EmbeddingMLPClassifier
+
+    return EmbeddingMLPClassifier().get_params()
+
+
+DEFAULTS = _defaults()
+
+
 PLE = {"continuous_encoding": "piecewise_linear"}
 ROBUST = {"continuous_scaling": "robust"}
+BEST = {**ROBUST, "frequency_init_scale": 0.3, "n_members": 8}
+# frequency_init_scale by data size: 0.3 below 10,000 training rows (the suite), 3 from there
+# (today's rule above 10,000; Adult lost 0.9 points at 0.3).
+SCALE_RULE = {"frequency_init_scale": {"small": 0.3, "large": "auto", "rows": 10_000}}
+# Round 2's best set below 10,000 training rows, today's defaults from there (Adult, 26k rows,
+# lost with robust scaling and with 8 members).
+SMALL_RULE = RECOMMENDED
 ENCODINGS = [{"continuous_encoding": "plr_lite"}, {"continuous_encoding": "piecewise_linear"},
              {"continuous_encoding": None}]
 
+def below_10k(changes: dict) -> dict:
+    """``changes`` below 10,000 training rows, the defaults from there."""
+    return {k: {"small": v, "large": DEFAULTS[k], "rows": 10_000} for k, v in changes.items()}
+
+
 ROUNDS = {
-    "adult": [{}],
+    # Adult's test accuracy of round 2's best set and its parts at Adult's size (26k rows).
+    "adult": [{}, BEST, {**ROBUST, "n_members": 8}, {"n_members": 8}],
     # One knob at a time from the current defaults.
     "round1": [
         {},
@@ -74,6 +104,15 @@ ROUNDS = {
         {**PLE, **ROBUST, "dropout": 0.3, "weight_decay": 0.1},
         {**ROBUST, "frequency_init_scale": 0.3, "n_members": 8},
     ],
+    # Round 2's best set, the best with piecewise-linear inputs and the defaults, seeds 0 and 1.
+    "finalists": [{}, {**PLE, **ROBUST, "n_members": 8}, BEST, SCALE_RULE, SMALL_RULE],
+    # On top of the size rule, below 10,000 rows only (from there the defaults stay).
+    "round4": [{**SMALL_RULE, **below_10k(change)} for change in (
+        {"n_members": 16}, {"n_members": 32}, PLE, {"d_embedding": 32}, {"epochs": 12},
+        {"frequency_init_scale": 0.1})],
+    # On top of round 2's best set.
+    "round3": [{**BEST, "epochs": 16}, {**BEST, "label_smoothing": 0.1},
+               {**BEST, "weight_decay": 0.1}],
 }
 
 
@@ -84,10 +123,20 @@ def inner_split(table):
                             stratify=y_train if table.classification else None)
 
 
-def effective(params: dict, task: str) -> dict:
-    """The parameters that act on a table of ``task`` (sorted, JSON-safe)."""
-    drop = CLASSIFICATION_ONLY if task == "regression" else ()
-    return {k: params[k] for k in sorted(params) if k not in drop}
+def fit_rows(entry) -> int:
+    """Rows of the inner fit part of a suite table."""
+    train = entry["n_rows"] - math.ceil(0.25 * entry["n_rows"])
+    return train - math.ceil(0.2 * train)
+
+
+def effective(params: dict, entry) -> dict:
+    """The parameters that act on a table (sorted, JSON-safe): size rules resolved,
+    classification-only parameters dropped for regression."""
+    drop = CLASSIFICATION_ONLY if entry["task"] == "regression" else ()
+    params = resolve(params, fit_rows(entry))
+    # A value equal to the default is the default: the same fit, the same cache entry.
+    return {k: params[k] for k in sorted(params)
+            if k not in drop and params[k] != DEFAULTS.get(k)}
 
 
 def cache_key(table: str, model: str, params: dict, seed: int) -> str:
@@ -95,6 +144,7 @@ def cache_key(table: str, model: str, params: dict, seed: int) -> str:
 
 
 _TABLES: dict = {}
+
 
 
 def _fit(job):
@@ -132,7 +182,7 @@ def evaluate(entries, candidates, seeds, jobs, cache_path: Path) -> dict:
     todo, seen = [], set()
     # Candidate by candidate (a run cut short leaves whole candidates), largest tables first.
     wanted = [(e, "lightgbm", {}, 0) for e in entries] + [
-        (e, "tabembed", effective(c, e["task"]), s) for c in candidates for s in seeds
+        (e, "tabembed", effective(c, e), s) for c in candidates for s in seeds
         for e in sorted(entries, key=lambda e: -e["n_rows"])]
     for entry, model, params, seed in wanted:
         key = cache_key(entry["dataset"], model, params, seed)
@@ -158,7 +208,7 @@ def candidate_errors(entries, candidate, seeds, cache):
     for entry in entries:
         name = entry["dataset"]
         base = cache[cache_key(name, "lightgbm", {}, 0)]
-        runs = [cache[cache_key(name, "tabembed", effective(candidate, entry["task"]), s)]
+        runs = [cache[cache_key(name, "tabembed", effective(candidate, entry), s)]
                 for s in seeds]
         failed = [r["failed"] for r in runs if "failed" in r]
         if failed:
@@ -170,12 +220,22 @@ def candidate_errors(entries, candidate, seeds, cache):
 
 
 def label(candidate: dict) -> str:
-    return ", ".join(f"{k}={v}" for k, v in candidate.items()) or "current defaults"
+    """The candidate in words; size rules as "below N rows: ...; defaults from there"."""
+    parts = [f"{k}={v}" for k, v in candidate.items() if not isinstance(v, dict)]
+    rules = {k: v for k, v in candidate.items() if isinstance(v, dict)}
+    for rows in sorted({v["rows"] for v in rules.values()}):
+        here = {k: v for k, v in rules.items() if v["rows"] == rows}
+        small = ", ".join(f"{k}={v['small']}" for k, v in here.items())
+        large = ", ".join(f"{k}={v['large']}" for k, v in here.items()
+                          if v["large"] != DEFAULTS.get(k))
+        parts.append(f"below {rows:,} training rows: {small}; "
+                     + (f"from there {large}" if large else "defaults from there"))
+    return ", ".join(parts) or "current defaults"
 
 
 def report(entries, candidates, seeds, cache) -> str:
     train = {e["dataset"]: e["n_rows"] - math.ceil(0.25 * e["n_rows"]) for e in entries}
-    n_fit = {t: n - math.ceil(0.2 * n) for t, n in train.items()}
+    n_fit = {e["dataset"]: fit_rows(e) for e in entries}
     small = {t for t, n in train.items() if n < SMALL_ROWS}
     lines = ["| candidate | geometric-mean ratio to LightGBM | wins | worst ratio (table) | "
              f"geometric mean, {len(small)} tables under {SMALL_ROWS:,} training rows | "
@@ -224,7 +284,8 @@ def adult_check(candidates, seeds) -> str:
     lines = ["| candidate | Adult test accuracy, mean ± std | per seed | fit s, median |",
              "| --- | --- | --- | --- |"]
     for candidate in candidates:
-        params = {k: tuple(v) if isinstance(v, list) else v for k, v in candidate.items()}
+        params = {k: tuple(v) if isinstance(v, list) else v
+                  for k, v in resolve(candidate, len(X)).items()}
         accuracies, seconds = [], []
         for seed in seeds:
             start = time.perf_counter()
@@ -247,6 +308,9 @@ def main(argv=None) -> int:
     parser.add_argument("--datasets", default=None)
     parser.add_argument("--cache", default=str(CACHE))
     args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)     # the fits run in worker processes, one thread each
     candidates = json.loads(args.candidates) if args.candidates else ROUNDS[args.round]
     if args.round == "adult":
         print(f"Machine: {machine()}; one thread; Adult's test file, seeds 0..{args.seeds - 1}."
@@ -261,8 +325,9 @@ def main(argv=None) -> int:
     cache = evaluate(entries, candidates, seeds, args.jobs, Path(args.cache))
     print(f"Machine: {machine()}. Inner validation: 20% of each table's training part "
           f"(seed 0); tabembed seeds {seeds}, LightGBM defaults seed 0; one thread per fit, "
-          f"{args.jobs} fits at a time; {time.perf_counter() - start:.0f} s "
-          "(fits already cached not counted).\n")
+          f"{args.jobs} fits at a time; this run {time.perf_counter() - start:.0f} s (fits "
+          f"cached by earlier runs are reused). Fit seconds were measured while the machine "
+          "was shared, by whichever run made the fit: compare them only roughly.\n")
     print(report(entries, candidates, seeds, cache))
     return 0
 
