@@ -21,6 +21,14 @@ azpro,ames] [--seeds 1] [--tabembed-params JSON|recommended] [--quick]``; prints
 markdown.
 ``--quick``: the five smallest tables, tabembed and LightGBM. ``--seeds k``:
 tabembed's error is the mean over seeds 0..k-1 (the peers use seed 0).
+``--json-out FILE`` keeps the raw results (rewritten after each table);
+``--from-json A,B`` merges such files and prints them without fitting, for a run split
+into parts (``--datasets``) that ran side by side.
+
+Inputs per library, all from the same split: tabembed takes the protocol's frame;
+LightGBM and XGBoost pandas categories of the training part (unseen values missing);
+CatBoost strings with missing as ``"<NA>"``; RealMLP-TD the categories with missing as
+``"<NA>"`` and missing numbers as the training median (it refuses NaN and pandas' NA).
 """
 
 from __future__ import annotations
@@ -160,8 +168,13 @@ def _categories(X_train, X_test, categorical):
 
 
 def _filled(X_train, X_test, categorical):
-    """Missing numbers filled with the training median (pytabkit refuses NaN in numeric
-    columns), categorical columns as categories."""
+    """pytabkit's input: missing numbers filled with the training median (it refuses NaN in
+    numeric columns); categorical columns as categories, missing as a category of its own
+    (its encoders refuse pandas' NA among strings)."""
+    X_train, X_test = X_train.copy(), X_test.copy()
+    for column in categorical:
+        X_train[column] = X_train[column].fillna("<NA>")
+        X_test[column] = X_test[column].fillna("<NA>")
     X_train, X_test = _categories(X_train, X_test, categorical)
     for column in X_train.columns.difference(categorical):
         median = X_train[column].median()
