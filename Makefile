@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.tabembed-installed
 
-.PHONY: test demo lint bench clean wheel-check docs
+.PHONY: test demo lint bench suite clean wheel-check docs
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -60,6 +60,12 @@ $(BENCH_STAMP): pyproject.toml Makefile
 
 bench: $(BENCH_STAMP)
 	OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=1 $(BENCH)/bin/python bench/run_all.py $(DATA_HOME) $(if $(QUICK),--quick,)
+
+# The 20-table suite of issue 30 alone (long: about an hour on 2 cores; QUICK=1: the five
+# smallest tables, tabembed and LightGBM). Prints markdown; `make bench` also runs it and
+# writes its block in bench/RESULTS.md.
+suite: $(BENCH_STAMP)
+	OMP_NUM_THREADS=1 $(BENCH)/bin/python bench/suite.py $(if $(QUICK),--quick,)
 
 lint: $(STAMP)
 	$(BIN)/python -m ruff check .

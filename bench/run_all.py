@@ -60,6 +60,29 @@ SECTIONS = [
     ("Ranking defaults: validation evidence (issue 14)", ["tune_ranking.py", "{data}"], None),
     ("Ranking defaults against EASE: validation evidence (issue 32)",
      ["tune_hybrid.py", "{data}"], None),
+    ("The 20-table suite: defaults against LightGBM, XGBoost, CatBoost and RealMLP-TD "
+     "(issue 30)", ["suite.py"], ["--quick"]),
+    ("Defaults on the suite (issue 30): round 1, one knob at a time",
+     ["tune_suite.py", "round1", "--seeds", "1"], None),
+    ("Defaults on the suite (issue 30): round 2, the winners combined",
+     ["tune_suite.py", "round2", "--seeds", "1"], None),
+    ("Defaults on the suite (issue 30): the finalists on two seeds",
+     ["tune_suite.py", "finalists", "--seeds", "2"], None),
+    ("Defaults on the suite (issue 30): round 3, on top of the best set",
+     ["tune_suite.py", "round3", "--seeds", "1"], None),
+    ("Defaults on the suite (issue 30): round 4, on top of the size rule",
+     ["tune_suite.py", "round4", "--seeds", "2"], None),
+    ("Defaults on the suite (issue 30): Adult guard", ["tune_suite.py", "adult", "--seeds", "5"],
+     None),
+    ("Defaults on the suite (issue 30): the recommended set on the test parts",
+     ["suite.py", "--models", "tabembed,lightgbm", "--seeds", "2", "--tabembed-params",
+      "recommended"], None),
+    ("Defaults on the suite (issue 30): today's defaults on the test parts, two seeds",
+     ["suite.py", "--models", "tabembed,lightgbm", "--seeds", "2"], None),
+    ("Small data on the suite (issue 30): the recommended set against each encoding",
+     ["small_data.py", "encodings"], None),
+    ("Small data on the suite (issue 30): 500 to 2,000 rows", ["small_data.py", "subsamples"],
+     None),
     # Prints "Not measured" where there is no CUDA device.
     ("GPU: Learner epoch against a bare loop on the device (issue 17)",
      ["gpu.py", "{data}"], None),
@@ -69,7 +92,7 @@ SECTIONS = [
 # the thread experiments): on an idle machine it made LightGBM's one-thread Adult fit
 # 6x slower (1.2 s against 0.21 s; 0.40 s with the other core busy) and changed
 # tabembed's and fastai's fits by under 3%.
-ACTIVE_WAIT = {"peers.py", "speed.py"}
+ACTIVE_WAIT = {"peers.py", "speed.py", "suite.py"}
 
 
 BEGIN = "<!-- bench/run_all.py: begin {key} -->"

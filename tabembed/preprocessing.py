@@ -149,6 +149,29 @@ def _checked_numbers(values: np.ndarray, column) -> np.ndarray:
     return values
 
 
+SCALINGS = ("standard", "quantile", "robust", None)
+# Robust scaling's smooth clip: x / sqrt(1 + (x / SMOOTH_CLIP) ** 2) stays within +-3.
+SMOOTH_CLIP = 3.0
+
+
+def smooth_clip(values: np.ndarray) -> np.ndarray:
+    """Squash robustly scaled values into (-3, 3), near the identity around 0."""
+    return values / np.sqrt(1.0 + (values / SMOOTH_CLIP) ** 2)
+
+
+def _robust_center_scale(median: float, quantiles: np.ndarray) -> tuple[float, float]:
+    """Center and scale of ``"robust"`` scaling: the median and the interquartile range;
+    half the range where the quartiles tie (a mostly constant column), 1 for a constant.
+    The quantiles come from a histogram of 65,536 bins, so quartiles within a few bins of
+    each other count as tied."""
+    levels = np.linspace(0, 1, len(quantiles))
+    low, high = np.interp([0.25, 0.75], levels, quantiles)
+    scale, spread = high - low, quantiles[-1] - quantiles[0]
+    if not scale > max(1e-12, 1e-4 * spread):
+        scale = spread / 2
+    return float(median), float(scale) if scale > 1e-12 else 1.0
+
+
 def _to_normal(values: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
     """Map values through the training CDF to a standard normal (ties get their mean rank)."""
     levels = np.linspace(0, 1, len(quantiles))
@@ -310,12 +333,16 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         ``rule(cardinality) -> width`` replacing :func:`embedding_size`.
     add_missing_indicators : bool, default True
         Add ``<col>_na`` categories for continuous columns with missing values.
-    continuous_scaling : {"standard", "quantile", None}, default "standard"
+    continuous_scaling : {"standard", "quantile", "robust", None}, default "standard"
         ``"standard"``: zero mean and unit variance. ``"quantile"``: map each
         value through the training distribution to a standard normal (robust
         to skew and outliers, as scikit-learn's ``QuantileTransformer`` with
         ``output_distribution="normal"``; quantiles within one histogram bin,
-        ``range / 65536``, of exact). ``None``: leave values as they are.
+        ``range / 65536``, of exact). ``"robust"``: subtract the median, divide
+        by the interquartile range (half the range where that is 0), then clip
+        smoothly to (-3, 3) with ``x / sqrt(1 + (x / 3) ** 2)`` (RealMLP's
+        scaling: outliers stay ordered but cannot dominate a PLR or linear
+        layer). ``None``: leave values as they are.
     n_quantiles : int, default 1000
         Reference points of the quantile mapping.
 
@@ -494,9 +521,9 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
             self.categories_[column] = _sorted_vocabulary(kept)
 
     def _fit_continuous(self, passes, moments) -> None:
-        if self.continuous_scaling not in ("standard", "quantile", None):
-            raise ValueError("continuous_scaling must be 'standard', 'quantile' or None, got "
-                             f"{self.continuous_scaling!r}")
+        if self.continuous_scaling not in SCALINGS:
+            raise ValueError("continuous_scaling must be 'standard', 'quantile', 'robust' or "
+                             f"None, got {self.continuous_scaling!r}")
         dates = {f"{d}_elapsed": d for d in self.date_names_}
         for column, moment in moments.items():
             if moment.count == 0:
@@ -544,6 +571,9 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
             # Kept for every column: quantile scaling and bin edges (bin_edges) read them.
             self.quantiles_[column] = histogram_quantiles(histograms[column], moment,
                                                           levels).tolist()
+            if self.continuous_scaling == "robust":
+                self.means_[column], self.stds_[column] = _robust_center_scale(
+                    self.medians_[column], np.asarray(self.quantiles_[column]))
             if moment.missing and self.add_missing_indicators:
                 self.na_names_.append(column)
 
@@ -734,7 +764,10 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         the caller stores float32)."""
         if self.continuous_scaling == "quantile":
             values = _to_normal(values, np.asarray(self.quantiles_[column]))
-        return (values - self.means_[column]) / self.stds_[column]
+        scaled = (values - self.means_[column]) / self.stds_[column]
+        if self.continuous_scaling == "robust":
+            return smooth_clip(scaled)
+        return scaled
 
     def continuous_values(self) -> list[np.ndarray | None]:
         """Per continuous output column, in order: the sorted distinct float32 values that
@@ -905,7 +938,7 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
             quantiles = np.asarray(self.quantiles_[column])
             levels = np.linspace(0, 1, len(quantiles))
             raw = np.interp(np.linspace(0, 1, n_bins + 1), levels, quantiles)
-            scaled = (raw - self.means_[column]) / self.stds_[column]
+            scaled = self._scale(raw, column)
             # Narrow bins inside tied values are kept on purpose: they act as "exactly
             # this value" indicators (capital_gain == 0), which measured better on
             # Adult than merging them. Only edges equal in float32 are merged.
@@ -1002,7 +1035,7 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         def damaged(why):
             return ValueError(f"damaged TabularPreprocessor state: {why}")
 
-        if self.continuous_scaling not in ("standard", "quantile", None):
+        if self.continuous_scaling not in SCALINGS:
             raise damaged(f"continuous_scaling={self.continuous_scaling!r}")
         inputs = set(self.feature_names_in_.tolist())
         roles = self._input_names()

@@ -162,6 +162,54 @@ def test_constant_column_does_not_divide_by_zero():
     assert np.isfinite(conts).all() and conts[:, 0].tolist() == [0.0, 1.0]
 
 
+def test_robust_scaling_centers_on_the_median_and_clips_outliers_smoothly():
+    rng = np.random.default_rng(0)
+    income = rng.lognormal(10, 1, 4001)
+    mostly_zero = np.r_[np.zeros(3601), rng.normal(5, 1, 400)]     # quartiles tie at 0
+    train = pd.DataFrame({"income": income, "gain": mostly_zero, "constant": 7.0})
+    pre = TabularPreprocessor(continuous_scaling="robust").fit(train)
+    low, high = np.quantile(income, [0.25, 0.75])
+    assert pre.means_["income"] == float(np.median(income))
+    assert pre.stds_["income"] == pytest.approx(high - low, rel=1e-3)   # histogram quartiles
+    assert pre.stds_["gain"] == pytest.approx(np.ptp(mostly_zero) / 2, rel=1e-6)
+    assert pre.stds_["constant"] == 1.0
+    _, conts = pre.transform_arrays(train)
+    z = (income - pre.means_["income"]) / pre.stds_["income"]
+    np.testing.assert_allclose(conts[:, 0], z / np.sqrt(1 + (z / 3) ** 2), rtol=1e-5)
+    # Bounded, order kept, near the identity around the median.
+    assert np.abs(conts).max() < 3 and np.median(conts[:, 0]) == 0.0
+    order = np.argsort(income)
+    assert (np.diff(conts[order, 0]) >= 0).all()
+    # The non-zero values of the mostly-zero column stay apart (not all clipped to one value).
+    assert len(np.unique(conts[3601:, 1])) > 300
+    far = pre.transform_arrays(pd.DataFrame({"income": [1e12], "gain": [0.0],
+                                             "constant": [7.0]}))[1]
+    assert 2.99 < far[0, 0] <= 3.0     # float32 rounds the limit itself
+    # Bin edges are in the same scale as the values, and the state survives JSON.
+    edges = pre.bin_edges(8)[0]
+    assert edges[0] == pytest.approx(conts[:, 0].min(), abs=1e-3)
+    assert edges[-1] == pytest.approx(conts[:, 0].max(), abs=1e-3)
+    restored = TabularPreprocessor.from_dict(json.loads(json.dumps(pre.to_dict())))
+    np.testing.assert_array_equal(restored.transform_arrays(train)[1], conts)
+
+
+def test_robust_scaling_from_parquet_matches_in_memory(tmp_path):
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame({"x": rng.standard_t(2, 5000), "y": rng.exponential(3, 5000)})
+    for i, part in enumerate(np.array_split(np.arange(len(frame)), 4)):
+        pq.write_table(pa.Table.from_pandas(frame.iloc[part], preserve_index=False),
+                       tmp_path / f"part-{i}.parquet")
+    memory = TabularPreprocessor(continuous_scaling="robust").fit(frame)
+    streamed = TabularPreprocessor(continuous_scaling="robust").fit(str(tmp_path))
+    assert streamed.means_ == memory.means_ and streamed.stds_ == memory.stds_
+    np.testing.assert_array_equal(streamed.transform(frame), memory.transform(frame))
+
+
+def test_unknown_scaling_is_an_error_naming_the_choices():
+    with pytest.raises(ValueError, match="'robust'"):
+        TabularPreprocessor(continuous_scaling="minmax").fit(pd.DataFrame({"x": [1.0, 2.0]}))
+
+
 def test_infinite_values_are_an_error_naming_column_and_count():
     frame = pd.DataFrame({"x": [1.0, np.inf, -np.inf, 2.0]})
     with pytest.raises(ValueError, match=r"'x' has 2 infinite"):
