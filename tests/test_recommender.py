@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -352,7 +354,49 @@ def test_bag_tokens_are_coded_per_row_from_messy_strings_and_lists():
     messy = pd.DataFrame({"user": [1] * 6, "item": [10] * 6, "genres": pd.Series(
         [" C | A ", "B||", None, ["B", "A"], "Z|A|B", ""], dtype=object)})
     codes, _ = encode(model.preprocessor_, model.bags_, model.bags_.canonical(messy))
-    assert codes[:, -2:].tolist() == [[3, 1], [2, 0], [0, 0], [2, 1], [0, 1], [0, 0]]
+    tokens, offsets = model.bags_.table("genres")
+    bags = [tokens[offsets[i]:offsets[i + 1]].tolist() for i in codes[:, -1].tolist()]
+    # Each row's known tokens in order (a bag longer than the training ones keeps them all).
+    assert bags == [[3, 1], [2], [], [2, 1], [1, 2], []]
+    assert codes[2, -1] == codes[5, -1] == 0        # missing and empty: the empty bag
+    assert codes[0, -1] != codes[3, -1]             # the same tokens in another order
+
+
+@pytest.mark.parametrize("model", ["dot", "neural"])
+def test_files_of_the_padded_bag_release_load_and_predict_the_same(model):
+    # tests/data/padded_bags: saved when each bag was padded per row (make.py there).
+    import tabembed
+
+    folder = Path(__file__).resolve().parent / "data" / "padded_bags"
+    loaded = tabembed.load(folder / f"{model}.tabembed")
+    assert [tuple(bag) for bag in loaded.model_kwargs_["bags"]] == [(5, 3, "item")]
+    new = pd.DataFrame({"user": [0, 1, 2, 99, 3], "item": [0, 1, 99, 2, 98],
+                        "genres": ["a|x", None, "b|c", "x", "zz|a"]})
+    np.testing.assert_allclose(loaded.predict(new), np.load(folder / f"{model}_predict.npy"),
+                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(loaded.recommend([0, 1, 2], k=3)["score"].to_numpy(),
+                               np.load(folder / f"{model}_recommend.npy"), rtol=1e-6, atol=1e-6)
+
+
+def test_a_huge_bag_is_stored_once_not_padded_per_row():
+    # Issue 31: one item with 20,000 tags in 3,000 ratings was padded to 20,000
+    # columns per row (60 million codes); the bag is now one id per row and its
+    # tokens once in the bag table.
+    rng = np.random.default_rng(0)
+    tags = "|".join(f"tag{i}" for i in range(20_000))
+    items = np.concatenate([rng.integers(0, 50, 600), np.full(3_000, 50)])
+    X = pd.DataFrame({"user": rng.integers(0, 300, len(items)), "item": items,
+                      "tags": [tags if i == 50 else f"t{i % 7}|t{i % 5}" for i in items]})
+    y = rng.integers(1, 6, len(X)).astype(float)
+    model = EmbeddingRecommender(epochs=1, ranking="rating", random_state=0).fit(X, y)
+    assert model.bag_columns_ == ["tags"] and model.bag_lengths_["tags"] == 20_000
+    codes, _ = encode(model.preprocessor_, model.bags_, model.bags_.canonical(X))
+    assert codes.shape == (len(X), 3)           # user, item, one bag id
+    tokens, offsets = model.bags_.table("tags")
+    assert len(tokens) < 20_000 + 2 * 50 + 1 and len(offsets) <= 52
+    big = codes[-1, 2].item()
+    assert offsets[big + 1] - offsets[big] == 20_000
+    assert np.isfinite(model.predict(X.iloc[-3:])).all()
 
 
 def test_a_new_item_with_only_unknown_features_is_an_error():

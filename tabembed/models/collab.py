@@ -30,6 +30,26 @@ from tabembed.models.layers import (
 )
 
 
+def pool_bags(table, ids: torch.Tensor, embedding) -> torch.Tensor:
+    """``embedding`` (an ``nn.EmbeddingBag``) pooled over the bags ``ids`` ``[n]`` of
+    ``table`` (a :class:`~tabembed.recommenders.bags.BagTable`): each distinct bag of the
+    batch once (its flat tokens gathered by index arithmetic), then one row per row."""
+    tokens, offsets = table.tensors(ids.device)
+    unique, inverse = torch.unique(ids, return_inverse=True)
+    starts = offsets[unique]
+    lengths = offsets[unique + 1] - starts
+    bag_starts = torch.cumsum(lengths, 0) - lengths
+    flat = (torch.arange(int(lengths.sum()), device=ids.device)
+            + torch.repeat_interleave(starts - bag_starts, lengths))
+    return embedding(tokens[flat], bag_starts)[inverse]
+
+
+def bag_sizes(table, ids: torch.Tensor) -> torch.Tensor:
+    """The number of known tokens in each bag of ``ids``."""
+    offsets = table.tensors(ids.device)[1]
+    return offsets[ids + 1] - offsets[ids]
+
+
 class _Collaborative(nn.Module):
     """User/item embeddings, biases, side-feature terms, a global offset and ``y_range``."""
 
@@ -55,15 +75,16 @@ class _Collaborative(nn.Module):
         if self.side_linear is not None:
             nn.init.zeros_(self.side_linear.weight)
         self.offset = Offset(global_bias)
-        # Multi-valued side features: each a bag of tokens in columns [start, stop) of
-        # ``codes`` (0 pads), pooled by mean into the user's or the item's vector and bias.
+        # Multi-valued side features: each one column of ``codes`` after the categorical
+        # side features, holding a bag id of a BagTable (attach_bag_tables), pooled by mean
+        # into the user's or the item's vector and bias. ``length`` (the longest bag) is
+        # kept in the arguments for the files that name it; the model needs no width.
         self.bags = []
-        start = 2 + len(side_embedding_sizes)
-        for _, length, side in bags:
+        for index, (_, _, side) in enumerate(bags):
             if side not in ("user", "item"):
                 raise ValueError(f"a bag belongs to the 'user' or the 'item' side, got {side=}")
-            self.bags.append((start, start + int(length), side))
-            start += int(length)
+            self.bags.append((2 + len(side_embedding_sizes) + index, side))
+        self.__dict__["_bag_tables"] = None
         self.bag_factors = nn.ModuleList(
             init_embedding(nn.EmbeddingBag(int(n), n_factors, mode="mean", padding_idx=0))
             for n, _, _ in bags)
@@ -83,12 +104,28 @@ class _Collaborative(nn.Module):
                       *self.bag_factors, *self.bag_bias):
             table.sparse = bool(enabled)
 
+    def attach_bag_tables(self, tables) -> None:
+        """The :class:`~tabembed.recommenders.bags.BagTable` of each bag, in order: the bag
+        ids in ``codes`` index them (tables are shared, never copied, by deep copies)."""
+        tables = list(tables)
+        if len(tables) != len(self.bags):
+            raise ValueError(f"{len(self.bags)} bag(s) need as many tables, got {len(tables)}")
+        self.__dict__["_bag_tables"] = tables
+
+    def _bag_pool(self, index: int, codes: torch.Tensor, embedding) -> torch.Tensor:
+        """Bag ``index``'s pooled ``embedding`` rows for each row of ``codes``."""
+        tables = self.__dict__.get("_bag_tables")
+        if tables is None:
+            raise RuntimeError("this model has multi-valued features but no bag tables; "
+                               "call attach_bag_tables (the recommender does it)")
+        return pool_bags(tables[index], codes[:, self.bags[index][0]], embedding)
+
     def _pooled(self, codes: torch.Tensor, side: str, tables) -> torch.Tensor | None:
         """The sum over ``side``'s bags of their pooled ``tables`` rows (None: no bag)."""
         total = None
-        for (start, stop, owner), table in zip(self.bags, tables, strict=True):
+        for index, ((_, owner), table) in enumerate(zip(self.bags, tables, strict=True)):
             if owner == side:
-                pooled = table(codes[:, start:stop])
+                pooled = self._bag_pool(index, codes, table)
                 total = pooled if total is None else total + pooled
         return total
 
@@ -121,8 +158,8 @@ class _Collaborative(nn.Module):
             output = output + self.side_bias(codes[:, 2:]).sum(dim=1, keepdim=True)
         if self.side_linear is not None:
             output = output + self.side_linear(continuous)
-        for (start, stop, _), table in zip(self.bags, self.bag_bias, strict=True):
-            output = output + table(codes[:, start:stop])
+        for index, table in enumerate(self.bag_bias):
+            output = output + self._bag_pool(index, codes, table)
         return output
 
     def score_grid(self, user_codes: torch.Tensor, user_continuous: torch.Tensor,
@@ -150,8 +187,8 @@ class _Collaborative(nn.Module):
         users, items = codes[:, 0], codes[:, 1]
         squares = (self.user_factors(users).pow(2).sum(1) + self.item_factors(items).pow(2).sum(1)
                    + self.user_bias(users).pow(2).sum(1) + self.item_bias(items).pow(2).sum(1))
-        for (start, stop, _), table in zip(self.bags, self.bag_factors, strict=True):
-            squares = squares + table(codes[:, start:stop]).pow(2).sum(1)
+        for index, table in enumerate(self.bag_factors):
+            squares = squares + self._bag_pool(index, codes, table).pow(2).sum(1)
         return squares.mean()
 
     def _head_modules(self) -> list[nn.Module]:
@@ -184,10 +221,11 @@ class DotBias(_Collaborative):
     global_bias : float
         Initial global offset (the training mean is a good start).
     bags : sequence of (n_tokens, length, "user" | "item")
-        Multi-valued side features (genres), in the columns of ``codes`` after
-        the categorical side features, ``length`` columns each (token codes,
-        0 pads): each bag's mean token vector joins the user's or the item's
-        factors, and its mean token bias the output.
+        Multi-valued side features (genres), one column of ``codes`` each after
+        the categorical side features, holding bag ids of the tables given to
+        :meth:`attach_bag_tables` (``length``, the longest bag, is not used):
+        each bag's mean token vector joins the user's or the item's factors,
+        and its mean token bias the output.
     """
 
     def __init__(self, *, n_users: int, n_items: int, n_factors: int = defaults.FACTORS,
@@ -305,8 +343,9 @@ class NeuralCF(_Collaborative):
             parts.append(continuous)
         # A side counts as known by its id or by a non-empty bag (a new item with genres).
         known_user, known_item = users != 0, items != 0
-        for start, stop, side in self.bags:
-            filled = (codes[:, start:stop] != 0).any(dim=1)
+        for (column, side), table in zip(self.bags, self.__dict__["_bag_tables"] or [],
+                                         strict=True):
+            filled = bag_sizes(table, codes[:, column]) > 0
             if side == "user":
                 known_user = known_user | filled
             else:

@@ -233,8 +233,9 @@ class Recommender(TrainedEstimator):
             options.update(hidden=tuple(self.hidden), dropout=self.dropout)
         return options
 
-    def _new_model(self, kwargs: dict, device):
+    def _new_model(self, kwargs: dict, device, bags: BagEncoder):
         model = (NeuralCF if self.model == "neural" else DotBias)(**kwargs)
+        model.attach_bag_tables(bags.tables[c] for c in bags.columns)
         sparse_tables_if_large(model, device)
         return model
 
@@ -612,6 +613,7 @@ class Recommender(TrainedEstimator):
         bags = BagEncoder.from_dict(extra.get("bags", {"columns": [], "vocabulary": [],
                                                        "lengths": []}))
         sides = SideFeatures.from_dict(extra, self.user_column, self.item_column)
+        self.model_.attach_bag_tables(bags.tables[c] for c in bags.columns)
         self._adopt({
             "preprocessor_": preprocessor, "bags_": bags, "sides_": sides,
             "seen_users_": seen_users, "seen_items_": seen_items,

@@ -231,7 +231,7 @@ class EmbeddingRecommender(RegressorMixin, Recommender):
         strength = self._strength()
         with isolated_random_state():
             torch.manual_seed(config.seeds.init)
-            model = self._new_model(model_kwargs, config.device)
+            model = self._new_model(model_kwargs, config.device, data.bags)
             result = train(config, model, loss_for_task("regression"), train_data, valid,
                            output_activation=flatten, metrics=task_metrics("regression", flatten),
                            penalty=EmbeddingPenalty(strength) if strength else None,

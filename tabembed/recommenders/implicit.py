@@ -279,7 +279,7 @@ class ImplicitRecommender(Recommender):
         strength = self._strength()
         with isolated_random_state():
             torch.manual_seed(config.seeds.init)
-            model = self._new_model(model_kwargs, config.device)
+            model = self._new_model(model_kwargs, config.device, data.bags)
             scorer = CandidateScores(model, item_codes, item_continuous, item_columns,
                                      item_numeric, log_q)
             result = train(config, scorer, implicit_loss(loss), train_data, valid,

@@ -37,8 +37,7 @@ def side_masks(preprocessor, bags: BagEncoder, id_column, features
     """Which columns of ``codes`` (bags included) and ``continuous`` belong to the side of
     ``id_column`` with side ``features``."""
     codes = [c == id_column or c in features for c in preprocessor.cat_columns_]
-    for column in bags.columns:
-        codes += [column in features] * bags.lengths[column]
+    codes += [column in features for column in bags.columns]    # one bag id each
     conts = [c in features for c in preprocessor.cont_columns_]
     return torch.tensor(codes, dtype=torch.bool), torch.tensor(conts, dtype=torch.bool)
 
