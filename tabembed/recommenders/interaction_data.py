@@ -52,7 +52,12 @@ def check_ratings(values, what: str) -> np.ndarray:
 def encode(preprocessor: TabularPreprocessor, bags: BagEncoder, frame: pd.DataFrame
            ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(codes, continuous)`` of a canonical frame: the preprocessor's codes, then each
-    bag's token codes."""
+    bag's id in its table."""
+    missing = [c for c in bags.columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"multi-valued columns missing from the frame: {missing}; the model "
+                         f"was fitted with {list(bags.columns)} (give an empty value, None, "
+                         "for rows without any)")
     codes, continuous = preprocessor.to_tensors(frame.drop(columns=bags.columns))
     if not bags.columns:
         return codes, continuous
@@ -239,6 +244,14 @@ def scan_parquet(source, *, user_column, item_column, target=None, multi_valued=
     features = [c for c in names if c != target]
     side = _side_columns(features, user_column, item_column)
     row_groups = RowGroups(dataset)
+    unlisted = row_groups.unlisted_columns()
+    if unlisted:      # side features are read by the first file's schema: never read
+        column, path = next(iter(unlisted.items()))
+        raise ValueError(
+            f"the column {column!r} of {path} is not in the dataset's schema (its first "
+            f"file's, {dataset.files[0]}): it would never be read (columns only in some "
+            f"files: {sorted(unlisted)}). Every file of a dataset must hold the same columns: "
+            "add the column to every file, or drop it from these")
     empty = dataset.schema.empty_table().to_pandas()[features]
     texts = [c for c in side if not pd.api.types.is_numeric_dtype(empty[c])
              and not pd.api.types.is_bool_dtype(empty[c])]
