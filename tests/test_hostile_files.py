@@ -379,6 +379,22 @@ def test_recommender_files_are_checked_too(recommender_file, tmp_path):
         _refused(path)
 
 
+def test_recommender_files_with_bags_are_checked_too(tmp_path):
+    # A vocabulary or a bag count that disagrees with the model's bag tables would index
+    # past a table at predict.
+    source = Path(__file__).resolve().parent / "data" / "padded_bags" / "dot.tabembed"
+    meta, tensors = _parts(source)
+    edits = [
+        lambda m: m["recommender"]["bags"]["vocabulary"][0].extend(["p", "q"]),
+        lambda m: m["recommender"]["bags"].update(columns=[], vocabulary=[], lengths=[]),
+        lambda m: m["model_kwargs"]["bags"].append([5, 3, "user"]),
+    ]
+    for edit in edits:
+        edited = copy.deepcopy(meta)
+        edit(edited)
+        _refused(_rewrite(source, tmp_path / "bags.tabembed", meta=edited, tensors=tensors))
+
+
 # ------------------------------------------------------------------ memory
 
 _PEAK = textwrap.dedent("""

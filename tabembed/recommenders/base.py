@@ -613,6 +613,13 @@ class Recommender(TrainedEstimator):
         bags = BagEncoder.from_dict(extra.get("bags", {"columns": [], "vocabulary": [],
                                                        "lengths": []}))
         sides = SideFeatures.from_dict(extra, self.user_column, self.item_column)
+        sizes = [int(bag[0]) for bag in kwargs.get("bags") or []]
+        if sizes != [len(bags.vocabulary[c]) + 1 for c in bags.columns]:
+            # A token code past a table would index out of it at predict.
+            raise persistence.DamagedFileError(
+                f"the multi-valued columns {bags.columns} (vocabularies of "
+                f"{[len(bags.vocabulary[c]) for c in bags.columns]} tokens) do not match the "
+                f"model's bag tables ({sizes} rows, the unknown token included)")
         self.model_.attach_bag_tables(bags.tables[c] for c in bags.columns)
         self._adopt({
             "preprocessor_": preprocessor, "bags_": bags, "sides_": sides,
