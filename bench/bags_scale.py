@@ -118,7 +118,9 @@ def main():
     else:
         import tabembed
 
+        start = time.perf_counter()
         model, X_test = fit_genres()
+        print(f"fit (data preparation included): {time.perf_counter() - start:.1f} s")
         predictions = model.predict(X_test)
         if args.save:
             folder = Path(args.save)

@@ -270,6 +270,107 @@ def _recommender():
         ratings, RNG.integers(1, 6, 300).astype(float))
 
 
+# ------------------------------------------------------------------ recommenders (issue 31)
+
+def recommenders() -> None:
+    import torch
+
+    from tabembed.recommenders import ImplicitRecommender
+    from tabembed.recommenders.interaction_data import encode
+
+    s = "recommender"
+
+    def big_bag():
+        tags = "|".join(f"tag{i}" for i in range(20_000))
+        items = np.concatenate([RNG.integers(0, 50, 600), np.full(3_000, 50)])
+        frame = pd.DataFrame({"user": RNG.integers(0, 300, len(items)), "item": items,
+                              "tags": [tags if i == 50 else f"t{i % 7}" for i in items]})
+        start = time.perf_counter()
+        r = EmbeddingRecommender(epochs=1, ranking="rating", random_state=0).fit(
+            frame, RNG.integers(1, 6, len(frame)).astype(float))
+        seconds = time.perf_counter() - start
+        codes, _ = encode(r.preprocessor_, r.bags_, r.bags_.canonical(frame))
+        tokens, _ = r.bags_.table("tags")
+        return (f"ok: fit {seconds:.1f} s; codes {tuple(codes.shape)}, {len(tokens):,} tokens "
+                "in the bag table (padded per row: 3,600 x 20,002 codes)")
+    probe(s, "one item with 20,000 tags in 3,000 of 3,600 ratings", big_bag)
+
+    genres = pd.DataFrame({"user": [0, 0, 1, 1], "item": [0, 1, 0, 1],
+                           "genres": ["a|b", "b", "a|b", "b"]})
+    with_bags = EmbeddingRecommender(epochs=1, ranking="rating", random_state=0).fit(
+        genres, [1.0, 2.0, 3.0, 4.0])
+    probe(s, "predict on a frame without the multi-valued column",
+          lambda: with_bags.predict(genres.drop(columns="genres")))
+    probe(s, "similar_items of a new item whose tags are all unknown",
+          lambda: with_bags.similar_items("new", item_features={"genres": "zz|yy"}))
+
+    def vocabulary_edit():
+        path = with_bags.save(WORK / "bags.tabembed")
+        with zipfile.ZipFile(path) as archive:
+            meta = json.loads(archive.read("metadata.json"))
+            weights = archive.read("weights.safetensors")
+        meta["recommender"]["bags"]["vocabulary"][0].extend(["p", "q"])
+        edited = WORK / "bags-edited.tabembed"
+        with zipfile.ZipFile(edited, "w") as archive:
+            archive.writestr("metadata.json", json.dumps(meta))
+            archive.writestr("weights.safetensors", weights)
+        return tabembed.load(edited)
+    probe(s, "file: a bag vocabulary longer than its table", vocabulary_edit)
+
+    def later_column():
+        folder = WORK / "rec-later"
+        folder.mkdir()
+        pd.DataFrame({"user": [0, 1], "item": [0, 1], "rating": [1.0, 2.0]}).to_parquet(
+            folder / "part-0.parquet")
+        pd.DataFrame({"user": [0, 1], "item": [1, 0], "rating": [1.0, 2.0],
+                      "late": 1.5}).to_parquet(folder / "part-1.parquet")
+        return EmbeddingRecommender(epochs=1, ranking="rating").fit(folder, y="rating")
+    probe(s, "Parquet fit: a column only in a later file", later_column)
+    probe(s, "ids 1 and '1' in one column", lambda: EmbeddingRecommender(epochs=1).fit(
+        pd.DataFrame({"user": pd.Series([1, "1", 2, 3], dtype=object),
+                      "item": [1, 2, 3, 1]}), [1.0, 2.0, 3.0, 4.0]))
+    probe(s, "ImplicitRecommender with no positive rows", lambda: ImplicitRecommender(
+        epochs=1).fit(pd.DataFrame({"user": [1, 2], "item": [1, 2]}), [0.0, 0.0]))
+
+    def global_rng():
+        state = torch.get_rng_state()
+        r = _recommender()
+        r.predict(pd.DataFrame({"user": [1], "item": [2]}))
+        tabembed.load(r.save(WORK / "rng.tabembed")).recommend(1, k=3)
+        same = torch.equal(state, torch.get_rng_state())
+        return f"ok: torch's global random state unchanged: {same}"
+    probe(s, "fit, predict, save, load and recommend", global_rng)
+
+    def failed_implicit_refit():
+        ratings = pd.DataFrame({"user": RNG.integers(0, 20, 1000),
+                                "item": RNG.integers(0, 30, 1000)})
+        r = ImplicitRecommender(epochs=1, random_state=0).fit(ratings)
+        before = r.recommend(1, k=5)
+        try:
+            r.set_params(lr=1e30).fit(pd.concat([ratings, ratings.assign(item=99)]))
+        except Exception as error:
+            kind = type(error).__name__
+        else:
+            kind = "nothing"
+        same = r.recommend(1, k=5).equals(before)
+        return f"ok: refit raised {kind}; recommend unchanged: {same}"
+    probe(s, "ImplicitRecommender refit diverging (lr=1e30) on more rows", failed_implicit_refit)
+
+    def warm_twice():
+        frame = pd.DataFrame({"x": RNG.normal(size=500), "c": RNG.choice(list("abc"), 500)})
+        target = frame["x"] + (frame["c"] == "a")
+        model = EmbeddingMLPRegressor(epochs=3, warm_start=True, random_state=0)
+        model.fit(frame, target).fit(frame, target)
+        return f"ok: second fit trained, lr {model.lr_:.2g}"
+    probe(s, "(MLP) warm_start with lr='auto', fitted twice on 500 rows", warm_twice)
+    probe(s, "(MLP) class_weight with a negative weight", lambda: EmbeddingMLPClassifier(
+        **SMALL, class_weight={0: -1.0, 1: 1.0}).fit(X, Y))
+    probe(s, "(MLP) a 2-column regression target", lambda: EmbeddingMLPRegressor(
+        **SMALL).fit(X, np.c_[X["a"], X["a"]]))
+    probe(s, "(MLP) partial_fit with labels missing from classes",
+          lambda: EmbeddingMLPClassifier(**SMALL).partial_fit(X, Y, classes=[0]))
+
+
 # ------------------------------------------------------------------ faults
 
 def faults() -> None:
@@ -577,6 +678,7 @@ def main() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
     inputs()
     parquet()
+    recommenders()
     faults()
     files()
     print("| kind | case | outcome |")
