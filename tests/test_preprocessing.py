@@ -14,6 +14,7 @@ from sklearn.pipeline import make_pipeline
 
 from tabembed import preprocessing
 from tabembed.preprocessing import DATE_PARTS, TabularPreprocessor, embedding_size
+from tabembed.vocabulary import Vocabulary
 
 
 @pytest.fixture(scope="module")
@@ -306,9 +307,10 @@ def test_arrow_tables_transform_as_their_pandas_frames(fitted, adult_x, tmp_path
         _same_arrays(fitted, table, order)
     # Only the integer-coded categorical column goes through pandas; nothing numeric does.
     encoded, numeric = [], []
-    monkeypatch.setattr(TabularPreprocessor, "_encode", lambda self, series, column: (
+    monkeypatch.setattr(Vocabulary, "codes", lambda self, series, column: (
         encoded.append(column), np.zeros(len(series), dtype=np.int64))[1])
-    monkeypatch.setattr(preprocessing, "_numeric", lambda series, column: numeric.append(column))
+    monkeypatch.setattr(preprocessing, "numeric_values",
+                        lambda series, column: numeric.append(column))
     fitted.transform_table(table)
     assert encoded == ["education_num"] and numeric == []
     monkeypatch.undo()
