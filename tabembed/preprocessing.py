@@ -110,6 +110,25 @@ def _in_memory_frame(X) -> pd.DataFrame:
     return arrow_to_pandas(table)
 
 
+def _check_unique_columns(columns, where: str) -> None:
+    # An Index caches is_unique: rows cut from one frame share their columns' Index.
+    index = columns if isinstance(columns, pd.Index) else pd.Index(columns)
+    check_column_names(index)
+    if index.has_duplicates:
+        duplicated = sorted(map(str, index[index.duplicated()].unique()))
+        raise ValueError(f"duplicate column names at {where}: {duplicated}; rename them")
+
+
+def _overflow_error(preprocessor, row: int, column) -> ValueError:
+    """A value so far outside the training data that its scaled form overflows float32."""
+    return ValueError(
+        f"continuous column {column!r} holds a value (row {row}) so far outside the "
+        f"training data (mean {preprocessor.means_[column]:.4g}, std "
+        f"{preprocessor.stds_[column]:.4g}) that scaled it overflows float32; check that "
+        "row, or clip the column to a plausible range"
+    )
+
+
 class TabularPreprocessor(TransformerMixin, BaseEstimator):
     """Turn a DataFrame into category codes (with an unknown token) and standardised numbers.
 
@@ -197,7 +216,7 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         if isinstance(X, np.ndarray):
             X = pd.DataFrame(X, columns=[f"x{i}" for i in range(X.shape[1])])
         passes, columns = _batches(X)
-        self._check_columns(columns, where="fit")
+        _check_unique_columns(columns, where="fit")
         first = next(passes(), None)
         if first is None or len(first) == 0:
             raise ValueError("cannot fit TabularPreprocessor on an empty frame (0 rows)")
@@ -240,14 +259,6 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         self._finish()
         self._fit_embedding_sizes()
         return self
-
-    def _check_columns(self, columns, where: str) -> None:
-        # An Index caches is_unique: rows cut from one frame share their columns' Index.
-        index = columns if isinstance(columns, pd.Index) else pd.Index(columns)
-        check_column_names(index)
-        if index.has_duplicates:
-            duplicated = sorted(map(str, index[index.duplicated()].unique()))
-            raise ValueError(f"duplicate column names at {where}: {duplicated}; rename them")
 
     def _fit_categories(self, counts, cats, dates, n_rows) -> None:
         threshold = self.min_frequency or 0
@@ -405,7 +416,7 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
 
     def _check_given_columns(self, columns: pd.Index) -> None:
         """Duplicates and missing columns are errors; extra ones are ignored (a warning)."""
-        self._check_columns(columns, where="transform")
+        _check_unique_columns(columns, where="transform")
         needed = self._input_names()
         missing = [c for c in needed if c not in columns]
         if missing:
@@ -463,7 +474,8 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
                     values = np.where(missing_rows, self.medians_[column], values)  # a copy
                 conts[:, j] = self._scale(values, column)
         if conts.size and not np.isfinite(conts).all():
-            self._report_overflow(conts)
+            row, j = np.argwhere(~np.isfinite(conts))[0]
+            raise _overflow_error(self, int(row), self.cont_columns_[j])
         if order == "F":
             return codes, conts
         return np.ascontiguousarray(codes), np.ascontiguousarray(conts)
@@ -528,17 +540,6 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
             return (f"continuous column {column!r} is {value:.4g} there, {abs(scaled):.3g} "
                     "standard deviations from the training mean: check or clip that value")
         return f"continuous column {column!r} is {scaled:.4g} there (as scaled): check it"
-
-    def _report_overflow(self, conts: np.ndarray) -> None:
-        """A value so far outside the training data that its scaled form overflows float32."""
-        row, j = np.argwhere(~np.isfinite(conts))[0]
-        column = self.cont_columns_[j]
-        raise ValueError(
-            f"continuous column {column!r} holds a value (row {row}) so far outside the "
-            f"training data (mean {self.means_[column]:.4g}, std {self.stds_[column]:.4g}) "
-            "that scaled it overflows float32; check that row, or clip the column to a "
-            "plausible range"
-        )
 
     def encode(self, column, values) -> np.ndarray:
         """Codes of ``values`` in categorical output ``column`` (0 for unknown or missing)."""
