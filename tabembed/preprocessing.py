@@ -268,10 +268,11 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         for column in cats + [f"{d}_{p}" for d in dates for p in DATE_PARTS]:
             values = counts.get(column, {})
             if not values and column in cats:
-                raise ValueError(
+                # As LightGBM, fit all the same: every value maps to the unknown token.
+                warnings.warn(
                     f"categorical column {column!r} has no non-missing value in the training "
-                    "data; drop it or fill it before fitting"
-                )
+                    "data, so it carries no information (every value maps to the unknown "
+                    "token); drop it, or fill it before fitting", UserWarning, stacklevel=3)
             kept = [python_scalar(v) for v, n in values.items() if n >= threshold]
             self.categories_[column] = sorted_vocabulary(kept)
 
