@@ -766,3 +766,12 @@ def test_found_a_column_only_in_a_later_parquet_file_is_an_error_for_recommender
         EmbeddingRecommender(epochs=1, n_factors=2, random_state=0,
                              ranking="rating").fit(tmp_path, y="rating")
 
+
+def test_found_a_one_row_parquet_source_is_an_error_for_recommenders(tmp_path):
+    """A neural recommender fitted from one Parquet row failed inside torch's batch norm."""
+    pd.DataFrame({"user": [0], "item": [0], "rating": [1.0]}).to_parquet(
+        tmp_path / "part-0.parquet")
+    with pytest.raises(ValueError, match=r"1 row.* a minimum of 2"):
+        EmbeddingRecommender(model="neural", epochs=1, random_state=0,
+                             ranking="rating").fit(tmp_path, y="rating")
+

@@ -244,6 +244,9 @@ def scan_parquet(source, *, user_column, item_column, target=None, multi_valued=
     features = [c for c in names if c != target]
     side = _side_columns(features, user_column, item_column)
     row_groups = RowGroups(dataset)
+    if row_groups.n_rows < 2:     # as a DataFrame's fit (one row breaks batch norm)
+        raise ValueError(f"the Parquet data has {row_groups.n_rows} row(s) while a minimum of "
+                         "2 is required to fit a recommender")
     unlisted = row_groups.unlisted_columns()
     if unlisted:      # side features are read by the first file's schema: never read
         column, path = next(iter(unlisted.items()))
