@@ -255,6 +255,9 @@ def scan_parquet(source, *, user_column, item_column, target=None, multi_valued=
             f"file's, {dataset.files[0]}): it would never be read (columns only in some "
             f"files: {sorted(unlisted)}). Every file of a dataset must hold the same columns: "
             "add the column to every file, or drop it from these")
+    # A file lacking the ratings would read as missing ratings, with no file named.
+    row_groups.require([*features, *([target] if target is not None else [])],
+                       "the recommender's fit")
     empty = dataset.schema.empty_table().to_pandas()[features]
     texts = [c for c in side if not pd.api.types.is_numeric_dtype(empty[c])
              and not pd.api.types.is_bool_dtype(empty[c])]
