@@ -16,6 +16,9 @@ from sklearn.preprocessing import MultiLabelBinarizer
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted
 
+# Scaled regression targets beyond this: their float32 squared errors overflow.
+MAX_SCALED_TARGET = 1e18
+
 __all__ = ["TASKS", "TargetTransformer"]
 
 TASKS = ("binary", "multiclass", "multilabel", "regression")
@@ -189,16 +192,30 @@ class TargetTransformer(TransformerMixin, BaseEstimator):
                 values = (values - self.mean_) / self.std_
             elif self.scale == "log":
                 values = np.log1p(values)
+            # Squared errors of float32 overflow beyond ~1.8e19 (a refit on new targets
+            # scaled by an earlier fit's statistics: partial_fit, warm_start).
+            far = np.abs(values) > MAX_SCALED_TARGET
+            if far.any():
+                raise ValueError(
+                    f"the regression target holds {int(far.sum())} value(s) (e.g. "
+                    f"{np.asarray(y, dtype=np.float64).ravel()[np.flatnonzero(far)[0]]:.4g}) "
+                    "so far from the scaling fitted on the first fit's targets that their "
+                    "squared errors overflow float32; refit from scratch (without warm_start "
+                    "or partial_fit) or rescale y")
             return values.astype(np.float32)
         # Each distinct label is looked up once (32k string labels: a sort of 2 instead of
         # a search per row).
         positions, labels = _factorized(values)
-        codes = np.searchsorted(self.classes_, labels)
-        codes = np.clip(codes, 0, len(self.classes_) - 1)
-        unseen = self.classes_[codes] != labels
+        try:
+            codes = np.searchsorted(self.classes_, labels)
+            codes = np.clip(codes, 0, len(self.classes_) - 1)
+            unseen = self.classes_[codes] != labels
+        except TypeError:     # labels of another type than the classes ('1' among 0 and 1)
+            codes = pd.Index(self.classes_).get_indexer(labels)
+            unseen = codes < 0
         if unseen.any():
             raise ValueError(
-                f"labels not seen in training: {np.unique(labels[unseen])[:5].tolist()}; "
+                f"labels not seen in training: {pd.unique(labels[unseen])[:5].tolist()}; "
                 f"known classes are {self.classes_.tolist()}"
             )
         codes = codes.astype(np.int64)

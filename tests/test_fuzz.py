@@ -789,3 +789,29 @@ def test_found_a_parquet_file_lacking_the_ratings_is_named(tmp_path):
         EmbeddingRecommender(epochs=1, random_state=0, ranking="rating").fit(tmp_path,
                                                                             y="rating")
 
+
+def test_found_a_one_row_warm_start_refit_is_a_clear_error():
+    """A second fit of one row failed inside torch's batch norm."""
+    X = pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0]})
+    model = EmbeddingMLPClassifier(**TINY, warm_start=True).fit(X, [0, 1, 0, 1])
+    with pytest.raises(ValueError, match=r"1 row.*minimum of 2"):
+        model.fit(X.iloc[:1], [0])
+    with pytest.raises(ValueError, match=r"1 row.*minimum of 2"):
+        model.partial_fit(X.iloc[:1], [0])
+
+
+def test_found_labels_of_another_type_at_partial_fit_are_named():
+    """String labels after integer classes raised TypeError from numpy's searchsorted."""
+    X = pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0]})
+    model = EmbeddingMLPClassifier(**TINY).partial_fit(X, [0, 1, 0, 1], classes=[0, 1])
+    with pytest.raises(ValueError, match=r"labels not seen in training: \['0'"):
+        model.partial_fit(X, ["0", 1, 1, 0])
+
+
+def test_found_a_refit_on_targets_far_beyond_the_first_scaling_is_named():
+    """partial_fit on targets of 1e200 after a fit on 0..3 diverged (inf loss)."""
+    X = pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0]})
+    model = EmbeddingMLPRegressor(**TINY).fit(X, [0.0, 1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match=r"regression target holds 1 value\(s\) \(e.g. 1e\+200"):
+        model.partial_fit(X, [0.0, 1.0, 2.0, 1e200])
+

@@ -335,6 +335,10 @@ class MLPEstimator(TrainedEstimator):
         ``incremental``: one epoch at a tenth of the last fit's rate, constant.
         """
         frame = frame_for_prediction(self, X)
+        if len(frame) < 2 and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                                  for m in self.learner_.model.modules()):
+            raise ValueError(f"X has {len(frame)} row(s); the network's batch norm needs a "
+                             "minimum of 2 rows to train (pass at least two rows at once)")
         y_values = self._check_target(y, len(frame))
         target = self.target_transformer_
         if target.task_ == "regression" and target.scale == "standard":
