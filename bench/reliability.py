@@ -370,6 +370,19 @@ def recommenders() -> None:
     probe(s, "(MLP) partial_fit with labels missing from classes",
           lambda: EmbeddingMLPClassifier(**SMALL).partial_fit(X, Y, classes=[0]))
 
+    def one_row_refit():
+        model = EmbeddingMLPClassifier(**SMALL, warm_start=True).fit(X, Y)
+        return model.fit(X.iloc[:1], Y.iloc[:1])
+    probe(s, "(MLP) warm_start refit on one row", one_row_refit)
+    probe(s, "(MLP) partial_fit with string labels after integer classes",
+          lambda: EmbeddingMLPClassifier(**SMALL).partial_fit(X, Y, classes=[0, 1])
+          .partial_fit(X, Y.astype(str)))
+
+    def far_targets():
+        model = EmbeddingMLPRegressor(**SMALL).fit(X, X["a"])
+        return model.partial_fit(X, X["a"].where(X.index != 5, 1e200))
+    probe(s, "(MLP) partial_fit on a target of 1e200 after targets near 0", far_targets)
+
 
 # ------------------------------------------------------------------ faults
 
