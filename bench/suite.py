@@ -295,6 +295,10 @@ def fit_score(model_name, table, X_train, X_test, y_train, y_test, *, seed=0, pa
     else:
         result = scores(table.task, y_test, prediction)
     result.update(fit_s=fit_seconds, predict_s=predict_seconds)
+    if hasattr(model, "oof_score_"):
+        # The out-of-fold score of the training part (validation, never the test part):
+        # what accuracy-mode settings may be chosen on.
+        result["oof_score"] = float(model.oof_score_)
     return result
 
 
