@@ -16,8 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["AUGMENTATION_NAMES", "Mixup", "SwapNoise", "augmentation_from_rates",
-           "augmentation_rates", "is_augmentation"]
+__all__ = ["Mixup", "SwapNoise"]
 
 
 @dataclass(frozen=True)

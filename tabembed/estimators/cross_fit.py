@@ -42,7 +42,7 @@ from tabembed.estimators.parameters import NONE, Interval
 from tabembed.training.time_limit import Deadline, StopAtDeadline
 
 __all__ = ["CROSS_FIT_CONSTRAINTS", "CROSS_FIT_PARAMETERS_DOC", "NOT_CROSS_FITTED",
-           "check_supported", "fit_members", "fold_rows", "restore_members", "save_members"]
+           "CrossFitting", "check_supported", "fold_rows"]
 
 CROSS_FIT_PARAMETERS_DOC = """\
 n_folds : int, optional
@@ -108,168 +108,11 @@ def member_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
-def fit_members(estimator, data, seed: int, callbacks, *, deadline: Deadline,
-                initial_state=None) -> dict:
-    """Train ``estimator.n_folds`` members on ``data`` (:class:`TabularData`, in memory)
-    within ``deadline``: the fitted attributes of the cross-fitted estimator, to adopt at
-    once. ``initial_state``: every member's weights before training (pretrained)."""
-    n_folds = estimator.n_folds
-    tensors, weights = data.rows.tensors, data.rows.weights
-    target = data.target
-    folds = fold_rows(tensors[-1], target.task_, n_folds, seed)
-    members, durations, lr = [], [], None
-    outputs = None
-    skipped = 0
-    for index, (train_rows, valid_rows) in enumerate(folds):
-        if index and durations and deadline.remaining() < np.mean(durations):
-            skipped = n_folds - index
-            break
-        started = deadline.elapsed()
-        rows = MemoryRows(tensors, train_rows, valid_rows, weights=weights)
-        config = estimator._training_config(
-            member_seed(seed, index),
-            {"batch_size": defaults.auto_batch_size(len(train_rows))}).replace(
-            early_stopping=True)
-        if lr is not None:
-            config = config.replace(lr=lr, lr_finder=None)
-        stopper = StopAtDeadline(deadline)
-        fitted = estimator._train_new(dataclasses.replace(data, rows=rows), config,
-                                      [*callbacks, stopper], initial_state=initial_state)
-        if index and stopper.stopped:     # a later member the budget cut short: dropped
-            skipped = n_folds - index
-            break
-        durations.append(deadline.elapsed() - started)
-        lr = fitted["lr_"]
-        member = clone(estimator).set_params(n_folds=None, time_limit=None)
-        member._adopt({**fitted, "time_limit_reached_": stopper.stopped})
-        held_out = member._prediction_learner().predict(
-            tuple(t[valid_rows] for t in tensors[:2])).numpy()
-        if outputs is None:
-            outputs = np.full((len(tensors[0]), *held_out.shape[1:]), np.nan)
-        outputs[valid_rows] = held_out
-        members.append(member)
-    if skipped:
-        warnings.warn(f"time_limit={estimator.time_limit:g} s: {len(members)} of {n_folds} "
-                      f"members trained, {skipped} skipped; their folds have no out-of-fold "
-                      "predictions (NaN in oof_prediction_)", UserWarning, stacklevel=4)
-    oof = estimator._predictions_of(outputs, target)
-    covered = ~np.isnan(oof.reshape(len(oof), -1)).any(axis=1)
-    first = members[0]
-    state = {name: getattr(first, name) for name in (
-        "preprocessor_", "target_transformer_", "model_", "model_kwargs_", "n_features_in_",
-        "learner_", "lr_", "lr_finder_", "training_config_")}
-    return {
-        **state,
-        "feature_names_in_": getattr(first, "feature_names_in_", ABSENT),
-        "classes_": getattr(first, "classes_", ABSENT),
-        "n_train_rows_": len(tensors[0]),
-        "history_": _histories(members),
-        "members_": members,
-        "n_folds_fitted_": len(members),
-        "time_limit_reached_": bool(skipped) or first.time_limit_reached_,
-        "oof_prediction_": oof,
-        "oof_score_": estimator._oof_score(data.y_values, oof, covered, target),
-    }
-
-
 def _histories(members) -> pd.DataFrame:
     """The members' histories in one frame, ``member`` first."""
     return pd.concat([member.history_.assign(member=index)[
         ["member", *member.history_.columns]] for index, member in enumerate(members)],
         ignore_index=True)
-
-
-# ------------------------------------------------------------ files
-
-def save_members(estimator, meta: dict, tensors: dict) -> None:
-    """Add members 1.. (member 0 is the estimator's own network) and the out-of-fold
-    predictions to a model file's ``meta`` and ``tensors``."""
-    from tabembed import persistence
-
-    if not hasattr(estimator, "members_"):
-        return
-    records = []
-    for index, member in enumerate(estimator.members_[1:], start=1):
-        predictor = member.learner_.predictor
-        snapshots = predictor.snapshot_states() if predictor is not None else []
-        member_meta, member_tensors = persistence.network_state(
-            member.learner_.model, member.model_kwargs_, snapshots)
-        tensors.update({f"member{index}.{k}": v for k, v in member_tensors.items()})
-        records.append({**member_meta, "lr": _encode_lr(member.lr_),
-                        "n_train_rows": int(member.n_train_rows_),
-                        "seed": member.training_config_.seed,
-                        "batch_size": member.training_config_.batch_size,
-                        "time_limit_reached": bool(member.time_limit_reached_)})
-    first = estimator.members_[0]
-    tensors["oof_prediction"] = torch.as_tensor(np.asarray(estimator.oof_prediction_,
-                                                           dtype=np.float64))
-    meta["cross_fit"] = {
-        "members": records, "oof_score": float(estimator.oof_score_),
-        "first": {"seed": first.training_config_.seed,
-                  "batch_size": first.training_config_.batch_size,
-                  "n_train_rows": int(first.n_train_rows_),
-                  "time_limit_reached": bool(first.time_limit_reached_)},
-        "time_limit_reached": bool(estimator.time_limit_reached_),
-    }
-
-
-def restore_members(estimator, meta: dict, tensors: dict, *, device) -> None:
-    """The members of a file :func:`save_members` wrote, adopted by ``estimator`` (whose own
-    network, preprocessor and target encoding are already restored)."""
-    from tabembed import persistence
-
-    state = meta.get("cross_fit")
-    if state is None:
-        estimator._adopt(NOT_CROSS_FITTED)
-        return
-    records = state["members"]
-    if not isinstance(records, list) or len(records) + 1 > max(1, len(tensors)):
-        raise persistence.DamagedFileError("the cross-fit members do not match the tensors")
-    history = estimator.history_
-    shared = {"preprocessor_": estimator.preprocessor_,
-              "target_transformer_": estimator.target_transformer_,
-              "n_features_in_": estimator.n_features_in_,
-              "feature_names_in_": getattr(estimator, "feature_names_in_", ABSENT),
-              "lr_finder_": None}
-    if hasattr(estimator, "classes_"):
-        shared["classes_"] = estimator.classes_
-
-    def member_from(index, model, kwargs, learner, lr, n_train_rows, seed, batch_size,
-                    reached):
-        member = clone(estimator).set_params(n_folds=None, time_limit=None)
-        own = history[history["member"] == index].drop(columns="member") \
-            if "member" in history else history
-        member._adopt({**shared, "model_": model, "model_kwargs_": kwargs, "learner_": learner,
-                       "lr_": lr, "n_train_rows_": n_train_rows,
-                       "history_": own.reset_index(drop=True), "time_limit_reached_": reached})
-        member.training_config_ = member._training_config(seed, {"batch_size": batch_size})
-        return member
-
-    first = state["first"]
-    members = [member_from(0, estimator.model_, estimator.model_kwargs_, estimator.learner_,
-                           estimator.lr_, first["n_train_rows"], first["seed"],
-                           first["batch_size"], first["time_limit_reached"])]
-    task = estimator.target_transformer_.task_
-    for index, record in enumerate(records, start=1):
-        prefix = f"member{index}."
-        own = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-        model, kwargs, member_snapshots = persistence.load_network(
-            record, own, estimator._model_classes)
-        if (kwargs.get("task"), kwargs.get("d_out")) != (task, estimator.model_kwargs_.get(
-                "d_out")):
-            raise persistence.DamagedFileError(f"member {index}'s output does not fit the "
-                                               "target")
-        learner = estimator._member_learner(model, member_snapshots, device)
-        members.append(member_from(index, model, kwargs, learner, _decode_lr(record["lr"]),
-                                   record["n_train_rows"], record["seed"],
-                                   record["batch_size"], record["time_limit_reached"]))
-    oof = tensors.get("oof_prediction")
-    if oof is None or oof.shape[0] != estimator.n_train_rows_:
-        raise persistence.DamagedFileError("the out-of-fold predictions do not match the "
-                                           "training rows")
-    estimator._adopt({"members_": members, "n_folds_fitted_": len(members),
-                      "oof_prediction_": oof.numpy(), "oof_score_": float(state["oof_score"]),
-                      "time_limit_reached_": bool(state["time_limit_reached"])})
 
 
 def _encode_lr(lr):
@@ -282,3 +125,168 @@ def _decode_lr(lr):
     from tabembed.training.run import decode_lr
 
     return decode_lr(lr)
+
+
+class CrossFitting:
+    """The cross-fit part of :class:`~tabembed.estimators.mlp.MLPEstimator`: training the
+    members, and their place in model files. Members are instances of the estimator's own
+    class (``n_folds=None``), sharing its preprocessor and target encoding."""
+
+    def _new_member(self, fitted: dict):
+        """A single-network copy of this estimator holding ``fitted``."""
+        member = clone(self).set_params(n_folds=None, time_limit=None)
+        member._adopt(fitted)
+        return member
+
+    def _fit_members(self, data, seed: int, callbacks, *, deadline: Deadline,
+                     initial_state=None) -> dict:
+        """Train ``n_folds`` members on ``data`` (:class:`TabularData`, in memory) within
+        ``deadline``: the fitted attributes of the cross-fitted estimator, to adopt at once.
+        ``initial_state``: every member's weights before training (pretrained)."""
+        n_folds = self.n_folds
+        tensors, weights = data.rows.tensors, data.rows.weights
+        target = data.target
+        folds = fold_rows(tensors[-1], target.task_, n_folds, seed)
+        members, durations, lr = [], [], None
+        outputs = None
+        skipped = 0
+        for index, (train_rows, valid_rows) in enumerate(folds):
+            if index and durations and deadline.remaining() < np.mean(durations):
+                skipped = n_folds - index
+                break
+            started = deadline.elapsed()
+            rows = MemoryRows(tensors, train_rows, valid_rows, weights=weights)
+            config = self._training_config(
+                member_seed(seed, index),
+                {"batch_size": defaults.auto_batch_size(len(train_rows))}).replace(
+                early_stopping=True)
+            if lr is not None:
+                config = config.replace(lr=lr, lr_finder=None)
+            stopper = StopAtDeadline(deadline)
+            fitted = self._train_new(dataclasses.replace(data, rows=rows), config,
+                                     [*callbacks, stopper], initial_state=initial_state)
+            if index and stopper.stopped:     # a later member the budget cut short: dropped
+                skipped = n_folds - index
+                break
+            durations.append(deadline.elapsed() - started)
+            lr = fitted["lr_"]
+            member = self._new_member({**fitted, "time_limit_reached_": stopper.stopped})
+            held_out = member._prediction_learner().predict(
+                tuple(t[valid_rows] for t in tensors[:2])).numpy()
+            if outputs is None:
+                outputs = np.full((len(tensors[0]), *held_out.shape[1:]), np.nan)
+            outputs[valid_rows] = held_out
+            members.append(member)
+        if skipped:
+            warnings.warn(f"time_limit={self.time_limit:g} s: {len(members)} of {n_folds} "
+                          f"members trained, {skipped} skipped; their folds have no out-of-fold "
+                          "predictions (NaN in oof_prediction_)", UserWarning, stacklevel=4)
+        oof = self._predictions_of(outputs, target)
+        covered = ~np.isnan(oof.reshape(len(oof), -1)).any(axis=1)
+        first = members[0]
+        state = {name: getattr(first, name) for name in (
+            "preprocessor_", "target_transformer_", "model_", "model_kwargs_", "n_features_in_",
+            "learner_", "lr_", "lr_finder_", "training_config_")}
+        return {
+            **state,
+            "feature_names_in_": getattr(first, "feature_names_in_", ABSENT),
+            "classes_": getattr(first, "classes_", ABSENT),
+            "n_train_rows_": len(tensors[0]),
+            "history_": _histories(members),
+            "members_": members,
+            "n_folds_fitted_": len(members),
+            "time_limit_reached_": bool(skipped) or first.time_limit_reached_,
+            "oof_prediction_": oof,
+            "oof_score_": self._oof_score(data.y_values, oof, covered, target),
+        }
+
+    # ------------------------------------------------------------ files
+
+    def _save_members(self, meta: dict, tensors: dict) -> None:
+        """Add members 1.. (member 0 is the estimator's own network) and the out-of-fold
+        predictions to a model file's ``meta`` and ``tensors``."""
+        from tabembed import persistence
+
+        if not hasattr(self, "members_"):
+            return
+        records = []
+        for index, member in enumerate(self.members_[1:], start=1):
+            predictor = member.learner_.predictor
+            snapshots = predictor.snapshot_states() if predictor is not None else []
+            member_meta, member_tensors = persistence.network_state(
+                member.learner_.model, member.model_kwargs_, snapshots)
+            tensors.update({f"member{index}.{k}": v for k, v in member_tensors.items()})
+            records.append({**member_meta, "lr": _encode_lr(member.lr_),
+                            "n_train_rows": int(member.n_train_rows_),
+                            "seed": member.training_config_.seed,
+                            "batch_size": member.training_config_.batch_size,
+                            "time_limit_reached": bool(member.time_limit_reached_)})
+        first = self.members_[0]
+        tensors["oof_prediction"] = torch.as_tensor(np.asarray(self.oof_prediction_,
+                                                               dtype=np.float64))
+        meta["cross_fit"] = {
+            "members": records, "oof_score": float(self.oof_score_),
+            "first": {"seed": first.training_config_.seed,
+                      "batch_size": first.training_config_.batch_size,
+                      "n_train_rows": int(first.n_train_rows_),
+                      "time_limit_reached": bool(first.time_limit_reached_)},
+            "time_limit_reached": bool(self.time_limit_reached_),
+        }
+
+    def _restore_members(self, meta: dict, tensors: dict, *, device) -> None:
+        """Adopt the members of a file :meth:`_save_members` wrote (this estimator's own
+        network, preprocessor and target encoding are already restored)."""
+        from tabembed import persistence
+
+        state = meta.get("cross_fit")
+        if state is None:
+            self._adopt(NOT_CROSS_FITTED)
+            return
+        records = state["members"]
+        if not isinstance(records, list) or len(records) + 1 > max(1, len(tensors)):
+            raise persistence.DamagedFileError("the cross-fit members do not match the tensors")
+        history = self.history_
+        shared = {"preprocessor_": self.preprocessor_,
+                  "target_transformer_": self.target_transformer_,
+                  "n_features_in_": self.n_features_in_,
+                  "feature_names_in_": getattr(self, "feature_names_in_", ABSENT),
+                  "lr_finder_": None}
+        if hasattr(self, "classes_"):
+            shared["classes_"] = self.classes_
+
+        def member_from(index, model, kwargs, learner, lr, n_train_rows, seed, batch_size,
+                        reached):
+            own = history[history["member"] == index].drop(columns="member") \
+                if "member" in history else history
+            # A member's loop parameters are this estimator's: the same configuration.
+            return self._new_member({
+                **shared, "model_": model, "model_kwargs_": kwargs, "learner_": learner,
+                "lr_": lr, "n_train_rows_": n_train_rows, "history_": own.reset_index(drop=True),
+                "time_limit_reached_": reached,
+                "training_config_": self._training_config(seed, {"batch_size": batch_size})})
+
+        first = state["first"]
+        members = [member_from(0, self.model_, self.model_kwargs_, self.learner_,
+                               self.lr_, first["n_train_rows"], first["seed"],
+                               first["batch_size"], first["time_limit_reached"])]
+        task = self.target_transformer_.task_
+        for index, record in enumerate(records, start=1):
+            prefix = f"member{index}."
+            own = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            model, kwargs, member_snapshots = persistence.load_network(
+                record, own, self._model_classes)
+            if (kwargs.get("task"), kwargs.get("d_out")) != (task, self.model_kwargs_.get(
+                    "d_out")):
+                raise persistence.DamagedFileError(f"member {index}'s output does not fit the "
+                                                   "target")
+            learner = self._member_learner(model, member_snapshots, device)
+            members.append(member_from(index, model, kwargs, learner, _decode_lr(record["lr"]),
+                                       record["n_train_rows"], record["seed"],
+                                       record["batch_size"], record["time_limit_reached"]))
+        oof = tensors.get("oof_prediction")
+        if oof is None or oof.shape[0] != self.n_train_rows_:
+            raise persistence.DamagedFileError("the out-of-fold predictions do not match the "
+                                               "training rows")
+        self._adopt({"members_": members, "n_folds_fitted_": len(members),
+                     "oof_prediction_": oof.numpy(), "oof_score_": float(state["oof_score"]),
+                     "time_limit_reached_": bool(state["time_limit_reached"])})

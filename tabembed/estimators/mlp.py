@@ -162,7 +162,7 @@ class TabularData:
     y_values: object = None                 # the target as given (in-memory fits)
 
 
-class MLPEstimator(TrainedEstimator):
+class MLPEstimator(cross_fit.CrossFitting, TrainedEstimator):
     """The fit and prediction of :class:`EmbeddingMLPClassifier` and
     :class:`EmbeddingMLPRegressor` (which hold the parameters)."""
 
@@ -265,8 +265,8 @@ class MLPEstimator(TrainedEstimator):
         if X_unlabeled is not None:
             initial_state = self._pretrained_state(data, X_unlabeled, seed)
         if self.n_folds is not None:
-            self._adopt(cross_fit.fit_members(self, data, seed, callbacks,
-                                              initial_state=initial_state, deadline=deadline))
+            self._adopt(self._fit_members(data, seed, callbacks, initial_state=initial_state,
+                                          deadline=deadline))
             return self
         config = self._training_config(
             seed, {"batch_size": defaults.auto_batch_size(data.rows.n_train_rows)})
@@ -542,7 +542,7 @@ class MLPEstimator(TrainedEstimator):
         meta["preprocessor"] = self.preprocessor_.to_dict()
         meta["target"] = self.target_transformer_.to_dict()
         meta["time_limit_reached"] = bool(getattr(self, "time_limit_reached_", False))
-        cross_fit.save_members(self, meta, tensors)
+        self._save_members(meta, tensors)
 
     def _restore_extra(self, meta: dict, tensors: dict, *, snapshots, device) -> None:
         from tabembed import persistence
@@ -562,7 +562,7 @@ class MLPEstimator(TrainedEstimator):
         })
         if task != "regression" and hasattr(self, "predict_proba"):
             self.classes_ = target.classes_
-        cross_fit.restore_members(self, meta, tensors, device=device)
+        self._restore_members(meta, tensors, device=device)
 
     def _member_learner(self, model, snapshots, device):
         """A loaded network behind a Learner that predicts (with its snapshots)."""
