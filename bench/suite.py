@@ -21,6 +21,10 @@ azpro,ames] [--seeds 1] [--tabembed-params JSON|recommended] [--quick]``; prints
 markdown.
 ``--quick``: the five smallest tables, tabembed and LightGBM. ``--seeds k``:
 tabembed's error is the mean over seeds 0..k-1 (the peers use seed 0).
+``--models`` also takes ``tabembed_cv5`` (the accuracy mode, ``n_folds=5``; its
+out-of-fold score is recorded as ``oof_score``) and ``tabembed_unlabeled``
+(``fit(..., X_unlabeled=X_test)``: pretraining on the test part's features, as Kaggle users
+do); neither runs unless named.
 ``--json-out FILE`` keeps the raw results (rewritten after each table);
 ``--from-json A,B`` merges such files and prints them without fitting, for a run split
 into parts (``--datasets``) that ran side by side.
