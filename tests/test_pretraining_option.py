@@ -49,7 +49,7 @@ def test_unlabeled_rows_must_have_the_training_columns():
     with pytest.raises(ValueError, match=str(missing)):
         model.fit(X, y, X_unlabeled=X.drop(columns=missing))
     assert not hasattr(model, "learner_")
-    with pytest.raises(ValueError, match="X_unlabeled .* not with .* warm_start"):
+    with pytest.raises(ValueError, match=r"X_unlabeled .* not with .* warm_start"):
         EmbeddingMLPClassifier(warm_start=True).fit(X, y, X_unlabeled=X)
     # The caller's frames are left as they were.
     before = X.copy()
