@@ -43,6 +43,9 @@ class _Served(nn.Module):
         self.task, self.scale, self.mean, self.std = task, scale, mean, std
 
     def _activated(self, output: torch.Tensor) -> torch.Tensor:
+        if output.ndim == 3:     # TabM-mini members [n, k, d]: the mean of their predictions
+            return torch.stack([self._activated(output[:, j])
+                                for j in range(output.shape[1])]).mean(dim=0)
         if self.task == "multiclass":
             return torch.softmax(output, dim=-1)
         if self.task in ("binary", "multilabel"):
