@@ -285,3 +285,12 @@ def test_a_single_network_stops_at_the_first_epoch_end_past_the_budget(binary, c
     roomy = EmbeddingMLPClassifier(time_limit=100.0, **{**FAST, "epochs": 3}).fit(
         X, y, callbacks=[Tick(clock, [1.0])])
     assert len(roomy.history_) == 3 and not roomy.time_limit_reached_
+
+
+def test_warm_start_continues_within_the_time_limit_too(binary, clock):
+    X, y = binary
+    model = EmbeddingMLPClassifier(warm_start=True, time_limit=1.5, **{**FAST, "epochs": 4})
+    model.fit(X, y, callbacks=[Tick(clock, [1.0])])
+    assert len(model.history_) == 2 and model.time_limit_reached_
+    model.fit(X, y, callbacks=[Tick(clock, [1.0])])       # a new budget for the new fit
+    assert len(model.history_) == 4 and model.time_limit_reached_

@@ -428,12 +428,14 @@ class MLPEstimator(cross_fit.CrossFitting, TrainedEstimator):
         train_data = row_batches(tensors, np.arange(len(frame)), weights,
                                  batch_size=config.batch_size, shuffle=True)
         learner = self.learner_
+        stopper = StopAtDeadline(Deadline(self.time_limit))
         with rollback_on_failure(learner), isolated_random_state():
             if eval_set is not None:
                 learner.valid_data = self._eval_data(eval_set, self.preprocessor_, target)
             result = train(config, self.model_, self._loss(self.task_, self.model_),
-                           train_data, learner=learner, callbacks=callbacks)
-        self._adopt({"n_train_rows_": len(frame), **self._result_state(config, result)})
+                           train_data, learner=learner, callbacks=[*callbacks, stopper])
+        self._adopt({"n_train_rows_": len(frame), **self._result_state(config, result),
+                     "time_limit_reached_": stopper.stopped})
         return self
 
     def _preprocessor(self, n_rows: int) -> TabularPreprocessor:
