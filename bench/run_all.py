@@ -62,6 +62,10 @@ SECTIONS = [
      ["tune_hybrid.py", "{data}"], None),
     ("The 20-table suite: defaults against LightGBM, XGBoost, CatBoost and RealMLP-TD "
      "(issue 30)", ["suite.py"], ["--quick"]),
+    ("Accuracy mode on the suite (issue 30): n_folds=5 against the defaults",
+     ["suite.py", "--models", "tabembed,tabembed_cv5,lightgbm"], ["--quick"]),
+    ("Pretraining on the suite (issue 30): X_unlabeled = the test part's features",
+     ["suite.py", "--models", "tabembed,tabembed_unlabeled,lightgbm"], ["--quick"]),
     ("Defaults on the suite (issue 30): round 1, one knob at a time",
      ["tune_suite.py", "round1", "--seeds", "1"], None),
     ("Defaults on the suite (issue 30): round 2, the winners combined",

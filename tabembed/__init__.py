@@ -34,6 +34,8 @@ _PUBLIC = {
     "FastGeometricEnsemble": "tabembed.training.averaging",
     "PLR": "tabembed.models.numeric_embeddings",
     "PiecewiseLinear": "tabembed.models.numeric_embeddings",
+    "SwapNoise": "tabembed.augmentation",
+    "Mixup": "tabembed.augmentation",
 }
 
 __all__ = ["__version__", "load", *_PUBLIC]

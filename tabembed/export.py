@@ -5,7 +5,9 @@ n_categorical]``) and ``continuous`` (float32 ``[n, n_continuous]``), and return
 what the estimator's ``predict_proba`` or ``predict`` would: class (or label)
 probabilities, regression values in the target's own units (standardisation or
 ``log1p`` undone in the graph), or ratings. Snapshot and FGE ensembles export
-as the mean of their members. Preprocessing stays in tabembed:
+as the mean of their snapshots, and a cross-fitted estimator (``n_folds``) as
+the mean of its members (each member's own snapshots averaged first), all in
+one graph. Preprocessing stays in tabembed:
 :func:`onnx_inputs` turns a DataFrame into the graph's inputs with the fitted
 preprocessor, so a service needs tabembed's preprocessing (numpy and pandas)
 and onnxruntime, not torch.
@@ -34,13 +36,16 @@ INPUT_NAMES = ("codes", "continuous")
 class _Served(nn.Module):
     """The network(s) with the estimator's output activation and target decoding."""
 
-    def __init__(self, members: list[nn.Module], task: str, scale: str | None,
+    def __init__(self, members: list[list[nn.Module]], task: str, scale: str | None,
                  mean: float, std: float):
         super().__init__()
-        self.members = nn.ModuleList(members)
+        self.members = nn.ModuleList(nn.ModuleList(snapshots) for snapshots in members)
         self.task, self.scale, self.mean, self.std = task, scale, mean, std
 
     def _activated(self, output: torch.Tensor) -> torch.Tensor:
+        if output.ndim == 3:     # TabM-mini members [n, k, d]: the mean of their predictions
+            return torch.stack([self._activated(output[:, j])
+                                for j in range(output.shape[1])]).mean(dim=0)
         if self.task == "multiclass":
             return torch.softmax(output, dim=-1)
         if self.task in ("binary", "multilabel"):
@@ -51,8 +56,8 @@ class _Served(nn.Module):
         return output
 
     def forward(self, codes: torch.Tensor, continuous: torch.Tensor) -> torch.Tensor:
-        outputs = [self._activated(member(codes, continuous)) for member in self.members]
-        output = outputs[0] if len(outputs) == 1 else torch.stack(outputs).mean(dim=0)
+        output = _mean([_mean([self._activated(snapshot(codes, continuous))
+                               for snapshot in member]) for member in self.members])
         if self.scale == "standard":
             output = output * self.std + self.mean
         elif self.scale == "log":
@@ -65,25 +70,35 @@ class _Served(nn.Module):
         return output
 
 
+def _mean(outputs: list[torch.Tensor]) -> torch.Tensor:
+    return outputs[0] if len(outputs) == 1 else torch.stack(outputs).mean(dim=0)
+
+
+def _snapshots(learner) -> list[nn.Module]:
+    """A learner's network, or the networks of its snapshot ensemble, on the CPU."""
+    model = learner.model
+    if learner.predictor is None:
+        return [copy.deepcopy(model).cpu().eval()]
+    snapshots = []
+    for state in learner.predictor.snapshot_states():
+        snapshot = copy.deepcopy(model)
+        snapshot.load_state_dict(state)
+        snapshots.append(snapshot.cpu().eval())
+    return snapshots
+
+
 def _served(estimator) -> _Served:
     inner = getattr(estimator, "estimator_", estimator)     # a transformer's network
     if not hasattr(inner, "learner_"):
         raise ValueError(f"this {type(estimator).__name__} is not fitted yet; call fit first")
     model = inner.learner_.model
-    predictor = inner.learner_.predictor
-    members = [copy.deepcopy(model)]
-    if predictor is not None:
-        members = []
-        for state in predictor.snapshot_states():
-            member = copy.deepcopy(model)
-            member.load_state_dict(state)
-            members.append(member)
+    members = [_snapshots(member.learner_) for member in getattr(inner, "members_", [inner])]
     target = getattr(inner, "target_transformer_", None)
     task = getattr(model, "task", "regression")
     scale = getattr(target, "scale", None) if task == "regression" and target else None
     mean = float(getattr(target, "mean_", 0.0) or 0.0)
     std = float(getattr(target, "std_", 1.0) or 1.0)
-    return _Served([m.cpu().eval() for m in members], task, scale, mean, std).eval()
+    return _Served(members, task, scale, mean, std).eval()
 
 
 def onnx_inputs(estimator, X) -> dict[str, np.ndarray]:

@@ -92,7 +92,11 @@ def mlp_space(trial, *, robust_scaling: bool = False) -> dict:
       "robust"): robust scaling was the suite's third-best knob (0.984).
 
     Batch size (256 lost to "auto": 1.020), averaging, label smoothing and
-    embedding dropout moved nothing beyond noise and are not searched.
+    embedding dropout moved nothing beyond noise and are not searched; nor is
+    ``augmentation`` (swap noise and mixup won nowhere on validation at this
+    budget, bench/NOTES.md "Accuracy options"). ``n_folds`` (the accuracy mode) is
+    not a knob to search but a way to spend more time on the configuration found:
+    refit the best one with ``n_folds=5``.
     """
     from tabembed.models.numeric_embeddings import PLR, PiecewiseLinear
 

@@ -1,5 +1,5 @@
 """The MLP estimators' accuracy options: PLR numeric embeddings (the default),
-k members in one model, swap noise, mixup and label smoothing."""
+k members in one model, augmentation (swap noise, mixup) and label smoothing."""
 
 import numpy as np
 import pytest
@@ -7,7 +7,13 @@ import torch
 from sklearn.metrics import accuracy_score
 
 import tabembed
-from tabembed import EmbeddingMLPClassifier, EmbeddingMLPRegressor, EntityEmbeddingTransformer
+from tabembed import (
+    EmbeddingMLPClassifier,
+    EmbeddingMLPRegressor,
+    EntityEmbeddingTransformer,
+    Mixup,
+    SwapNoise,
+)
 from tabembed.datasets import make_synthetic
 from tabembed.models.augmentation import MixupLoss
 from tabembed.models.numeric_embeddings import PeriodicEmbeddings
@@ -71,8 +77,10 @@ def test_members_average_in_prediction_and_survive_save(classification, tmp_path
 
 def test_mixup_trains_with_the_mixed_loss_and_predicts_unmixed(classification):
     X, y = classification
-    model = EmbeddingMLPClassifier(mixup_alpha=0.4, swap_noise=0.1, **FAST).fit(X, y)
+    model = EmbeddingMLPClassifier(augmentation=[Mixup(alpha=0.4), SwapNoise(rate=0.1)],
+                                   **FAST).fit(X, y)
     assert isinstance(model.learner_.loss, MixupLoss)
+    assert (model.model_kwargs_["mixup_alpha"], model.model_kwargs_["swap_noise"]) == (0.4, 0.1)
     # Prediction runs in eval mode: no noise, no mixing, the same answer twice.
     np.testing.assert_array_equal(model.predict_proba(X), model.predict_proba(X))
     assert accuracy_score(y, model.predict(X)) > 0.75

@@ -430,7 +430,10 @@ def test_one_seed_per_fit_and_the_global_generator_is_left_alone():
 
 
 def test_the_transformer_takes_every_parameter_of_the_network_it_trains(adult_small):
-    network = set(EmbeddingMLPClassifier().get_params()) - {"warm_start"}
+    # The transformer returns one network's embeddings: no cross-fit members (n_folds) and,
+    # for now, no time budget.
+    network = set(EmbeddingMLPClassifier().get_params()) - {"warm_start", "n_folds",
+                                                            "time_limit"}
     assert set(EntityEmbeddingTransformer().get_params()) == network | {"task"}
     X, y, _, _ = adult_small
     transformer = EntityEmbeddingTransformer(epochs=3, averaging="swa",

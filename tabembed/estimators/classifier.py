@@ -8,11 +8,13 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 from sklearn.base import ClassifierMixin
+from sklearn.metrics import accuracy_score
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 
 from tabembed import defaults, persistence
 from tabembed._validation import require_target
+from tabembed.estimators.cross_fit import CROSS_FIT_CONSTRAINTS
 from tabembed.estimators.fit_data import is_stream
 from tabembed.estimators.mlp import MLP_CONSTRAINTS, MLPEstimator
 from tabembed.estimators.parameters import (
@@ -41,6 +43,7 @@ class EmbeddingMLPClassifier(ClassifierMixin, MLPEstimator):
         Multiplies each row's weight in the loss by its class's weight;
         ``"balanced"`` uses ``n_samples / (n_classes * count(class))`` as
         scikit-learn does. Combines with ``fit(..., sample_weight=...)``.
+    %(cross_fit_parameters)s
     %(loop_parameters)s
 
     Attributes
@@ -60,10 +63,27 @@ class EmbeddingMLPClassifier(ClassifierMixin, MLPEstimator):
         The LR finder's sweep (``plot()`` it), when it ran.
     training_config_ : TrainingConfig
         The validated training configuration of the last fit.
+    time_limit_reached_ : bool
+        Whether ``time_limit`` cut training short (or skipped members).
+    members_ : list of EmbeddingMLPClassifier
+        With ``n_folds``: the fitted members (each a single network, sharing this
+        estimator's preprocessor); ``predict_proba`` is the mean of theirs.
+        ``model_``, ``learner_``, ``lr_`` are the first member's; ``history_``
+        holds every member's epochs (column ``member``).
+    n_folds_fitted_ : int
+        With ``n_folds``: the members trained (fewer when ``time_limit`` ran out).
+    oof_prediction_ : ndarray of shape (n_samples, n_classes)
+        With ``n_folds``: each training row's class probabilities by the member
+        that did not train on it (NaN for the folds of skipped members), like
+        scikit-learn's ``oob_decision_function_``.
+    oof_score_ : float
+        With ``n_folds``: the accuracy of ``oof_prediction_`` (subset accuracy
+        for multi-label), over the rows that have one.
     """
 
     _parameter_constraints: ClassVar[dict] = {
         **MLP_CONSTRAINTS,
+        **CROSS_FIT_CONSTRAINTS,
         "class_weight": [Options(("balanced", None)), InstanceOf((dict,), "a dict "
                                                                  "{class: weight}")],
     }
@@ -91,13 +111,14 @@ class EmbeddingMLPClassifier(ClassifierMixin, MLPEstimator):
         continuous_scaling="auto",
         continuous_encoding="auto",
         n_members="auto",
-        swap_noise=0.0,
-        mixup_alpha=0.0,
+        augmentation=None,
         label_smoothing=0.0,
         device="auto",
         random_state=None,
         verbose=0,
         warm_start=False,
+        n_folds=None,
+        time_limit=None,
         class_weight=None,
     ):
         # scikit-learn reads parameters from this signature, so it lists them all.
@@ -137,12 +158,13 @@ class EmbeddingMLPClassifier(ClassifierMixin, MLPEstimator):
                              "at least one class present in y must weigh more than 0")
         return factors
 
-    def fit(self, X, y, sample_weight=None, *, eval_set=None, callbacks=None):
+    def fit(self, X, y, sample_weight=None, *, eval_set=None, callbacks=None,
+            X_unlabeled=None):
         require_target(self, y)
         if not is_label_sets(y) and not is_stream(X):
             check_classification_targets(distinct_labels(TargetTransformer.check_values(y)))
         return super().fit(X, y, sample_weight=sample_weight, eval_set=eval_set,
-                           callbacks=callbacks)
+                           callbacks=callbacks, X_unlabeled=X_unlabeled)
 
     fit.__doc__ = MLPEstimator.fit.__doc__
 
@@ -152,11 +174,22 @@ class EmbeddingMLPClassifier(ClassifierMixin, MLPEstimator):
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities ``[n, n_classes]`` (per-label probabilities for multi-label)."""
-        probabilities = self._predict_raw(X)
-        if self.task_ == "binary":
-            positive = probabilities.reshape(-1)
+        return self._predictions_of(self._predict_raw(X), self.target_transformer_)
+
+    def _predictions_of(self, outputs: np.ndarray, target: TargetTransformer) -> np.ndarray:
+        if target.task_ == "binary":
+            positive = outputs.reshape(-1)
             return np.column_stack([1 - positive, positive])
-        return probabilities
+        return outputs
+
+    def _oof_score(self, y_values, predictions, rows, target) -> float:
+        if target.task_ == "multilabel":
+            labels = (predictions[rows] >= 0.5).astype(int)
+            truth = target.transform(y_values)[rows]
+        else:
+            labels = target.inverse_transform(top_class(predictions[rows]))
+            truth = np.asarray(y_values)[rows]
+        return float(accuracy_score(truth, labels))
 
     def predict(self, X) -> np.ndarray:
         return self._labels(self.predict_proba(X))

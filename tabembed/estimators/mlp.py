@@ -31,7 +31,9 @@ from tabembed._validation import (
     has_feature_names,
     require_target,
 )
+from tabembed.augmentation import augmentation_rates, is_augmentation
 from tabembed.batches import EVALUATION_BATCH_SIZE, row_batches
+from tabembed.estimators import cross_fit
 from tabembed.estimators.base import (
     ABSENT,
     LOOP_CONSTRAINTS,
@@ -44,13 +46,13 @@ from tabembed.estimators.parameters import (
     BOOLEAN,
     COLUMN_NAMES,
     FRACTION,
-    NON_NEGATIVE,
     NONE,
     POSITIVE_INT,
     WIDTHS,
     InstanceOf,
     Interval,
     Options,
+    Satisfies,
 )
 from tabembed.metrics import task_metrics
 from tabembed.models import EntityEmbeddingMLP, MixupLoss, loss_for_task, predictions_from_output
@@ -58,9 +60,10 @@ from tabembed.models.numeric_embeddings import PLR, PiecewiseLinear
 from tabembed.preprocessing import TabularPreprocessor
 from tabembed.targets import TargetTransformer, distinct_labels
 from tabembed.training import distributed
-from tabembed.training.run import train
+from tabembed.training.run import inference_learner, train
 from tabembed.training.schedules import Constant
 from tabembed.training.seeding import Seeds, isolated_random_state
+from tabembed.training.time_limit import Deadline, StopAtDeadline
 
 __all__ = ["MLP_CONSTRAINTS", "MLP_PARAMETERS_DOC", "MLPEstimator", "Predictions"]
 
@@ -68,6 +71,8 @@ CONTINUOUS_ENCODINGS = ("auto", None, "piecewise_linear", "plr", "plr_lite")
 # Rows a prediction preprocesses at once: the whole frame's codes and inputs at once were
 # ~100 bytes a row of fresh memory in every call.
 PREDICTION_ROWS = 1 << 18
+# The pretraining's random stream, apart from the members' (0, 1, ...).
+PRETRAINING_STREAM = 1 << 16
 
 MLP_PARAMETERS_DOC = """\
 cat_names, cont_names, date_names : list of str, optional
@@ -97,12 +102,14 @@ n_members : int or "auto"
     k > 1 trains k members in one network (TabM-mini: shared embeddings and
     body, a scaling adapter and a head per member) and predicts the mean of
     their outputs. ``"auto"``: 8 below 10,000 rows, 1 from there.
-swap_noise : float
-    Training only: each cell is replaced, with this probability, by the same
-    column's value in another row of the batch.
-mixup_alpha : float
-    Training only: mixup of the encoded inputs with ``Beta(alpha, alpha)``
-    weights (0: off).
+augmentation : None, "swap_noise", "mixup", SwapNoise, Mixup or a list of them
+    Training-only input noise (:mod:`tabembed.augmentation`).
+    ``SwapNoise(rate=0.15)`` (``"swap_noise"``): each cell is replaced, with
+    probability ``rate``, by the same column's value in another row of the
+    batch. ``Mixup(alpha=0.2)`` (``"mixup"``): mixup of the encoded inputs with
+    ``Beta(alpha, alpha)`` weights. ``[SwapNoise(0.1), Mixup(0.4)]``: both.
+    Replaces ``swap_noise=`` and ``mixup_alpha=`` (retired: they still work,
+    with a FutureWarning, for one release).
 warm_start : bool
     Further ``fit`` calls continue training the fitted network for ``epochs``
     more epochs, at the learning rate the last fit used when ``lr`` names an
@@ -120,7 +127,9 @@ MLP_CONSTRAINTS = {
     "continuous_encoding": [Options(CONTINUOUS_ENCODINGS),
                             InstanceOf((PLR, PiecewiseLinear), "a PLR or PiecewiseLinear")],
     "n_members": [POSITIVE_INT, Options(("auto",))],
-    "swap_noise": [FRACTION], "mixup_alpha": [NON_NEGATIVE], "label_smoothing": [FRACTION],
+    "augmentation": [Satisfies(is_augmentation, "None, 'swap_noise', 'mixup', "
+                               "SwapNoise(rate=...), Mixup(alpha=...) or a list of them")],
+    "label_smoothing": [FRACTION],
     "warm_start": [BOOLEAN],
 }
 
@@ -153,15 +162,18 @@ class TabularData:
     feature_names: np.ndarray | None        # None when X did not name its columns
     n_features: int
     n_rows: int                             # rows given to fit, which pick the size defaults
+    y_values: object = None                 # the target as given (in-memory fits)
 
 
-class MLPEstimator(TrainedEstimator):
+class MLPEstimator(cross_fit.CrossFitting, TrainedEstimator):
     """The fit and prediction of :class:`EmbeddingMLPClassifier` and
     :class:`EmbeddingMLPRegressor` (which hold the parameters)."""
 
     _parameter_constraints: ClassVar[dict] = MLP_CONSTRAINTS
     _model_classes: ClassVar[tuple] = (EntityEmbeddingMLP,)
-    _docstring_parts: ClassVar[dict] = {"mlp_parameters": MLP_PARAMETERS_DOC}
+    _docstring_parts: ClassVar[dict] = {"mlp_parameters": MLP_PARAMETERS_DOC,
+                                        "cross_fit_parameters":
+                                            cross_fit.CROSS_FIT_PARAMETERS_DOC}
 
     def _target_transformer(self) -> TargetTransformer:
         raise NotImplementedError
@@ -173,9 +185,19 @@ class MLPEstimator(TrainedEstimator):
     def _y_range(self, target, bounds):
         return None
 
+    def _predictions_of(self, outputs: np.ndarray, target: TargetTransformer) -> np.ndarray:
+        """The network's activated outputs as ``predict_proba`` or ``predict`` gives them."""
+        raise NotImplementedError
+
+    def _oof_score(self, y_values, predictions: np.ndarray, rows: np.ndarray,
+                   target: TargetTransformer) -> float:
+        """``oof_score_``: the score of out-of-fold ``predictions`` on ``rows`` (a mask)."""
+        raise NotImplementedError
+
     # ------------------------------------------------------------ fitting
 
-    def fit(self, X, y, sample_weight=None, *, eval_set=None, callbacks=None):
+    def fit(self, X, y, sample_weight=None, *, eval_set=None, callbacks=None,
+            X_unlabeled=None):
         """Fit the preprocessor, the target encoding and the network on ``(X, y)``.
 
         Parameters
@@ -200,10 +222,19 @@ class MLPEstimator(TrainedEstimator):
             and ``on_estimator_fit_end(estimator, error)``. For example
             :class:`tabembed.tuning.OptunaPruning` and :class:`tabembed.mlflow.MLflowLogger`.
             The fitted estimator keeps no reference to them.
+        X_unlabeled : DataFrame or array, optional
+            Rows of the same columns without a target (for example the rows to
+            predict, as Kaggle users have them). The network's embeddings and body
+            are first pretrained on the features of ``X`` and ``X_unlabeled`` to
+            denoise swap-noised rows (:func:`tabembed.pretraining.pretrain`,
+            ``epochs`` epochs), then trained on ``(X, y)`` as usual. The
+            preprocessor is fitted on ``X`` alone, so the model encodes its inputs
+            as it would without them; categories seen only in ``X_unlabeled``
+            share the unknown category's embedding.
         """
         with fit_events(self, callbacks) as callbacks:
             return self._fit(X, y, sample_weight=sample_weight, eval_set=eval_set,
-                             callbacks=callbacks)
+                             callbacks=callbacks, X_unlabeled=X_unlabeled)
 
     def _partial_fit(self, X, y, classes=None, sample_weight=None):
         """One epoch on ``(X, y)``: the first call fits the encoders (on ``classes`` if
@@ -212,8 +243,12 @@ class MLPEstimator(TrainedEstimator):
         return self._fit(X, y, classes=classes, sample_weight=sample_weight, incremental=True)
 
     def _fit(self, X, y, *, sample_weight=None, eval_set=None, classes=None,
-             incremental=False, callbacks=()):
+             incremental=False, callbacks=(), X_unlabeled=None):
         seed = self._begin_fit()
+        cross_fit.check_supported(self, X, eval_set=eval_set, incremental=incremental)
+        if X_unlabeled is not None and (is_stream(X) or incremental or self.warm_start):
+            raise ValueError("X_unlabeled (pretraining) needs a fresh fit on a DataFrame: not "
+                             "with a Parquet stream, partial_fit or warm_start")
         if (incremental or self.warm_start) and hasattr(self, "learner_") and not is_stream(X):
             return self._continue(X, y, seed, sample_weight=sample_weight, eval_set=eval_set,
                                   incremental=incremental, callbacks=callbacks)
@@ -228,12 +263,46 @@ class MLPEstimator(TrainedEstimator):
         else:
             data = self._frame_data(X, y, seeds, sample_weight=sample_weight,
                                     eval_set=eval_set, classes=classes)
+        deadline = Deadline(self.time_limit)
+        initial_state = None
+        if X_unlabeled is not None:
+            initial_state = self._pretrained_state(data, X_unlabeled, seed)
+        if self.n_folds is not None:
+            self._adopt(self._fit_members(data, seed, callbacks, initial_state=initial_state,
+                                          deadline=deadline))
+            return self
         config = self._training_config(
             seed, {"batch_size": defaults.auto_batch_size(data.rows.n_train_rows)})
         if incremental:
             config = config.replace(epochs=1)
-        self._adopt(self._train_new(data, config, callbacks))
+        stopper = StopAtDeadline(deadline)
+        fitted = self._train_new(data, config, [*callbacks, stopper],
+                                 initial_state=initial_state)
+        self._adopt({**fitted, **cross_fit.NOT_CROSS_FITTED,
+                     "time_limit_reached_": stopper.stopped})
         return self
+
+    def _pretrained_state(self, data: TabularData, X_unlabeled, seed: int) -> dict:
+        """The network's initial weights after denoising pretraining on the features of the
+        training rows and of ``X_unlabeled`` (:func:`tabembed.pretraining.pretrain`)."""
+        from tabembed.pretraining import pretrain
+
+        frame = as_frame(X_unlabeled, data.preprocessor.feature_names_in_)
+        check_rows(frame)
+        codes, continuous = data.preprocessor.to_tensors(frame)
+        labelled = data.rows.tensors
+        codes = torch.cat([labelled[0], codes])
+        continuous = torch.cat([labelled[1], continuous])
+        model_kwargs = self._model_kwargs(data.preprocessor, data.target, data.n_rows,
+                                          data.bounds)
+        seeds = Seeds.from_seed(cross_fit.member_seed(seed, PRETRAINING_STREAM))
+        with isolated_random_state():
+            torch.manual_seed(seeds.init)
+            model = EntityEmbeddingMLP(**model_kwargs)
+            pretrain(model, codes, continuous, epochs=self.epochs,
+                     batch_size=defaults.auto_batch_size(len(codes)),
+                     random_state=seeds.shuffle)
+        return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     def _frame_data(self, X, y, seeds: Seeds, *, sample_weight, eval_set, classes
                     ) -> TabularData:
@@ -263,7 +332,7 @@ class MLPEstimator(TrainedEstimator):
         bounds = _bounds(y_values) if target.task_ == "regression" else None
         names = preprocessor.feature_names_in_ if has_feature_names(X) else None
         return TabularData(preprocessor, target, rows, bounds, names, frame.shape[1],
-                           len(frame))
+                           len(frame), y_values)
 
     def _stream_data(self, source, y, seeds: Seeds) -> TabularData:
         """Encoders fitted by streaming Parquet (on rank 0, then shared) and its row groups.
@@ -303,8 +372,10 @@ class MLPEstimator(TrainedEstimator):
         return TabularData(preprocessor, target, rows, bounds, names, len(names),
                            row_groups.n_rows)
 
-    def _train_new(self, data: TabularData, config, callbacks=()) -> dict:
-        """A fresh network trained on ``data``: the fitted attributes it gives."""
+    def _train_new(self, data: TabularData, config, callbacks=(), *, initial_state=None
+                   ) -> dict:
+        """A fresh network trained on ``data``: the fitted attributes it gives.
+        ``initial_state``: the network's weights before training (pretrained)."""
         train_data, valid = data.rows.sources(config.batch_size, seed=config.seeds.shuffle)
         model_kwargs = self._model_kwargs(data.preprocessor, data.target, data.n_rows,
                                           data.bounds)
@@ -312,6 +383,8 @@ class MLPEstimator(TrainedEstimator):
         with isolated_random_state():
             torch.manual_seed(config.seeds.init)
             model = EntityEmbeddingMLP(**model_kwargs)
+            if initial_state is not None:
+                model.load_state_dict(initial_state)
             result = train(config, model, self._loss(task, model), train_data, valid,
                            output_activation=Predictions(task), metrics=_metrics(data.target),
                            callbacks=callbacks)
@@ -359,12 +432,14 @@ class MLPEstimator(TrainedEstimator):
         train_data = row_batches(tensors, np.arange(len(frame)), weights,
                                  batch_size=config.batch_size, shuffle=True)
         learner = self.learner_
+        stopper = StopAtDeadline(Deadline(self.time_limit))
         with rollback_on_failure(learner), isolated_random_state():
             if eval_set is not None:
                 learner.valid_data = self._eval_data(eval_set, self.preprocessor_, target)
             result = train(config, self.model_, self._loss(self.task_, self.model_),
-                           train_data, learner=learner, callbacks=callbacks)
-        self._adopt({"n_train_rows_": len(frame), **self._result_state(config, result)})
+                           train_data, learner=learner, callbacks=[*callbacks, stopper])
+        self._adopt({"n_train_rows_": len(frame), **self._result_state(config, result),
+                     "time_limit_reached_": stopper.stopped})
         return self
 
     def _preprocessor(self, n_rows: int) -> TabularPreprocessor:
@@ -437,7 +512,12 @@ class MLPEstimator(TrainedEstimator):
     def _loss(self, task: str, model: EntityEmbeddingMLP):
         """The task's loss (with label smoothing), mixed as the model mixes its inputs."""
         loss = loss_for_task(task, label_smoothing=self.label_smoothing)
-        return MixupLoss(loss, model.mixup) if self.mixup_alpha else loss
+        return MixupLoss(loss, model.mixup) if self._augmentation_rates()["mixup_alpha"] \
+            else loss
+
+    def _augmentation_rates(self) -> dict:
+        """``augmentation`` as the network's ``swap_noise`` and ``mixup_alpha``."""
+        return augmentation_rates(self.augmentation)
 
     def _encoding(self) -> PLR | PiecewiseLinear | None:
         """``continuous_encoding`` as an object (names resolved)."""
@@ -472,7 +552,7 @@ class MLPEstimator(TrainedEstimator):
             embedding_dropout=self.embedding_dropout, y_range=self._y_range(target, bounds),
             n_members=(defaults.n_members(n_rows) if self.n_members == "auto"
                        else self.n_members),
-            swap_noise=self.swap_noise, mixup_alpha=self.mixup_alpha,
+            **self._augmentation_rates(),
         )
 
     # ------------------------------------------------------------ saving and loading
@@ -480,6 +560,8 @@ class MLPEstimator(TrainedEstimator):
     def _extra_state(self, meta: dict, tensors: dict) -> None:
         meta["preprocessor"] = self.preprocessor_.to_dict()
         meta["target"] = self.target_transformer_.to_dict()
+        meta["time_limit_reached"] = bool(getattr(self, "time_limit_reached_", False))
+        self._save_members(meta, tensors)
 
     def _restore_extra(self, meta: dict, tensors: dict, *, snapshots, device) -> None:
         from tabembed import persistence
@@ -492,14 +574,20 @@ class MLPEstimator(TrainedEstimator):
                                         kwargs["n_continuous"])
         if (kwargs.get("task"), kwargs.get("d_out")) != (task, target.n_outputs_):
             raise persistence.DamagedFileError("the network's output does not fit the target")
+        self._adopt({"preprocessor_": preprocessor, "target_transformer_": target})
         self._adopt({
-            "preprocessor_": preprocessor, "target_transformer_": target,
-            "learner_": self._inference_learner(loss_for_task(task),
-                                                output_activation=Predictions(task),
-                                                snapshots=snapshots, device=device),
+            "learner_": self._member_learner(self.model_, snapshots, device),
+            "time_limit_reached_": bool(meta.get("time_limit_reached", False)),
         })
         if task != "regression" and hasattr(self, "predict_proba"):
             self.classes_ = target.classes_
+        self._restore_members(meta, tensors, device=device)
+
+    def _member_learner(self, model, snapshots, device):
+        """A loaded network behind a Learner that predicts (with its snapshots)."""
+        task = self.target_transformer_.task_
+        return inference_learner(model, loss_for_task(task), output_activation=Predictions(task),
+                                 device=device, snapshots=snapshots)
 
     def _default_batch_size(self) -> int:
         return defaults.auto_batch_size(self.n_train_rows_ or 0)
@@ -509,7 +597,7 @@ class MLPEstimator(TrainedEstimator):
     def _predict_raw(self, X) -> np.ndarray:
         check_is_fitted(self, "learner_")
         frame = frame_for_prediction(self, X)
-        learner = self._prediction_learner()
+        learners = self._prediction_learners()
         # In slices (bounded fresh memory), column-major as the preprocessor fills them:
         # the network reads either layout, and a copy into row-major costs time.
         parts = []
@@ -522,10 +610,16 @@ class MLPEstimator(TrainedEstimator):
                 if part is not frame:
                     self.preprocessor_.to_tensors(frame)    # the error, with the frame's rows
                 raise
-            parts.append(learner.predict(tensors).numpy())
+            parts.append(_mean([learner.predict(tensors).numpy() for learner in learners]))
         outputs = parts[0] if len(parts) == 1 else np.concatenate(parts)
         return check_finite_predictions(outputs, lambda row: self.preprocessor_.describe_extreme(
             self.preprocessor_.to_tensors(frame.iloc[[row]])[1].numpy(), 0))
+
+    def _prediction_learners(self) -> list:
+        """The learners whose predictions are averaged: the cross-fit members', or one."""
+        if hasattr(self, "members_"):
+            return [member._prediction_learner() for member in self.members_]
+        return [self._prediction_learner()]
 
     def _prediction_learner(self):
         """The learner, its network given the few-valued continuous inputs' training values
@@ -558,10 +652,11 @@ class MLPEstimator(TrainedEstimator):
         from tabembed.streaming import predict_to_parquet
 
         check_is_fitted(self, "learner_")
-        learner = self._prediction_learner()
+        learners = self._prediction_learners()
 
         def predict_batch(codes, continuous):
-            values = check_finite_predictions(learner.predict((codes, continuous)).numpy())
+            values = check_finite_predictions(_mean([learner.predict((codes, continuous)).numpy()
+                                                     for learner in learners]))
             return self._prediction_columns(values)
 
         shard = distributed.is_distributed()
@@ -581,6 +676,11 @@ class MLPEstimator(TrainedEstimator):
         tags.input_tags.categorical = True
         tags.non_deterministic = False
         return tags
+
+
+def _mean(outputs: list[np.ndarray]) -> np.ndarray:
+    """The members' mean output (one member's unchanged)."""
+    return outputs[0] if len(outputs) == 1 else np.mean(outputs, axis=0)
 
 
 def _tensors(preprocessor, target, frame, y_values) -> tuple[torch.Tensor, ...]:

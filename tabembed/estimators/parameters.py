@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from tabembed import defaults
+from tabembed.augmentation import Mixup, SwapNoise, augmentation_from_rates, augmentation_rates
 from tabembed.models.numeric_embeddings import PLR, PiecewiseLinear
 from tabembed.training import schedules
 from tabembed.training.averaging import EMA, SWA, FastGeometricEnsemble, SnapshotEnsemble
@@ -181,7 +182,7 @@ OPTION_CLASSES = {cls.__name__: cls for cls in (
     schedules.Constant, schedules.StepDecay, schedules.ExponentialDecay,
     schedules.InverseTimeDecay, schedules.CyclicalLR, schedules.OneCycle, schedules.SGDR,
     schedules.SlantedTriangular, schedules.CyclicalLinear,
-    EMA, SWA, SnapshotEnsemble, FastGeometricEnsemble, PLR, PiecewiseLinear)}
+    EMA, SWA, SnapshotEnsemble, FastGeometricEnsemble, PLR, PiecewiseLinear, SwapNoise, Mixup)}
 
 
 def constructor_arguments(option) -> dict:
@@ -207,7 +208,7 @@ def encode_parameters(params: dict) -> dict:
             return {"option": type(value).__name__, "arguments": {
                 k: str(v) if isinstance(v, Path) else encoded(v)
                 for k, v in constructor_arguments(value).items()}}
-        if isinstance(value, tuple):
+        if isinstance(value, tuple | list):
             return [encoded(v) for v in value]
         return value
 
@@ -223,6 +224,8 @@ def decode_parameters(params: dict) -> dict:
                 raise ValueError(f"unknown option {value['option']!r} in the model file "
                                  f"(known: {sorted(OPTION_CLASSES)})")
             return cls(**{k: decoded(v) for k, v in value["arguments"].items()})
+        if isinstance(value, list):     # a list of options (augmentation=[...])
+            return [decoded(v) for v in value]
         return value
 
     return {name: decoded(value) for name, value in params.items()}
@@ -259,7 +262,11 @@ def accepts_retired_parameters(init):
 RETIRED = {"cycle_len": "schedule", "cycle_mult": "schedule", "ema_decay": "averaging",
            "swa_start": "averaging", "swa_lr": "averaging", "n_bins": "continuous_encoding",
            "d_embedding": "continuous_encoding", "n_frequencies": "continuous_encoding",
-           "frequency_init_scale": "continuous_encoding"}
+           "frequency_init_scale": "continuous_encoding", "swap_noise": "augmentation",
+           "mixup_alpha": "augmentation"}
+
+# A folded value meaning "the holder becomes None" (a builder's None means "no effect").
+_OFF = object()
 
 
 def fold_retired_parameters(estimator, retired: dict) -> dict:
@@ -272,7 +279,7 @@ def fold_retired_parameters(estimator, retired: dict) -> dict:
         raise TypeError(f"{cls}.__init__() got an unexpected keyword argument {unknown[0]!r}")
     changes = {}
     for holder, build in (("schedule", _schedule), ("averaging", _averaging),
-                          ("continuous_encoding", _encoding)):
+                          ("continuous_encoding", _encoding), ("augmentation", _augmentation)):
         given = {n: v for n, v in retired.items() if RETIRED[n] == holder}
         if not given:
             continue
@@ -283,6 +290,8 @@ def fold_retired_parameters(estimator, retired: dict) -> dict:
                           f"{holder}={params[holder]!r}; it will be removed in the next "
                           "release", FutureWarning, stacklevel=3)
             continue
+        if replacement is _OFF:
+            replacement = None
         warnings.warn(f"{cls}: {names} is deprecated and will be removed in the next release; "
                       f"pass {holder}={replacement!r} instead", FutureWarning, stacklevel=3)
         changes[holder] = replacement
@@ -333,3 +342,15 @@ def _encoding(current, given):
     else:
         return None
     return PLR(**{**start, **{n: given[n] for n in plr_names if n in given}})
+
+
+def _augmentation(current, given):
+    try:
+        rates = augmentation_rates(current)
+    except ValueError:
+        return None     # an invalid current value: fit's parameter check names it
+    new = {**rates, **given}
+    if new == rates:
+        return None
+    replacement = augmentation_from_rates(new["swap_noise"], new["mixup_alpha"])
+    return _OFF if replacement is None else replacement

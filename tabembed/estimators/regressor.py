@@ -6,9 +6,11 @@ from typing import ClassVar
 
 import numpy as np
 from sklearn.base import RegressorMixin
+from sklearn.metrics import r2_score
 
 from tabembed import defaults, persistence
 from tabembed._validation import check_finite_predictions
+from tabembed.estimators.cross_fit import CROSS_FIT_CONSTRAINTS
 from tabembed.estimators.mlp import MLP_CONSTRAINTS, MLPEstimator
 from tabembed.estimators.parameters import (
     RANGE,
@@ -35,6 +37,7 @@ class EmbeddingMLPRegressor(RegressorMixin, MLPEstimator):
         uses the training targets' range widened by 10% on each side.
     target_scale : {"standard", "log", None}
         Standardise (default) or ``log1p`` the target while training.
+    %(cross_fit_parameters)s
     %(loop_parameters)s
 
     Attributes
@@ -42,10 +45,19 @@ class EmbeddingMLPRegressor(RegressorMixin, MLPEstimator):
     preprocessor_, target_transformer_, model_, learner_, history_, lr_, lr_finder_, \
 training_config_ :
         As in :class:`EmbeddingMLPClassifier` (``history_``'s metrics are RMSE and MAE).
+    time_limit_reached_, members_, n_folds_fitted_ :
+        As in :class:`EmbeddingMLPClassifier`.
+    oof_prediction_ : ndarray of shape (n_samples,)
+        With ``n_folds``: each training row's prediction by the member that did
+        not train on it (NaN for the folds of skipped members), like
+        scikit-learn's ``oob_prediction_``.
+    oof_score_ : float
+        With ``n_folds``: the R^2 of ``oof_prediction_`` over the rows that have one.
     """
 
     _parameter_constraints: ClassVar[dict] = {
         **MLP_CONSTRAINTS,
+        **CROSS_FIT_CONSTRAINTS,
         "y_range": [Options(("auto", None)), RANGE],
         "target_scale": [Options(("standard", "log", None))],
     }
@@ -73,13 +85,14 @@ training_config_ :
         continuous_scaling="auto",
         continuous_encoding="auto",
         n_members="auto",
-        swap_noise=0.0,
-        mixup_alpha=0.0,
+        augmentation=None,
         label_smoothing=0.0,
         device="auto",
         random_state=None,
         verbose=0,
         warm_start=False,
+        n_folds=None,
+        time_limit=None,
         y_range=None,
         target_scale="standard",
     ):
@@ -107,6 +120,16 @@ training_config_ :
 
     def predict(self, X) -> np.ndarray:
         return self._decoded(self._predict_raw(X))
+
+    def _predictions_of(self, outputs: np.ndarray, target: TargetTransformer) -> np.ndarray:
+        values = outputs.reshape(-1)
+        decoded = np.full(len(values), np.nan)
+        known = ~np.isnan(values)
+        decoded[known] = target.inverse_transform(values[known])
+        return decoded
+
+    def _oof_score(self, y_values, predictions, rows, target) -> float:
+        return float(r2_score(np.asarray(y_values, dtype=np.float64)[rows], predictions[rows]))
 
     def _decoded(self, values: np.ndarray) -> np.ndarray:
         return check_finite_predictions(
