@@ -141,6 +141,13 @@ def _check_one_id_type(ids: pd.Series, column) -> None:
             f"X[{column!r}] = X[{column!r}].astype(str)")
 
 
+def _read_only(arrays: tuple) -> tuple:
+    """Cached arrays, shared by every call: made read-only so no caller changes them."""
+    for array in arrays:
+        array.setflags(write=False)
+    return arrays
+
+
 def _arrow_ids(ids, column):
     """A vocabulary of ids as an Arrow array (one type, for a Parquet column)."""
     import pyarrow as pa
@@ -262,7 +269,7 @@ class Recommender(TrainedEstimator):
             "seen_users_": data.seen_users, "seen_items_": data.seen_items,
             "feature_names_in_": np.asarray(data.feature_names, dtype=object),
             "n_features_in_": len(data.feature_names), "rating_range_": data.rating_range,
-            "_scorer_cache": None, "_index_cache": None,
+            "_scorer_cache": None, "_index_cache": None, "_serving_cache": None,
         }
 
     @property
@@ -352,10 +359,25 @@ class Recommender(TrainedEstimator):
 
     # ------------------------------------------------------------ ranking
 
+    def _serving(self, name: str, make):
+        """``make()``, computed once per fit: what every ``recommend`` call reads (a
+        million items' ids, the seen-items matrix) and a fit fixes."""
+        cache = getattr(self, "_serving_cache", None)
+        if cache is None:
+            cache = self._serving_cache = {}
+        if name not in cache:
+            cache[name] = make()
+        return cache[name]
+
+    def _item_ids(self) -> pd.Index:
+        return self._serving("item_ids", lambda: pd.Index(
+            self.preprocessor_.categories_[self.item_column]))
+
     def _item_support(self) -> np.ndarray:
         """Training interactions per item, in the order of the item vocabulary."""
         n_items = len(self.preprocessor_.categories_[self.item_column])
-        return np.bincount(self.seen_items_, minlength=n_items + 1)[1:]
+        return self._serving("support", lambda: np.bincount(
+            self.seen_items_, minlength=n_items + 1)[1:])
 
     def _ranking_weights(self, similarity: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """``(w, eligible)`` per item for ``recommend`` (or ``similar_items``)."""
@@ -368,7 +390,8 @@ class Recommender(TrainedEstimator):
         # On small data a tenth of the most-rated item's count, so lists never run empty.
         minimum = (min(auto_minimum, max(1, int(support.max(initial=0)) // 10))
                    if self.min_support == "auto" else self.min_support)
-        return ranking_weights(support, shrinkage, minimum)
+        return self._serving(("weights", float(shrinkage), int(minimum)),
+                             lambda: _read_only(ranking_weights(support, shrinkage, minimum)))
 
     def _check_no_context(self) -> None:
         if self.context_features_:
@@ -384,8 +407,7 @@ class Recommender(TrainedEstimator):
         _, eligible = self._ranking_weights()
         excluded = np.union1d(np.flatnonzero(~eligible), np.asarray(also, dtype=np.int64))
         if filter_items is not None:
-            wanted = _positions(pd.Index(self.preprocessor_.categories_[self.item_column]),
-                                filter_items)
+            wanted = _positions(self._item_ids(), filter_items)
             excluded = np.union1d(excluded, wanted[wanted >= 0])
         return excluded
 
@@ -428,8 +450,7 @@ class Recommender(TrainedEstimator):
         codes = self.preprocessor_.encode(self.user_column, users).astype(np.int64)
         items, scores = self._top_k(codes, k, exclude_seen=exclude_seen,
                                     filter_items=filter_items, index=index)
-        item_ids = self.preprocessor_.categories_[self.item_column]
-        item_ids = pd.Index(item_ids).to_numpy()
+        item_ids = self._item_ids().to_numpy()
         valid = items >= 0
         if single:
             return pd.DataFrame({self.item_column: item_ids[items[0][valid[0]]],
@@ -446,13 +467,17 @@ class Recommender(TrainedEstimator):
         n_items = len(self.preprocessor_.categories_[self.item_column])
         seen = None
         if exclude_seen:
-            seen = seen_matrix(self.seen_users_, self.seen_items_,
-                               len(self.preprocessor_.categories_[self.user_column]), n_items)
+            seen = self._serving("seen", lambda: seen_matrix(
+                self.seen_users_, self.seen_items_,
+                len(self.preprocessor_.categories_[self.user_column]), n_items))
         ranking = self._ranking_index(index, n_items)
         if ranking is None:
             return top_k_items(self._scores, codes, k, n_items, seen=seen,
                                excluded=self._excluded(filter_items))
-        filtered = np.setdiff1d(self._excluded(filter_items), self._excluded(None))
+        filtered = np.empty(0, dtype=np.int64)
+        if filter_items is not None:
+            filtered = _positions(self._item_ids(), filter_items)
+            filtered = np.unique(filtered[filtered >= 0])
         return self._index_top_k(ranking, codes, k, n_items, seen, filtered, filter_items)
 
     # ------------------------------------------------------------ nearest-neighbour index
@@ -800,8 +825,7 @@ class Recommender(TrainedEstimator):
         check_is_fitted(self, "learner_")
         k = _check_k(k)
         scorer = self._similarity_scorer()
-        item_ids = pd.Index(self.preprocessor_.categories_[self.item_column],
-                            name=self.item_column)
+        item_ids = self._item_ids()
         if nearest_neighbours.use_index(index, len(item_ids)) and (
                 index == "ann" or scorer.is_dot_product()):
             return self._similar_by_index(scorer, item_ids, item, k, item_features)
@@ -905,7 +929,7 @@ class Recommender(TrainedEstimator):
             "preprocessor_": preprocessor, "bags_": bags, "sides_": sides,
             "seen_users_": seen_users, "seen_items_": seen_items,
             "rating_range_": tuple(extra["rating_range"]), "_scorer_cache": None,
-            "_index_cache": None,
+            "_index_cache": None, "_serving_cache": None,
             "learner_": self._inference_learner(loss_for_task("regression"),
                                                 output_activation=flatten,
                                                 snapshots=snapshots, device=device),
@@ -914,8 +938,8 @@ class Recommender(TrainedEstimator):
     def __getstate__(self):
         # The ANN index is never pickled (nor saved): an unpickled model rebuilds it.
         state = super().__getstate__()
-        if state.get("_index_cache") is not None:
-            state = {**state, "_index_cache": None}
+        if state.get("_index_cache") is not None or state.get("_serving_cache") is not None:
+            state = {**state, "_index_cache": None, "_serving_cache": None}
         return state
 
     def __sklearn_tags__(self):

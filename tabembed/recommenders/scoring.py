@@ -105,29 +105,20 @@ class GridScorer:
         """Scores ``[len(user_codes), n_items]`` (float32) after the model's output range,
         each item's bias scaled by ``keep`` (its support share) when given; with ``items``
         (item positions), those items' columns only."""
-        model = self.model
-        users, users_cont, items_all, items_cont = self.tables
+        users, users_cont, item_codes, item_cont = self.tables
         rows = torch.as_tensor(user_codes, dtype=torch.long, device=users.device)
-        kept = None if keep is None else torch.as_tensor(keep, dtype=torch.float32,
-                                                         device=users.device)
         columns = None
         if items is not None:
             columns = torch.as_tensor(items, dtype=torch.long, device=users.device)
-            items_all, items_cont = items_all[columns], items_cont[columns]
-            kept = None if kept is None else kept[columns]
-        items = items_all
-        step = len(rows) if isinstance(model, DotBias) else max(
-            1, NEURAL_GRID_ROWS // max(len(items), 1))
-        states = self.snapshots or [None]
-        final = {k: v.clone() for k, v in model.state_dict().items()} if self.snapshots \
-            else None
-        was_training = model.training
-        model.eval()
-        total = None
-        try:
-            for state in states:
-                if state is not None:
-                    model.load_state_dict(state)
+            item_codes, item_cont = item_codes[columns], item_cont[columns]
+            keep = None if keep is None else np.asarray(keep)[items]
+        kept = None if keep is None else torch.tensor(keep, dtype=torch.float32,
+                                                      device=users.device)
+        step = len(rows) if isinstance(self.model, DotBias) else max(
+            1, NEURAL_GRID_ROWS // max(len(item_codes), 1))
+        total, count = None, 0
+        with self._each_state() as states:
+            for model in states:
                 # The bias share dropped by shrinkage, per item (code 0 is not an item).
                 biases = model.item_bias.weight[1:, 0]
                 biases = biases if columns is None else biases[columns]
@@ -135,18 +126,16 @@ class GridScorer:
                 parts = []
                 for start in range(0, len(rows), step):
                     chunk = rows[start:start + step]
-                    logits = model.score_grid(users[chunk], users_cont[chunk], items, items_cont)
+                    logits = model.score_grid(users[chunk], users_cont[chunk], item_codes,
+                                              item_cont)
                     if dropped is not None:
                         logits.sub_(dropped)
                     parts.append(output_range_(model.output_range, logits))
                 scores = parts[0] if len(parts) == 1 else torch.cat(parts)
                 total = scores if total is None else total + scores
-        finally:
-            if final is not None:
-                model.load_state_dict(final)
-            model.train(was_training)
-        if len(states) > 1:
-            total /= len(states)
+                count += 1
+        if count > 1:
+            total /= count
         return total.cpu().numpy()      # float32: half the memory
 
     def is_dot_product(self) -> bool:
@@ -165,8 +154,8 @@ class GridScorer:
         the inner product is the pair's logit up to a constant per user.
 
         The offset is the item's logit for the unknown user (whose vector is zero): its
-        bias, side terms and the global offset, less what ``keep`` drops of its bias.
-        Needs a dot-bias model (:meth:`is_dot_product`).
+        bias and side terms, less what ``keep`` drops of its bias, centred on the items'
+        mean. Needs a dot-bias model (:meth:`is_dot_product`).
         """
         users, users_cont, items, items_cont = self.tables
         parts = []
@@ -174,8 +163,12 @@ class GridScorer:
             for model in states:
                 offsets = model.score_grid(users[:1], users_cont[:1], items, items_cont)[0]
                 if keep is not None:
-                    kept = torch.as_tensor(keep, dtype=torch.float32, device=offsets.device)
+                    kept = torch.tensor(keep, dtype=torch.float32, device=offsets.device)
                     offsets = offsets - (1 - kept) * model.item_bias.weight[1:, 0]
+                # A constant common to every item (the global offset) changes no user's
+                # order, but as a shared coordinate it makes all items look alike to the
+                # graph index: centred out.
+                offsets = offsets - offsets.mean()
                 vectors = model.item_vectors(items)
                 parts.append(torch.cat([vectors, offsets[:, None]], dim=1)
                              .float().cpu().numpy())
@@ -202,7 +195,8 @@ class GridScorer:
         final = {k: v.clone() for k, v in model.state_dict().items()} if self.snapshots \
             else None
         was_training = model.training
-        model.eval()
+        if was_training:      # switching modes walks every module: only when needed
+            model.eval()
 
         def states():
             for state in self.snapshots or [None]:
@@ -215,7 +209,8 @@ class GridScorer:
         finally:
             if final is not None:
                 model.load_state_dict(final)
-            model.train(was_training)
+            if was_training:
+                model.train()
 
     @torch.no_grad()
     def unknown_user_logits(self) -> tuple[torch.Tensor, torch.Tensor]:
