@@ -504,9 +504,10 @@ class Recommender(TrainedEstimator):
         return total
 
     def _index_key(self, terms, kind: str) -> tuple:
-        """What an index was built for: the models' weights (identity and in-place version),
-        and the parameters that change the scores."""
-        weights = tuple((id(p), p._version) for scorer, _, _ in terms
+        """What an index was built for: the models' weight tensors (a refit or a load makes
+        new ones; weights edited in place need ``build_index()``), and the parameters that
+        change the scores."""
+        weights = tuple((id(p), p.data_ptr()) for scorer, _, _ in terms
                         for p in scorer.model.parameters())
         return (kind, weights, self.ranking_shrinkage, self.min_support)
 
