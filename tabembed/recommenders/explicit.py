@@ -14,8 +14,8 @@ from tabembed.batches import EVALUATION_BATCH_SIZE, row_batches
 from tabembed.estimators.base import fit_events
 from tabembed.estimators.fit_data import is_stream
 from tabembed.estimators.parameters import (
+    RANGE,
     Options,
-    Satisfies,
     accepts_retired_parameters,
     store_parameters,
 )
@@ -43,12 +43,6 @@ from tabembed.training.seeding import isolated_random_state
 __all__ = ["EmbeddingRecommender"]
 
 _D = defaults.RECOMMENDER_DEFAULTS
-
-
-def _pair(value) -> bool:
-    return (isinstance(value, list | tuple) and len(value) == 2
-            and all(isinstance(v, int | float | np.number) for v in value)
-            and value[0] < value[1])
 
 
 @persistence.persistable
@@ -97,7 +91,7 @@ class EmbeddingRecommender(RegressorMixin, Recommender):
 
     _parameter_constraints: ClassVar[dict] = {
         **RECOMMENDER_CONSTRAINTS,
-        "y_range": [Options(("auto", None)), Satisfies(_pair, "a (low, high) pair")],
+        "y_range": [Options(("auto", None)), RANGE],
         "ranking": [Options(("auto", "hybrid", "rating"))],
     }
 
