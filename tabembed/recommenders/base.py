@@ -6,12 +6,16 @@ and :class:`ImplicitRecommender` (interactions). A fit scans its data once
 fitted state at the end. Serving is the same for both: a
 :class:`~tabembed.recommenders.scoring.GridScorer` scores users x items, and
 each subclass says how its scores are made (:meth:`Recommender._scores`).
+On large catalogues ``recommend`` and ``similar_items`` look candidates up in
+an approximate nearest-neighbour index
+(:mod:`~tabembed.recommenders.nearest_neighbours`) and score those exactly.
 """
 
 from __future__ import annotations
 
 import warnings
 from numbers import Integral
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -41,6 +45,7 @@ from tabembed.estimators.parameters import (
 )
 from tabembed.models import DotBias, NeuralCF, loss_for_task
 from tabembed.ranking_metrics import top_k
+from tabembed.recommenders import nearest_neighbours
 from tabembed.recommenders.bags import BagEncoder
 from tabembed.recommenders.fold_in import fold_in_logits
 from tabembed.recommenders.interaction_data import Interactions, encode
@@ -134,6 +139,24 @@ def _check_one_id_type(ids: pd.Series, column) -> None:
             f"the {column!r} column mixes types whose ids print alike ({examples}): they "
             f"would be different users or items. Convert the column to one type first, e.g. "
             f"X[{column!r}] = X[{column!r}].astype(str)")
+
+
+def _read_only(arrays: tuple) -> tuple:
+    """Cached arrays, shared by every call: made read-only so no caller changes them."""
+    for array in arrays:
+        array.setflags(write=False)
+    return arrays
+
+
+def _arrow_ids(ids, column):
+    """A vocabulary of ids as an Arrow array (one type, for a Parquet column)."""
+    import pyarrow as pa
+
+    try:
+        return pa.array(pd.Index(ids).to_numpy())
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError) as error:
+        raise TypeError(f"the {column!r} ids mix types ({error}); Parquet needs one type per "
+                        f"column: refit with X[{column!r}] = X[{column!r}].astype(str)") from error
 
 
 def sparse_tables_if_large(model, device) -> None:
@@ -247,7 +270,7 @@ class Recommender(TrainedEstimator):
             "seen_users_": data.seen_users, "seen_items_": data.seen_items,
             "feature_names_in_": np.asarray(data.feature_names, dtype=object),
             "n_features_in_": len(data.feature_names), "rating_range_": data.rating_range,
-            "_scorer_cache": None,
+            "_scorer_cache": None, "_index_cache": None, "_serving_cache": None,
         }
 
     @property
@@ -337,10 +360,25 @@ class Recommender(TrainedEstimator):
 
     # ------------------------------------------------------------ ranking
 
+    def _serving(self, name: str, make):
+        """``make()``, computed once per fit: what every ``recommend`` call reads (a
+        million items' ids, the seen-items matrix) and a fit fixes."""
+        cache = getattr(self, "_serving_cache", None)
+        if cache is None:
+            cache = self._serving_cache = {}
+        if name not in cache:
+            cache[name] = make()
+        return cache[name]
+
+    def _item_ids(self) -> pd.Index:
+        return self._serving("item_ids", lambda: pd.Index(
+            self.preprocessor_.categories_[self.item_column]))
+
     def _item_support(self) -> np.ndarray:
         """Training interactions per item, in the order of the item vocabulary."""
         n_items = len(self.preprocessor_.categories_[self.item_column])
-        return np.bincount(self.seen_items_, minlength=n_items + 1)[1:]
+        return self._serving("support", lambda: np.bincount(
+            self.seen_items_, minlength=n_items + 1)[1:])
 
     def _ranking_weights(self, similarity: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """``(w, eligible)`` per item for ``recommend`` (or ``similar_items``)."""
@@ -353,7 +391,8 @@ class Recommender(TrainedEstimator):
         # On small data a tenth of the most-rated item's count, so lists never run empty.
         minimum = (min(auto_minimum, max(1, int(support.max(initial=0)) // 10))
                    if self.min_support == "auto" else self.min_support)
-        return ranking_weights(support, shrinkage, minimum)
+        return self._serving(("weights", float(shrinkage), int(minimum)),
+                             lambda: _read_only(ranking_weights(support, shrinkage, minimum)))
 
     def _check_no_context(self) -> None:
         if self.context_features_:
@@ -369,13 +408,12 @@ class Recommender(TrainedEstimator):
         _, eligible = self._ranking_weights()
         excluded = np.union1d(np.flatnonzero(~eligible), np.asarray(also, dtype=np.int64))
         if filter_items is not None:
-            wanted = _positions(pd.Index(self.preprocessor_.categories_[self.item_column]),
-                                filter_items)
+            wanted = _positions(self._item_ids(), filter_items)
             excluded = np.union1d(excluded, wanted[wanted >= 0])
         return excluded
 
     def recommend(self, user, k: int = 10, *, exclude_seen: bool = True,
-                  filter_items=None) -> pd.DataFrame:
+                  filter_items=None, index: str = "auto") -> pd.DataFrame:
         """The ``k`` best-ranked items for one user, or for each of a list of users.
 
         Parameters
@@ -387,6 +425,14 @@ class Recommender(TrainedEstimator):
             Leave out the items the user interacted with in training.
         filter_items : list of item ids, optional
             Items never to recommend (already in a basket, out of stock).
+        index : {"auto", "exact", "ann"}
+            ``"exact"``: score every item. ``"ann"``: look candidates up in an
+            approximate nearest-neighbour index (``pip install tabembed[ann]``;
+            built at first use, see :meth:`build_index`) and score those
+            exactly; needs ``model="dot"``. ``"auto"``: ``"ann"`` from
+            ``nearest_neighbours.ANN_MIN_ITEMS`` items (500,000) when faiss is
+            installed, else ``"exact"``. Seen and filtered items are excluded
+            exactly either way (see :mod:`tabembed.recommenders.nearest_neighbours`).
 
         Returns
         -------
@@ -403,15 +449,9 @@ class Recommender(TrainedEstimator):
         single = np.ndim(user) == 0
         users = [user] if single else list(user)
         codes = self.preprocessor_.encode(self.user_column, users).astype(np.int64)
-        item_ids = pd.Index(self.preprocessor_.categories_[self.item_column])
-        seen = None
-        if exclude_seen:
-            seen = seen_matrix(self.seen_users_, self.seen_items_,
-                               len(self.preprocessor_.categories_[self.user_column]),
-                               len(item_ids))
-        items, scores = top_k_items(self._scores, codes, k, len(item_ids), seen=seen,
-                                    excluded=self._excluded(filter_items))
-        item_ids = item_ids.to_numpy()
+        items, scores = self._top_k(codes, k, exclude_seen=exclude_seen,
+                                    filter_items=filter_items, index=index)
+        item_ids = self._item_ids().to_numpy()
         valid = items >= 0
         if single:
             return pd.DataFrame({self.item_column: item_ids[items[0][valid[0]]],
@@ -421,12 +461,239 @@ class Recommender(TrainedEstimator):
                              self.item_column: item_ids[items[valid]],
                              "score": scores[valid].astype(np.float64)})
 
-    def recommend_all(self, k: int = 10, *, exclude_seen: bool = True,
-                      filter_items=None) -> pd.DataFrame:
-        """:meth:`recommend` for every user seen in training (columns ``user, item, score``)."""
+    def _top_k(self, codes: np.ndarray, k: int, *, exclude_seen: bool, filter_items,
+               index: str) -> tuple[np.ndarray, np.ndarray]:
+        """Item positions ``[n, min(k, n_items)]`` (-1: none left) and scores of users given
+        by code, exactly or through the index."""
+        n_items = len(self.preprocessor_.categories_[self.item_column])
+        seen = None
+        if exclude_seen:
+            seen = self._serving("seen", lambda: seen_matrix(
+                self.seen_users_, self.seen_items_,
+                len(self.preprocessor_.categories_[self.user_column]), n_items))
+        ranking = self._ranking_index(index, n_items)
+        if ranking is None:
+            return top_k_items(self._scores, codes, k, n_items, seen=seen,
+                               excluded=self._excluded(filter_items))
+        filtered = np.empty(0, dtype=np.int64)
+        if filter_items is not None:
+            filtered = _positions(self._item_ids(), filter_items)
+            filtered = np.unique(filtered[filtered >= 0])
+        return self._index_top_k(ranking, codes, k, n_items, seen, filtered, filter_items)
+
+    # ------------------------------------------------------------ nearest-neighbour index
+
+    def _ranking_terms(self) -> list:
+        """``(GridScorer, weight, keep)`` terms whose ``weight * scores(keep=keep)`` sum to
+        :meth:`_scores` (the hybrid: the rating model's and the ranker's)."""
+        keep = self._ranking_weights()[0]
+        ranker = getattr(self, "ranker_", None)
+        if ranker is None:
+            return [(self.scorer_, 1.0, keep)]
+        return [(self.scorer_, defaults.RANKING_RATING_WEIGHT, keep),
+                (ranker.scorer_, 1.0, None)]
+
+    def _candidate_scores(self, terms, user_codes: np.ndarray, items: np.ndarray | None
+                          ) -> np.ndarray:
+        """:meth:`_scores` of ``items`` only (positions; None: all), from ``terms``."""
+        total = None
+        for scorer, weight, keep in terms:
+            scores = scorer.scores(user_codes, keep, items=items)
+            if weight != 1.0:
+                scores *= weight
+            total = scores if total is None else total + scores
+        return total
+
+    def _index_key(self, terms, kind: str) -> tuple:
+        """What an index was built for: the models' weight tensors (a refit or a load makes
+        new ones; weights edited in place need ``build_index()``), and the parameters that
+        change the scores."""
+        weights = tuple((id(p), p.data_ptr()) for scorer, _, _ in terms
+                        for p in scorer.model.parameters())
+        return (kind, weights, self.ranking_shrinkage, self.min_support)
+
+    def _cached_index(self, kind: str, key: tuple):
+        cache = getattr(self, "_index_cache", None) or {}
+        found = cache.get(kind)
+        return found if found is not None and found.key == key else None
+
+    def _keep_index(self, kind: str, built) -> None:
+        # Swapped in only once built: a failed build leaves any earlier index in place.
+        self._index_cache = {**(getattr(self, "_index_cache", None) or {}), kind: built}
+
+    def _ranking_index(self, index: str, n_items: int):
+        """The ranking's index (built now if needed), or None for exact search."""
+        if not nearest_neighbours.use_index(index, n_items):
+            return None
+        terms = self._ranking_terms()
+        key = self._index_key(terms, "ranking")
+        built = self._cached_index("ranking", key)
+        if built is not None:
+            return built
+        try:
+            self._check_terms(terms)
+        except ValueError:
+            if index == "ann":
+                raise
+            warnings.warn("this recommender's ranking has no inner-product form, so "
+                          "index='auto' ranks exactly", UserWarning, stacklevel=4)
+            return None
+        built = nearest_neighbours.build_ranking_index(terms, self._ranking_weights()[1], key)
+        self._keep_index("ranking", built)
+        return built
+
+    def _check_terms(self, terms) -> None:
+        """The terms must give :meth:`_scores` (a subclass may rank otherwise); checked on
+        the unknown user and the first known one."""
+        if not all(scorer.is_dot_product() for scorer, _, _ in terms):
+            raise ValueError("the ANN index needs a dot-product model (model='dot'); a "
+                             "neural model has no inner-product form: use index='exact'")
+        n_users = len(self.preprocessor_.categories_[self.user_column])
+        codes = np.arange(min(2, n_users + 1), dtype=np.int64)
+        if not np.allclose(self._candidate_scores(terms, codes, None), self._scores(codes),
+                           rtol=1e-4, atol=1e-4):
+            raise ValueError(f"{type(self).__name__}'s ranking is not a sum of dot-product "
+                             "models, which the ANN index needs: use index='exact'")
+
+    def build_index(self, *, similar: bool = False):
+        """Build the approximate nearest-neighbour index now rather than at first use.
+
+        ``recommend(index="ann")`` (and ``"auto"`` on large catalogues) builds
+        it at its first call, which takes minutes on a million items; a server
+        calls this once after loading. Needs ``pip install tabembed[ann]``. The
+        index lives in memory only: it is never saved nor pickled, and a refit
+        drops it.
+
+        Parameters
+        ----------
+        similar : bool
+            Also build the index of :meth:`similar_items`.
+
+        Returns
+        -------
+        self
+        """
         check_is_fitted(self, "learner_")
-        return self.recommend(list(self.preprocessor_.categories_[self.user_column]), k,
-                              exclude_seen=exclude_seen, filter_items=filter_items)
+        n_items = len(self.preprocessor_.categories_[self.item_column])
+        self._ranking_index("ann", n_items)
+        if similar:
+            self._similarity_index(self._similarity_scorer())
+        return self
+
+    def _index_top_k(self, ranking, codes: np.ndarray, k: int, n_items: int, seen,
+                     filtered: np.ndarray, filter_items) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k through ``ranking``'s index: ``k`` plus what a user may not get (or
+        ``CANDIDATES`` when the index only approximates the ranking) looked up, seen and
+        filtered items dropped, the rest scored exactly. An unknown user, or one left short
+        of ``k``, is ranked exactly."""
+        width = min(k, n_items)
+        found_items = np.full((len(codes), width), -1, dtype=np.int64)
+        found_scores = np.full((len(codes), width), -np.inf, dtype=np.float32)
+        redo = [np.flatnonzero(codes == 0)]
+        known = np.flatnonzero(codes > 0)
+        batch = max(1, nearest_neighbours.QUERY_BATCH)
+        for start in range(0, len(known), batch):
+            rows = known[start:start + batch]
+            users = codes[rows]
+            extra = len(filtered) + (0 if seen is None else int(np.diff(seen.indptr)[users].max()))
+            count = k + extra if ranking.exact else max(k, nearest_neighbours.CANDIDATES) + extra
+            candidates = ranking.graph.search(ranking.queries(users), count)
+            valid = candidates >= 0
+            exhausted = ~valid.all(axis=1)     # the index holds fewer than ``count``
+            if len(filtered):
+                valid &= ~np.isin(candidates, filtered)
+            if seen is not None:
+                for row, user in enumerate(users):
+                    taken = seen.indices[seen.indptr[user]:seen.indptr[user + 1]]
+                    if len(taken):
+                        valid[row] &= ~np.isin(candidates[row], taken)
+            union = np.unique(candidates[valid])
+            if not len(union):
+                redo.append(rows[~exhausted])
+                continue
+            grid = self._candidate_scores(ranking.terms, users, union)
+            columns = np.searchsorted(union, np.where(valid, candidates, union[0]))
+            values = np.where(valid, np.take_along_axis(grid, columns, axis=1), -np.inf)
+            # Best first, ties to the lower item position (as the exact ranking).
+            order = np.lexsort((np.where(valid, candidates, n_items), -values), axis=1)[:, :width]
+            best = np.take_along_axis(candidates, order, axis=1)
+            best_values = np.take_along_axis(values, order, axis=1)
+            best[~np.isfinite(best_values)] = -1
+            found_items[rows, :best.shape[1]] = best
+            found_scores[rows, :best.shape[1]] = best_values
+            short = ((best >= 0).sum(axis=1) < width) & ~exhausted
+            redo.append(rows[short])
+        redo = np.concatenate(redo)
+        if len(redo):
+            items, scores = top_k_items(self._scores, codes[redo], k, n_items, seen=seen,
+                                        excluded=self._excluded(filter_items))
+            found_items[redo], found_scores[redo] = items, scores
+        return found_items, found_scores
+
+    def recommend_all(self, k: int = 10, *, exclude_seen: bool = True, filter_items=None,
+                      index: str = "auto", path=None, batch_users: int = 4096):
+        """:meth:`recommend` for every user seen in training (columns ``user, item, score``).
+
+        Parameters
+        ----------
+        k, exclude_seen, filter_items, index
+            As :meth:`recommend`.
+        path : path, optional
+            Write the lists to this Parquet file instead of returning them:
+            ``batch_users`` users at a time, each batch a row group, so memory
+            holds one batch whatever the number of users. The file is written
+            atomically (a temporary file beside it, renamed at the end): on
+            failure nothing is left and a file already there is as it was. A
+            directory, FIFO, device or other non-regular file is refused.
+        batch_users : int
+            Users per batch (and row group) with ``path``.
+
+        Returns
+        -------
+        DataFrame, or the Path written
+        """
+        check_is_fitted(self, "learner_")
+        users = list(self.preprocessor_.categories_[self.user_column])
+        if path is None:
+            return self.recommend(users, k, exclude_seen=exclude_seen,
+                                  filter_items=filter_items, index=index)
+        return self._recommend_to_parquet(path, _check_k(k), exclude_seen, filter_items,
+                                          index, batch_users)
+
+    def _recommend_to_parquet(self, path, k: int, exclude_seen: bool, filter_items,
+                              index: str, batch_users) -> Path:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from tabembed._io import atomic_file, writable_target
+
+        if not (isinstance(batch_users, Integral) and not isinstance(batch_users, bool)
+                and batch_users >= 1):
+            raise ValueError(f"batch_users must be a positive integer, got {batch_users!r}")
+        self._check_no_context()
+        path = Path(path)
+        writable_target(path)   # a directory or device is refused before any work
+        user_ids = _arrow_ids(self.preprocessor_.categories_[self.user_column],
+                              self.user_column)
+        item_ids = _arrow_ids(self.preprocessor_.categories_[self.item_column],
+                              self.item_column)
+        schema = pa.schema([(str(self.user_column), user_ids.type),
+                            (str(self.item_column), item_ids.type), ("score", pa.float64())])
+        n_users = len(user_ids)
+        with atomic_file(path) as stream, pq.ParquetWriter(stream, schema) as writer:
+            for start in range(0, n_users, batch_users):
+                codes = np.arange(start + 1, min(start + batch_users, n_users) + 1,
+                                  dtype=np.int64)      # code = vocabulary position + 1
+                items, scores = self._top_k(codes, k, exclude_seen=exclude_seen,
+                                            filter_items=filter_items, index=index)
+                valid = items >= 0
+                rows = np.repeat(codes - 1, valid.sum(1))
+                writer.write_table(pa.table(
+                    [user_ids.take(rows), item_ids.take(items[valid]),
+                     pa.array(scores[valid].astype(np.float64))], schema=schema))
+            if n_users == 0:
+                writer.write_table(schema.empty_table())
+        return path
 
     def recommend_for_items(self, items, k: int = 10, *, ratings=None,
                             filter_items=None) -> pd.DataFrame:
@@ -531,7 +798,8 @@ class Recommender(TrainedEstimator):
                 f"features {self.item_features_}, so the new item has no vector to compare; "
                 "give it known values (e.g. known genres)")
 
-    def similar_items(self, item, k: int = 10, *, item_features=None) -> pd.DataFrame:
+    def similar_items(self, item, k: int = 10, *, item_features=None,
+                      index: str = "auto") -> pd.DataFrame:
         """The ``k`` items whose vectors are most similar to ``item``'s.
 
         The cosine similarity of item vectors (:meth:`item_vectors`; with the
@@ -550,24 +818,25 @@ class Recommender(TrainedEstimator):
             A new item's features, e.g. ``{"genres": "Action|Sci-Fi"}`` or a
             one-row pandas, polars or Arrow table (cold start: its vector comes
             from its multi-valued features).
+        index : {"auto", "exact", "ann"}
+            As in :meth:`recommend`: ``"ann"`` looks the ``k + 1`` nearest up in
+            an index of the items' unit vectors times their support share (the
+            score is their inner product with the item's unit vector) and
+            scores them exactly.
         """
         check_is_fitted(self, "learner_")
         k = _check_k(k)
         scorer = self._similarity_scorer()
+        item_ids = self._item_ids()
+        if nearest_neighbours.use_index(index, len(item_ids)) and (
+                index == "ann" or scorer.is_dot_product()):
+            return self._similar_by_index(scorer, item_ids, item, k, item_features)
         vectors = self._item_vectors(scorer)
         position = vectors.index.get_indexer([item])[0]
         if position >= 0:
             target = vectors.to_numpy()[position]
-        elif item_features is not None:
-            features = (item_features if isinstance(item_features, dict)
-                        else as_frame(item_features).iloc[0].to_dict())   # a one-row table
-            row = pd.DataFrame({self.item_column: [item],
-                                **{c: [v] for c, v in features.items()}})
-            self._check_known_features(row)
-            target = self._item_vectors(scorer, row).to_numpy()[0]
         else:
-            raise KeyError(f"item {item!r} was not seen in training; similar_items needs a "
-                           "known item, or the new item's item_features")
+            target = self._new_item_vector(scorer, item, item_features)
         matrix = vectors.to_numpy()
         norms = np.linalg.norm(matrix, axis=1)
         norms[norms == 0] = 1.0
@@ -581,6 +850,51 @@ class Recommender(TrainedEstimator):
         keep = best[0] >= 0
         return pd.DataFrame({self.item_column: vectors.index[best[0][keep]],
                              "similarity": values[0][keep]})
+
+    def _new_item_vector(self, scorer: GridScorer, item, item_features) -> np.ndarray:
+        """A new item's vector from its features (``similar_items``' cold start)."""
+        if item_features is None:
+            raise KeyError(f"item {item!r} was not seen in training; similar_items needs a "
+                           "known item, or the new item's item_features")
+        features = (item_features if isinstance(item_features, dict)
+                    else as_frame(item_features).iloc[0].to_dict())   # a one-row table
+        row = pd.DataFrame({self.item_column: [item], **{c: [v] for c, v in features.items()}})
+        self._check_known_features(row)
+        return self._item_vectors(scorer, row).to_numpy()[0]
+
+    def _similarity_index(self, scorer: GridScorer):
+        weights, eligible = self._ranking_weights(similarity=True)
+        key = self._index_key([(scorer, 1.0, None)], "similar")
+        built = self._cached_index("similar", key)
+        if built is None:
+            built = nearest_neighbours.SimilarityIndex(scorer.item_vectors(), weights,
+                                                       eligible, key)
+            self._keep_index("similar", built)
+        return built
+
+    def _similar_by_index(self, scorer: GridScorer, item_ids: pd.Index, item, k: int,
+                          item_features) -> pd.DataFrame:
+        if not scorer.is_dot_product():
+            raise ValueError("the ANN index needs a dot-product model (model='dot'): use "
+                             "index='exact'")
+        built = self._similarity_index(scorer)
+        position = item_ids.get_indexer([item])[0]
+        items_table = scorer.tables[2]
+        if position >= 0:
+            target = scorer.item_vectors(items_table[[position]])[0]
+        else:
+            target = self._new_item_vector(scorer, item, item_features)
+        length = float(np.linalg.norm(target)) or 1.0
+        found = built.graph.search((target / length)[None, :].astype(np.float32), k + 1)[0]
+        found = np.unique(found[(found >= 0) & (found != position)])
+        vectors = scorer.item_vectors(items_table[torch.as_tensor(found, dtype=torch.long)])
+        norms = np.linalg.norm(vectors, axis=1)
+        norms[norms == 0] = 1.0
+        weights = self._ranking_weights(similarity=True)[0]
+        similarity = vectors @ target / (norms * length) * weights[found]
+        order = np.lexsort((found, -similarity))[:k]      # ties to the lower item position
+        return pd.DataFrame({self.item_column: item_ids[found[order]],
+                             "similarity": similarity[order].astype(np.float64)})
 
     # ------------------------------------------------------------ saving and loading
 
@@ -625,10 +939,18 @@ class Recommender(TrainedEstimator):
             "preprocessor_": preprocessor, "bags_": bags, "sides_": sides,
             "seen_users_": seen_users, "seen_items_": seen_items,
             "rating_range_": tuple(extra["rating_range"]), "_scorer_cache": None,
+            "_index_cache": None, "_serving_cache": None,
             "learner_": self._inference_learner(loss_for_task("regression"),
                                                 output_activation=flatten,
                                                 snapshots=snapshots, device=device),
         })
+
+    def __getstate__(self):
+        # The ANN index is never pickled (nor saved): an unpickled model rebuilds it.
+        state = super().__getstate__()
+        if state.get("_index_cache") is not None or state.get("_serving_cache") is not None:
+            state = {**state, "_index_cache": None, "_serving_cache": None}
+        return state
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

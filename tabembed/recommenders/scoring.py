@@ -9,9 +9,14 @@
 - :func:`ranking_weights`: that shrinkage and the minimum support.
 - :func:`seen_matrix` and :func:`top_k_items`: each user's training items
   excluded through a sparse matrix, never densified.
+- :meth:`GridScorer.item_parts` and :meth:`GridScorer.user_parts`: a dot-bias
+  model's logits as inner products, for an approximate nearest-neighbour index
+  (:mod:`tabembed.recommenders.nearest_neighbours`).
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import numpy as np
 import pandas as pd
@@ -94,44 +99,117 @@ class GridScorer:
         self.tables = tuple(t.to(device) for t in tables)
 
     @torch.inference_mode()
-    def scores(self, user_codes: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
+    def scores(self, user_codes: np.ndarray, keep: np.ndarray | None = None,
+               items: np.ndarray | None = None) -> np.ndarray:
         """Scores ``[len(user_codes), n_items]`` (float32) after the model's output range,
-        each item's bias scaled by ``keep`` (its support share) when given."""
-        model = self.model
-        users, users_cont, items, items_cont = self.tables
+        each item's bias scaled by ``keep`` (its support share) when given; with ``items``
+        (item positions), those items' columns only."""
+        users, users_cont, item_codes, item_cont = self.tables
         rows = torch.as_tensor(user_codes, dtype=torch.long, device=users.device)
-        kept = None if keep is None else torch.as_tensor(keep, dtype=torch.float32,
-                                                         device=users.device)
-        step = len(rows) if isinstance(model, DotBias) else max(
-            1, NEURAL_GRID_ROWS // max(len(items), 1))
-        states = self.snapshots or [None]
-        final = {k: v.clone() for k, v in model.state_dict().items()} if self.snapshots \
-            else None
-        was_training = model.training
-        model.eval()
-        total = None
-        try:
-            for state in states:
-                if state is not None:
-                    model.load_state_dict(state)
+        columns = None
+        if items is not None:
+            columns = torch.as_tensor(items, dtype=torch.long, device=users.device)
+            item_codes, item_cont = item_codes[columns], item_cont[columns]
+            keep = None if keep is None else np.asarray(keep)[items]
+        kept = None if keep is None else torch.tensor(keep, dtype=torch.float32,
+                                                      device=users.device)
+        step = len(rows) if isinstance(self.model, DotBias) else max(
+            1, NEURAL_GRID_ROWS // max(len(item_codes), 1))
+        total, count = None, 0
+        with self._each_state() as states:
+            for model in states:
                 # The bias share dropped by shrinkage, per item (code 0 is not an item).
-                dropped = None if kept is None else (1 - kept) * model.item_bias.weight[1:, 0]
+                biases = model.item_bias.weight[1:, 0]
+                biases = biases if columns is None else biases[columns]
+                dropped = None if kept is None else (1 - kept) * biases
                 parts = []
                 for start in range(0, len(rows), step):
                     chunk = rows[start:start + step]
-                    logits = model.score_grid(users[chunk], users_cont[chunk], items, items_cont)
+                    logits = model.score_grid(users[chunk], users_cont[chunk], item_codes,
+                                              item_cont)
                     if dropped is not None:
                         logits.sub_(dropped)
                     parts.append(output_range_(model.output_range, logits))
                 scores = parts[0] if len(parts) == 1 else torch.cat(parts)
                 total = scores if total is None else total + scores
+                count += 1
+        if count > 1:
+            total /= count
+        return total.cpu().numpy()      # float32: half the memory
+
+    def is_dot_product(self) -> bool:
+        """Whether the model's logits are inner products plus biases (:class:`DotBias`)."""
+        return isinstance(self.model, DotBias)
+
+    def is_linear(self) -> bool:
+        """Whether the scores are the logits themselves (no ``y_range`` squashing), so a sum
+        of them (an ensemble's mean) is still an inner product."""
+        return isinstance(self.model.output_range, torch.nn.Identity)
+
+    @torch.inference_mode()
+    def item_parts(self, keep: np.ndarray | None = None) -> list[np.ndarray]:
+        """Per model state (one, or each snapshot), items' ``[vector, offset]`` rows
+        ``[n_items, d + 1]`` (float32) such that, with :meth:`user_parts`' ``[vector, 1]``,
+        the inner product is the pair's logit up to a constant per user.
+
+        The offset is the item's logit for the unknown user (whose vector is zero): its
+        bias and side terms, less what ``keep`` drops of its bias, centred on the items'
+        mean. Needs a dot-bias model (:meth:`is_dot_product`).
+        """
+        users, users_cont, items, items_cont = self.tables
+        parts = []
+        with self._each_state() as states:
+            for model in states:
+                offsets = model.score_grid(users[:1], users_cont[:1], items, items_cont)[0]
+                if keep is not None:
+                    kept = torch.tensor(keep, dtype=torch.float32, device=offsets.device)
+                    offsets = offsets - (1 - kept) * model.item_bias.weight[1:, 0]
+                # A constant common to every item (the global offset) changes no user's
+                # order, but as a shared coordinate it makes all items look alike to the
+                # graph index: centred out.
+                offsets = offsets - offsets.mean()
+                vectors = model.item_vectors(items)
+                parts.append(torch.cat([vectors, offsets[:, None]], dim=1)
+                             .float().cpu().numpy())
+        return parts
+
+    @torch.inference_mode()
+    def user_parts(self, user_codes: np.ndarray) -> list[np.ndarray]:
+        """Per model state, users' ``[vector, 1]`` rows ``[n, d + 1]`` (see
+        :meth:`item_parts`)."""
+        users = self.tables[0][torch.as_tensor(user_codes, dtype=torch.long,
+                                               device=self.tables[0].device)]
+        parts = []
+        with self._each_state() as states:
+            for model in states:
+                vectors = model.user_vectors(users)
+                parts.append(torch.cat([vectors, torch.ones_like(vectors[:, :1])], dim=1)
+                             .float().cpu().numpy())
+        return parts
+
+    @contextlib.contextmanager
+    def _each_state(self):
+        """The model in eval mode, loaded with each snapshot in turn (or as it is)."""
+        model = self.model
+        final = {k: v.clone() for k, v in model.state_dict().items()} if self.snapshots \
+            else None
+        was_training = model.training
+        if was_training:      # switching modes walks every module: only when needed
+            model.eval()
+
+        def states():
+            for state in self.snapshots or [None]:
+                if state is not None:
+                    model.load_state_dict(state)
+                yield model
+
+        try:
+            yield states()
         finally:
             if final is not None:
                 model.load_state_dict(final)
-            model.train(was_training)
-        if len(states) > 1:
-            total /= len(states)
-        return total.cpu().numpy()      # float32: half the memory
+            if was_training:
+                model.train()
 
     @torch.no_grad()
     def unknown_user_logits(self) -> tuple[torch.Tensor, torch.Tensor]:
