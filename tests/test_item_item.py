@@ -120,7 +120,7 @@ def test_the_size_cap_falls_back_to_the_hybrid(monkeypatch):
     model = EmbeddingRecommender(**options).fit(frame, ratings)
     assert model.ranking_ == "hybrid" and model.item_item_ is None
     assert model.ranker_ is not None
-    with pytest.raises(ValueError, match="limited to 10 items.*ranking='hybrid'"):
+    with pytest.raises(ValueError, match=r"limited to 10 items.*ranking='hybrid'"):
         EmbeddingRecommender(ranking="item_item", **options).fit(frame, ratings)
 
 

@@ -69,9 +69,11 @@ def test_ratings_from_parquet_match_the_dataframe_fit(movielens):
 
 def test_hybrid_ranking_and_save_load_of_a_stream_fit(movielens, tmp_path):
     folder, train, test = movielens
-    recommender = EmbeddingRecommender(epochs=1, random_state=0).fit(folder, y="rating")
+    recommender = EmbeddingRecommender(epochs=1, random_state=0,
+                                       ranking="blend").fit(folder, y="rating")
     assert isinstance(recommender.ranker_, ImplicitRecommender)
     assert recommender.ranker_.preprocessor_.categories_ == recommender.preprocessor_.categories_
+    assert recommender.item_item_.matrix.nnz == len(train)      # every training pair
     relevant = test[test["rating"] >= 4]
     users = list(relevant["user"].unique())
     lists = recommender.recommend(users, k=10)
@@ -200,7 +202,7 @@ SCRIPT = textwrap.dedent('''
     torch.set_num_threads(1)
     ranker = ImplicitRecommender(epochs=4, random_state=3).fit(folder)
     frame = pd.read_parquet(memory)
-    rater = EmbeddingRecommender(epochs=2, random_state=3).fit(
+    rater = EmbeddingRecommender(epochs=2, random_state=3, ranking="hybrid").fit(
         frame.drop(columns="rating"), frame["rating"])
     users = sorted(frame["user"].unique())
     torch.save({"ranker": dict(ranker.model_.state_dict()),

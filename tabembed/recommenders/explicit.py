@@ -22,8 +22,8 @@ from tabembed.estimators.parameters import (
     store_parameters,
 )
 from tabembed.metrics import task_metrics
-from tabembed.ranking_metrics import top_k
 from tabembed.models import loss_for_task
+from tabembed.ranking_metrics import top_k
 from tabembed.recommenders import hybrid
 from tabembed.recommenders.base import (
     RECOMMENDER_CONSTRAINTS,
@@ -33,7 +33,6 @@ from tabembed.recommenders.base import (
     flatten,
 )
 from tabembed.recommenders.implicit import ImplicitRecommender
-from tabembed.recommenders.item_item import ItemItem
 from tabembed.recommenders.interaction_data import (
     Interactions,
     check_ratings,
@@ -42,6 +41,7 @@ from tabembed.recommenders.interaction_data import (
     scan_frame,
     scan_parquet,
 )
+from tabembed.recommenders.item_item import ItemItem
 from tabembed.training.run import train
 from tabembed.training.seeding import isolated_random_state
 
