@@ -17,7 +17,7 @@ from tabembed.training.callbacks import TrainingDivergedError
 from tabembed.training.learner import Learner
 
 
-class Injected(Exception):
+class InjectedError(Exception):
     pass
 
 
@@ -44,7 +44,7 @@ def _fail_on_second_epoch(monkeypatch):
 def _inject(stage, monkeypatch):
     if stage == "lr finder":
         monkeypatch.setattr("tabembed.training.learner.range_test",
-                            lambda *a, **k: (_ for _ in ()).throw(Injected("finder")))
+                            lambda *a, **k: (_ for _ in ()).throw(InjectedError("finder")))
     elif stage == "epoch":
         _fail_on_second_epoch(monkeypatch)
     elif stage == "hybrid ranker":
@@ -80,7 +80,7 @@ def test_a_refit_failing_at_any_stage_changes_nothing(cls, stage, monkeypatch):
     if stage == "lr finder":
         estimator.set_params(lr="auto")
     _inject(stage, monkeypatch)
-    with pytest.raises((Injected, KeyboardInterrupt)):
+    with pytest.raises((InjectedError, KeyboardInterrupt)):
         estimator.fit(other_X, other_y)
     monkeypatch.undo()
     fitted = {k: v for k, v in state.items() if k.endswith("_") or k == "_scorer_cache"}

@@ -245,10 +245,10 @@ def _classification():
 
 def test_targets_of_several_columns_are_errors_with_the_fix():
     X, labels = _classification()
-    with pytest.raises(ValueError, match="2 columns; the regressor predicts one target.*"
-                                         "MultiOutputRegressor"):
+    with pytest.raises(ValueError, match=r"2 columns; the regressor predicts one target.*"
+                                         r"MultiOutputRegressor"):
         EmbeddingMLPRegressor(**SMALL).fit(X, np.c_[X["a"], 2 * X["a"]])
-    with pytest.raises(ValueError, match="2 columns of class labels.*MultiOutputClassifier"):
+    with pytest.raises(ValueError, match=r"2 columns of class labels.*MultiOutputClassifier"):
         EmbeddingMLPClassifier(**SMALL).fit(X, np.c_[labels, labels[::-1]])
 
 
