@@ -94,9 +94,26 @@ def test_scores_are_the_standardised_sum(paired_model):
     codes = model.preprocessor_.encode("user", ["u0", "u1"]).astype(np.int64)
     weights, _ = model._ranking_weights()
     expected = (standardise(model.item_item_.scores(codes).astype(np.float64))
+                + defaults.ITEM_ITEM_LIKED_WEIGHT
+                * standardise(model.liked_item_item_.scores(codes).astype(np.float64))
                 + defaults.ITEM_ITEM_RATING_WEIGHT
                 * standardise(model.scorer_.scores(codes, weights).astype(np.float64)))
     np.testing.assert_allclose(model._scores(codes), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_the_liked_part_holds_the_ratings_above_the_mean(paired_model):
+    frame, model = paired_model
+    _, ratings = _paired()
+    liked = frame[ratings.to_numpy() > ratings.mean()]
+    users, items = model.liked_item_item_.pairs()
+    found = set(zip(np.asarray(model.preprocessor_.categories_["user"], dtype=object)[users - 1],
+                    np.asarray(model.preprocessor_.categories_["item"], dtype=object)[items - 1],
+                    strict=True))
+    assert found == set(zip(liked["user"], liked["item"], strict=True))
+    # A new user's low ratings count as picked, not liked: the liked part ignores them.
+    low = model._fold_in_scores(np.array([0]), np.array([1.0]))
+    picked = model._fold_in_scores(np.array([0]), None)
+    assert not np.allclose(low, picked)
 
 
 def test_save_and_load_give_identical_lists_without_storing_the_matrix(paired_model, tmp_path):
@@ -106,6 +123,8 @@ def test_save_and_load_give_identical_lists_without_storing_the_matrix(paired_mo
     loaded = tabembed.load(path)
     assert loaded.ranking_ == "item_item"
     assert loaded.item_item_._weights is None          # rebuilt at first use
+    np.testing.assert_array_equal(loaded.liked_item_item_.pairs()[1],
+                                  model.liked_item_item_.pairs()[1])
     pd.testing.assert_frame_equal(loaded.recommend(users, k=5), model.recommend(users, k=5))
     pd.testing.assert_frame_equal(loaded.recommend_for_items(["a1"], k=5),
                                   model.recommend_for_items(["a1"], k=5))

@@ -74,6 +74,13 @@ def test_hybrid_ranking_and_save_load_of_a_stream_fit(movielens, tmp_path):
     assert isinstance(recommender.ranker_, ImplicitRecommender)
     assert recommender.ranker_.preprocessor_.categories_ == recommender.preprocessor_.categories_
     assert recommender.item_item_.matrix.nnz == len(train)      # every training pair
+    # The liked part's pairs (ratings above the mean) come from one more pass.
+    users, items = recommender.liked_item_item_.pairs()
+    ids = (np.asarray(recommender.preprocessor_.categories_[c], dtype=object)
+           for c in ("user", "item"))
+    liked = train[train["rating"] > train["rating"].mean()]
+    assert set(zip(next(ids)[users - 1], next(ids)[items - 1], strict=True)) == set(
+        zip(liked["user"], liked["item"], strict=True))
     relevant = test[test["rating"] >= 4]
     users = list(relevant["user"].unique())
     lists = recommender.recommend(users, k=10)

@@ -50,6 +50,14 @@ __all__ = ["EmbeddingRecommender"]
 _D = defaults.RECOMMENDER_DEFAULTS
 
 
+def _strength(value) -> float:
+    """A loaded item-item model's lambda, checked."""
+    if isinstance(value, bool) or not (isinstance(value, int | float) and value > 0):
+        raise persistence.DamagedFileError(
+            f"the item-item model's strength must be a positive number, got {value!r}")
+    return float(value)
+
+
 def _pair(value) -> bool:
     return (isinstance(value, list | tuple) and len(value) == 2
             and all(isinstance(v, int | float | np.number) for v in value)
@@ -79,7 +87,8 @@ class EmbeddingRecommender(RegressorMixin, Recommender):
         ``"rating"``: the predicted rating (with ``ranking_shrinkage`` and
         ``min_support``). ``"item_item"``: ``fit`` also solves EASE, the
         closed-form item-item model, on the same (user, item) rows, which
-        says *which* items a user picks; items are ranked by its score plus the
+        says *which* items a user picks, and again on the ratings above the
+        mean (which they liked); items are ranked by the two scores plus the
         predicted rating, each standardised per user; ``similar_items`` uses
         its item-item weights. It costs one inversion of the items x items
         matrix (cubic in the catalogue), so it is limited to
@@ -100,8 +109,9 @@ class EmbeddingRecommender(RegressorMixin, Recommender):
         Learned factors indexed by the original ids.
     ranker_ : ImplicitRecommender or None
         The implicit model of ``ranking="hybrid"`` or ``"blend"`` (else None).
-    item_item_ : ItemItem or None
-        EASE, of ``ranking="item_item"`` or ``"blend"`` (else None).
+    item_item_, liked_item_item_ : ItemItem or None
+        EASE on every rating, and on the ratings above the training mean, of
+        ``ranking="item_item"`` or ``"blend"`` (else None).
     ranking_ : str
         The ranking fitted (``"auto"`` resolved).
     user_features_, item_features_, context_features_ : list
@@ -244,9 +254,15 @@ class EmbeddingRecommender(RegressorMixin, Recommender):
             fitted["ranker_"] = hybrid.fit_ranker(
                 data, user_column=self.user_column, item_column=self.item_column,
                 device=self.device, seed=seeds.split + 1, verbose=self.verbose)
+        fitted["liked_item_item_"] = None
         if ranking in ("item_item", "blend"):
-            fitted["item_item_"] = hybrid.fit_item_item(data, n_users=n_users,
-                                                        n_items=n_items)
+            fitted["item_item_"] = hybrid.fit_item_item(
+                data.seen_users, data.seen_items, n_users=n_users, n_items=n_items)
+            if defaults.ITEM_ITEM_LIKED_WEIGHT:
+                fitted["liked_item_item_"] = hybrid.fit_item_item(
+                    *hybrid.liked_pairs(data, user_column=self.user_column,
+                                        item_column=self.item_column),
+                    n_users=n_users, n_items=n_items)
         self._adopt(fitted)
         return self
 
@@ -303,7 +319,8 @@ class EmbeddingRecommender(RegressorMixin, Recommender):
         blended rankings, the item-item model's or the ranker's score added)."""
         scores = self.scorer_.scores(user_codes, self._ranking_weights()[0])
         if getattr(self, "item_item_", None) is not None:
-            return hybrid.blend(scores, self.item_item_, self.ranker_, user_codes)
+            return hybrid.blend(scores, self.item_item_, self.liked_item_item_, self.ranker_,
+                                user_codes)
         if self.ranker_ is not None:
             scores = hybrid.combine(scores, self.ranker_, user_codes)
         return scores
@@ -312,7 +329,11 @@ class EmbeddingRecommender(RegressorMixin, Recommender):
         scores = self._fold_in(self.scorer_, positions, ratings, implicit=False,
                                strength=self._strength(), keep=self._ranking_weights()[0])
         if getattr(self, "item_item_", None) is not None:
-            return hybrid.blend_fold_in(scores, self.item_item_, self.ranker_, positions)
+            # Without ratings every given item counts as liked.
+            liked = positions if ratings is None else \
+                positions[np.asarray(ratings, dtype=np.float64) > self.model_kwargs_["global_bias"]]
+            return hybrid.blend_fold_in(scores, self.item_item_, self.liked_item_item_,
+                                        self.ranker_, positions, liked)
         if self.ranker_ is not None:
             scores = hybrid.ranker_fold_in_scores(self.ranker_, positions) + \
                 defaults.RANKING_RATING_WEIGHT * scores
@@ -355,8 +376,15 @@ class EmbeddingRecommender(RegressorMixin, Recommender):
             meta["ranker"], ranker_tensors = self.ranker_.to_state()
             tensors.update({f"ranker.{k}": v for k, v in ranker_tensors.items()})
         if getattr(self, "item_item_", None) is not None:
-            # Only lambda: the weights are rebuilt from the stored pairs (O(items^2) floats).
+            # Only lambda and the liked pairs: the weights are rebuilt from the stored pairs
+            # (they are O(items^2) floats).
             meta["item_item"] = {"strength": self.item_item_.strength}
+            liked = self.liked_item_item_
+            if liked is not None:
+                meta["item_item"]["liked_strength"] = liked.strength
+                users, items = liked.pairs()
+                tensors["item_item.liked_users"] = torch.from_numpy(users)
+                tensors["item_item.liked_items"] = torch.from_numpy(items)
 
     def _restore_extra(self, meta: dict, tensors: dict, *, snapshots, device) -> None:
         super()._restore_extra(meta, tensors, snapshots=snapshots, device=device)
@@ -365,15 +393,23 @@ class EmbeddingRecommender(RegressorMixin, Recommender):
             self.ranker_ = ImplicitRecommender.from_state(
                 meta["ranker"], {k[len("ranker."):]: v for k, v in tensors.items()
                                  if k.startswith("ranker.")}, device=device)
-        self.item_item_ = None
+        self.item_item_ = self.liked_item_item_ = None
         if "item_item" in meta:
-            strength = meta["item_item"].get("strength")
-            if not (isinstance(strength, int | float) and strength > 0):
-                raise persistence.DamagedFileError(
-                    f"the item-item model's strength must be a positive number, got "
-                    f"{strength!r}")
-            self.item_item_ = ItemItem(
-                self.seen_users_, self.seen_items_,
-                len(self.preprocessor_.categories_[self.user_column]),
-                len(self.preprocessor_.categories_[self.item_column]), strength)
+            stored = meta["item_item"]
+            sizes = (len(self.preprocessor_.categories_[self.user_column]),
+                     len(self.preprocessor_.categories_[self.item_column]))
+            self.item_item_ = ItemItem(self.seen_users_, self.seen_items_, *sizes,
+                                       _strength(stored.get("strength")))
+            if "liked_strength" in stored:
+                users = persistence.check_ids("item_item.liked_users",
+                                              tensors.get("item_item.liked_users"),
+                                              sizes[0] + 1)
+                items = persistence.check_ids("item_item.liked_items",
+                                              tensors.get("item_item.liked_items"),
+                                              sizes[1] + 1)
+                if len(users) != len(items):
+                    raise persistence.DamagedFileError(
+                        "item_item.liked_users and liked_items differ in length")
+                self.liked_item_item_ = ItemItem(users, items, *sizes,
+                                                 _strength(stored["liked_strength"]))
 

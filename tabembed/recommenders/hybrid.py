@@ -5,9 +5,10 @@ the lists. These rankings add a model of *which* items a user picks to the
 rating model, which says whether they would like them:
 
 - ``"item_item"`` (the default up to ``defaults.ITEM_ITEM_MAX_ITEMS`` items):
-  EASE's item-item scores (:mod:`~tabembed.recommenders.item_item`) plus
-  ``ITEM_ITEM_RATING_WEIGHT`` x the predicted rating, each standardised per
-  user over the catalogue;
+  EASE's item-item scores (:mod:`~tabembed.recommenders.item_item`) from every
+  rating, plus EASE's from the ratings above the training mean (what users
+  liked; ``ITEM_ITEM_LIKED_WEIGHT``), plus ``ITEM_ITEM_RATING_WEIGHT`` x the
+  predicted rating, each standardised per user over the catalogue;
 - ``"blend"``: the same plus ``ITEM_ITEM_RANKER_WEIGHT`` x an
   :class:`~tabembed.recommenders.implicit.ImplicitRecommender`'s score,
   standardised (a little better on random splits, 15x the fit time);
@@ -18,6 +19,7 @@ rating model, which says whether they would like them:
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from tabembed import defaults
 from tabembed.recommenders.fold_in import fold_in_logits
@@ -25,7 +27,7 @@ from tabembed.recommenders.implicit import ImplicitRecommender
 from tabembed.recommenders.interaction_data import Interactions
 from tabembed.recommenders.item_item import ItemItem, standardise
 
-__all__ = ["blend", "blend_fold_in", "combine", "fit_item_item", "fit_ranker",
+__all__ = ["blend", "blend_fold_in", "combine", "fit_item_item", "fit_ranker", "liked_pairs",
            "ranker_fold_in_scores", "resolve"]
 
 RANKINGS = ("item_item", "blend", "hybrid", "rating")
@@ -50,12 +52,36 @@ def resolve(ranking: str, n_items: int) -> str:
     return ranking
 
 
-def fit_item_item(data: Interactions, *, n_users: int, n_items: int) -> ItemItem:
-    """EASE on the fit's (user, item) pairs, its weights computed now (the fit's cost)."""
-    model = ItemItem(data.seen_users, data.seen_items, n_users, n_items,
-                     defaults.ITEM_ITEM_STRENGTH)
+def fit_item_item(user_codes: np.ndarray, item_codes: np.ndarray, *, n_users: int,
+                  n_items: int) -> ItemItem | None:
+    """EASE on (user, item) code pairs, its weights computed now (the fit's cost); None
+    without pairs."""
+    if not len(user_codes):
+        return None
+    model = ItemItem(user_codes, item_codes, n_users, n_items, defaults.ITEM_ITEM_STRENGTH)
     model.weights       # noqa: B018 - the inversion belongs to fit, not to the first ranking
     return model
+
+
+def liked_pairs(data: Interactions, *, user_column, item_column
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """The (user, item) codes of the ratings above the training mean (what users liked),
+    from memory or, for a stream, in one more pass over three columns."""
+    preprocessor = data.preprocessor
+    if not data.streamed:
+        keep = torch.from_numpy(np.asarray(data.ratings, dtype=np.float64) > data.rating_mean)
+        columns = [preprocessor.cat_columns_.index(c) for c in (user_column, item_column)]
+        picked = data.codes[keep][:, columns].numpy().astype(np.int64)
+        return picked[:, 0], picked[:, 1]
+    from tabembed.streaming.interactions import frames
+
+    users, items = [], []
+    for frame, _, _ in frames(data.row_groups, [user_column, item_column, data.target]):
+        liked = frame[frame[data.target].to_numpy(dtype=np.float64) > data.rating_mean]
+        users.append(preprocessor.encode(user_column, liked[user_column]).astype(np.int64))
+        items.append(preprocessor.encode(item_column, liked[item_column]).astype(np.int64))
+    return (np.concatenate(users) if users else np.zeros(0, np.int64),
+            np.concatenate(items) if items else np.zeros(0, np.int64))
 
 
 def fit_ranker(data: Interactions, *, user_column, item_column, device, seed: int,
@@ -76,10 +102,14 @@ def combine(rating_scores: np.ndarray, ranker: ImplicitRecommender,
     return rating_scores
 
 
-def blend(rating_scores: np.ndarray, item_item: ItemItem, ranker: ImplicitRecommender | None,
-          user_codes: np.ndarray) -> np.ndarray:
+def blend(rating_scores: np.ndarray, item_item: ItemItem, liked: ItemItem | None,
+          ranker: ImplicitRecommender | None, user_codes: np.ndarray) -> np.ndarray:
     """``"item_item"`` (and ``"blend"``, with a ranker): standardised scores, added."""
     scores = standardise(item_item.scores(user_codes))
+    if liked is not None:
+        liked_scores = standardise(liked.scores(user_codes))
+        liked_scores *= defaults.ITEM_ITEM_LIKED_WEIGHT
+        scores += liked_scores
     rating_scores = standardise(rating_scores)
     rating_scores *= defaults.ITEM_ITEM_RATING_WEIGHT
     scores += rating_scores
@@ -90,10 +120,15 @@ def blend(rating_scores: np.ndarray, item_item: ItemItem, ranker: ImplicitRecomm
     return scores
 
 
-def blend_fold_in(rating_scores: np.ndarray, item_item: ItemItem,
-                  ranker: ImplicitRecommender | None, positions: np.ndarray) -> np.ndarray:
-    """:func:`blend` for a new user who picked the items at ``positions``."""
+def blend_fold_in(rating_scores: np.ndarray, item_item: ItemItem, liked: ItemItem | None,
+                  ranker: ImplicitRecommender | None, positions: np.ndarray,
+                  liked_positions: np.ndarray) -> np.ndarray:
+    """:func:`blend` for a new user who picked the items at ``positions`` and liked those
+    at ``liked_positions``."""
     scores = standardise(item_item.fold_in_scores(positions).astype(np.float64))
+    if liked is not None and len(liked_positions):
+        scores += defaults.ITEM_ITEM_LIKED_WEIGHT * standardise(
+            liked.fold_in_scores(liked_positions).astype(np.float64))
     scores += defaults.ITEM_ITEM_RATING_WEIGHT * standardise(
         np.array(rating_scores, dtype=np.float64))
     if ranker is not None:

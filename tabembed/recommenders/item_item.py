@@ -101,6 +101,12 @@ class ItemItem:
         self.matrix = matrix
         self._weights = None
 
+    def pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """The distinct (user, item) code pairs it was built from, sorted."""
+        coo = self.matrix.tocoo()
+        order = np.lexsort((coo.col, coo.row))
+        return (coo.row[order].astype(np.int64) + 1, coo.col[order].astype(np.int64) + 1)
+
     @property
     def weights(self) -> np.ndarray:
         """``B`` ``[items, items]``, computed at first use, then kept."""
