@@ -6,8 +6,9 @@ and fit time of
 
 - tabembed EmbeddingRecommender (explicit ratings) ranked by predicted rating
   (``ranking="rating"``: shrunk item biases, a minimum support), with the
-  default (``ranking="auto"``: ``"item_item"``, EASE + the predicted rating, on
-  these catalogues), with ``"blend"`` (the same plus the implicit ranker) and
+  default (``ranking="auto"``: ``"item_item"``, EASE on every rating + EASE on
+  the ratings above the mean + the predicted rating, on these catalogues), with
+  ``"blend"`` (the same plus the implicit ranker) and
   with ``"hybrid"`` (the implicit ranker + the predicted rating: the default
   before issue 32, and above 20,000 items);
 - tabembed ImplicitRecommender, BPR and sampled softmax (defaults);
@@ -276,9 +277,10 @@ METHODS = {
     "tabembed explicit dot-bias, ranking='rating' (biases shrunk, 20 ratings needed)":
         tabembed_method(lambda: EmbeddingRecommender(random_state=0, ranking="rating"),
                         explicit=True),
-    "tabembed explicit dot-bias, default (ranking='auto': 'item_item', EASE + rating)":
+    "tabembed explicit dot-bias, default (ranking='auto': 'item_item', EASE + liked EASE + "
+    "rating)":
         tabembed_method(lambda: EmbeddingRecommender(random_state=0), explicit=True),
-    "tabembed explicit dot-bias, ranking='blend' (EASE + rating + implicit ranker)":
+    "tabembed explicit dot-bias, ranking='blend' (the default + implicit ranker)":
         tabembed_method(lambda: EmbeddingRecommender(random_state=0, ranking="blend"),
                         explicit=True),
     "tabembed explicit dot-bias, ranking='hybrid' (implicit ranker + rating; default before)":

@@ -87,8 +87,8 @@ class EmbeddingRecommender(RegressorMixin, Recommender):
         ``"rating"``: the predicted rating (with ``ranking_shrinkage`` and
         ``min_support``). ``"item_item"``: ``fit`` also solves EASE, the
         closed-form item-item model, on the same (user, item) rows, which
-        says *which* items a user picks, and again on the ratings above the
-        mean (which they liked); items are ranked by the two scores plus the
+        says *which* items a user picks, and again on the ratings in the top
+        quarter of the scale (which they liked); items are ranked by the two scores plus the
         predicted rating, each standardised per user; ``similar_items`` uses
         its item-item weights. It costs one inversion of the items x items
         matrix (cubic in the catalogue), so it is limited to
@@ -110,7 +110,8 @@ class EmbeddingRecommender(RegressorMixin, Recommender):
     ranker_ : ImplicitRecommender or None
         The implicit model of ``ranking="hybrid"`` or ``"blend"`` (else None).
     item_item_, liked_item_item_ : ItemItem or None
-        EASE on every rating, and on the ratings above the training mean, of
+        EASE on every rating, and on the liked ones (the top quarter of the
+        rating scale), of
         ``ranking="item_item"`` or ``"blend"`` (else None).
     ranking_ : str
         The ranking fitted (``"auto"`` resolved).
@@ -330,8 +331,9 @@ class EmbeddingRecommender(RegressorMixin, Recommender):
                                strength=self._strength(), keep=self._ranking_weights()[0])
         if getattr(self, "item_item_", None) is not None:
             # Without ratings every given item counts as liked.
-            liked = positions if ratings is None else \
-                positions[np.asarray(ratings, dtype=np.float64) > self.model_kwargs_["global_bias"]]
+            liked = positions if ratings is None else positions[
+                np.asarray(ratings, dtype=np.float64)
+                >= hybrid.liked_threshold(self.rating_range_)]
             return hybrid.blend_fold_in(scores, self.item_item_, self.liked_item_item_,
                                         self.ranker_, positions, liked)
         if self.ranker_ is not None:

@@ -6,9 +6,9 @@ rating model, which says whether they would like them:
 
 - ``"item_item"`` (the default up to ``defaults.ITEM_ITEM_MAX_ITEMS`` items):
   EASE's item-item scores (:mod:`~tabembed.recommenders.item_item`) from every
-  rating, plus EASE's from the ratings above the training mean (what users
-  liked; ``ITEM_ITEM_LIKED_WEIGHT``), plus ``ITEM_ITEM_RATING_WEIGHT`` x the
-  predicted rating, each standardised per user over the catalogue;
+  rating, plus EASE's from the ratings in the top quarter of the rating scale
+  (what users liked, 4 and 5 stars of 1-5; ``ITEM_ITEM_LIKED_WEIGHT``), plus
+  ``ITEM_ITEM_RATING_WEIGHT`` x the predicted rating, each standardised per user over the catalogue;
 - ``"blend"``: the same plus ``ITEM_ITEM_RANKER_WEIGHT`` x an
   :class:`~tabembed.recommenders.implicit.ImplicitRecommender`'s score,
   standardised (a little better on random splits, 15x the fit time);
@@ -28,6 +28,7 @@ from tabembed.recommenders.interaction_data import Interactions
 from tabembed.recommenders.item_item import ItemItem, standardise
 
 __all__ = ["blend", "blend_fold_in", "combine", "fit_item_item", "fit_ranker", "liked_pairs",
+           "liked_threshold",
            "ranker_fold_in_scores", "resolve"]
 
 RANKINGS = ("item_item", "blend", "hybrid", "rating")
@@ -63,13 +64,20 @@ def fit_item_item(user_codes: np.ndarray, item_codes: np.ndarray, *, n_users: in
     return model
 
 
+def liked_threshold(rating_range) -> float:
+    """The lowest liked rating: ``ITEM_ITEM_LIKED_FROM`` of the way up the rating scale."""
+    low, high = rating_range
+    return low + defaults.ITEM_ITEM_LIKED_FROM * (high - low)
+
+
 def liked_pairs(data: Interactions, *, user_column, item_column
                 ) -> tuple[np.ndarray, np.ndarray]:
-    """The (user, item) codes of the ratings above the training mean (what users liked),
-    from memory or, for a stream, in one more pass over three columns."""
+    """The (user, item) codes of the liked ratings (:func:`liked_threshold`), from memory
+    or, for a stream, in one more pass over three columns."""
     preprocessor = data.preprocessor
+    threshold = liked_threshold(data.rating_range)
     if not data.streamed:
-        keep = torch.from_numpy(np.asarray(data.ratings, dtype=np.float64) > data.rating_mean)
+        keep = torch.from_numpy(np.asarray(data.ratings, dtype=np.float64) >= threshold)
         columns = [preprocessor.cat_columns_.index(c) for c in (user_column, item_column)]
         picked = data.codes[keep][:, columns].numpy().astype(np.int64)
         return picked[:, 0], picked[:, 1]
@@ -77,7 +85,7 @@ def liked_pairs(data: Interactions, *, user_column, item_column
 
     users, items = [], []
     for frame, _, _ in frames(data.row_groups, [user_column, item_column, data.target]):
-        liked = frame[frame[data.target].to_numpy(dtype=np.float64) > data.rating_mean]
+        liked = frame[frame[data.target].to_numpy(dtype=np.float64) >= threshold]
         users.append(preprocessor.encode(user_column, liked[user_column]).astype(np.int64))
         items.append(preprocessor.encode(item_column, liked[item_column]).astype(np.int64))
     return (np.concatenate(users) if users else np.zeros(0, np.int64),
