@@ -77,7 +77,7 @@ SECTIONS = [
     ("Defaults on the suite (issue 30): the recommended set on the test parts",
      ["suite.py", "--models", "tabembed,lightgbm", "--seeds", "2", "--tabembed-params",
       "recommended"], None),
-    ("Defaults on the suite (issue 30): today's defaults on the test parts, two seeds",
+    ("Defaults on the suite (issue 30): the shipped defaults on the test parts, two seeds",
      ["suite.py", "--models", "tabembed,lightgbm", "--seeds", "2"], None),
     ("Small data on the suite (issue 30): the recommended set against each encoding",
      ["small_data.py", "encodings"], None),

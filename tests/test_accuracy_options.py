@@ -25,8 +25,8 @@ def test_default_encodes_continuous_columns_with_plr_at_a_scale_set_by_the_rows(
     model = EmbeddingMLPClassifier(**FAST).fit(X, y)
     assert isinstance(model.model_.continuous_norm, PeriodicEmbeddings)
     assert model.model_kwargs_["continuous_embedding"] == "plr"
-    # Under 10,000 training rows the initial frequencies have std 1 (3 from there).
-    assert model.model_kwargs_["frequency_init_scale"] == 1.0
+    # Under 10,000 rows the initial frequencies have std 0.3 (3 from there).
+    assert model.model_kwargs_["frequency_init_scale"] == 0.3
     big = EmbeddingMLPClassifier()._model_kwargs(model.preprocessor_, model.target_transformer_,
                                                   20_000, None)
     assert big["frequency_init_scale"] == 3.0

@@ -86,9 +86,10 @@ def test_no_import_cycle_among_tabembed_modules():
 # Layers from the bottom up: a module may import only from its own layer or below.
 LAYERS = [
     {"tabembed._version", "tabembed._io", "tabembed.column_statistics", "tabembed.plotting",
-     "tabembed.datasets", "tabembed.native", "tabembed.defaults"},
-    {"tabembed.preprocessing", "tabembed.targets", "tabembed.batches", "tabembed.models",
-     "tabembed.persistence", "tabembed._validation", "tabembed.metrics",
+     "tabembed.datasets", "tabembed.native", "tabembed.defaults", "tabembed.scaling",
+     "tabembed.vocabulary", "tabembed._validation", "tabembed.column_kinds"},
+    {"tabembed.preprocessor_state", "tabembed.preprocessing", "tabembed.targets",
+     "tabembed.batches", "tabembed.models", "tabembed.persistence", "tabembed.metrics",
      "tabembed.ranking_metrics", "tabembed.interaction_splits", "tabembed.sampling"},
     {"tabembed.streaming"},
     {"tabembed.training"},

@@ -298,3 +298,14 @@ def test_fits_loads_and_predictions_leave_the_global_generator_alone(tmp_path):
         loaded = tabembed.load(path)
         loaded.predict(R if hasattr(loaded, "recommend") else X)
         assert torch.equal(torch.get_rng_state(), state), model
+
+
+def test_an_all_missing_categorical_column_fits_with_a_warning():
+    # A 500-row sample of a wide table (ames) left a column all missing; LightGBM fits.
+    X, labels = _classification()
+    X = X.assign(empty=pd.Series([None] * len(X), dtype=object))
+    with pytest.warns(UserWarning, match=r"'empty' has no non-missing value"):
+        model = EmbeddingMLPClassifier(**SMALL).fit(X, labels)
+    assert model.preprocessor_.embedding_sizes_["empty"] == (1, 1)
+    probabilities = model.predict_proba(X.assign(empty="a value never seen"))
+    np.testing.assert_allclose(probabilities, model.predict_proba(X), rtol=1e-6)

@@ -1,5 +1,6 @@
 import json
 import pickle
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -14,6 +15,7 @@ from sklearn.pipeline import make_pipeline
 
 from tabembed import preprocessing
 from tabembed.preprocessing import DATE_PARTS, TabularPreprocessor, embedding_size
+from tabembed.vocabulary import Vocabulary
 
 
 @pytest.fixture(scope="module")
@@ -306,9 +308,10 @@ def test_arrow_tables_transform_as_their_pandas_frames(fitted, adult_x, tmp_path
         _same_arrays(fitted, table, order)
     # Only the integer-coded categorical column goes through pandas; nothing numeric does.
     encoded, numeric = [], []
-    monkeypatch.setattr(TabularPreprocessor, "_encode", lambda self, series, column: (
+    monkeypatch.setattr(Vocabulary, "codes", lambda self, series, column: (
         encoded.append(column), np.zeros(len(series), dtype=np.int64))[1])
-    monkeypatch.setattr(preprocessing, "_numeric", lambda series, column: numeric.append(column))
+    monkeypatch.setattr(preprocessing, "numeric_values",
+                        lambda series, column: numeric.append(column))
     fitted.transform_table(table)
     assert encoded == ["education_num"] and numeric == []
     monkeypatch.undo()
@@ -471,8 +474,13 @@ def test_missing_columns_are_all_named_and_extra_columns_ignored(fitted, adult_x
 def test_empty_all_missing_duplicate_and_unhashable():
     with pytest.raises(ValueError, match="empty"):
         TabularPreprocessor().fit(pd.DataFrame({"a": pd.Series([], dtype=float)}))
-    with pytest.raises(ValueError, match=r"'c' has no non-missing"):
-        TabularPreprocessor().fit(pd.DataFrame({"c": [None, None]}, dtype=object))
+    with pytest.warns(UserWarning, match=r"'c' has no non-missing.*unknown token"):
+        empty = TabularPreprocessor().fit(pd.DataFrame({"c": [None, None], "x": [1.0, 2.0]},
+                                                       dtype=object))
+    assert empty.categories_["c"] == [] and empty.embedding_sizes_["c"] == (1, 1)
+    codes, _ = empty.transform_arrays(pd.DataFrame({"c": ["seen later", None], "x": [1.0, 2.0]}))
+    assert codes[:, 0].tolist() == [0, 0]
+    assert TabularPreprocessor.from_dict(empty.to_dict()).categories_["c"] == []
     with pytest.raises(ValueError, match=r"'x' has no non-missing"):
         TabularPreprocessor().fit(pd.DataFrame({"x": [np.nan, np.nan]}))
     duplicated = pd.DataFrame([[1, 2]], columns=["a", "a"])
@@ -522,11 +530,13 @@ def _frames(draw):
 @given(train=_frames(), test=_frames())
 def test_transform_never_crashes_and_codes_stay_in_range(train, test):
     roles = {"cat_names": ["cat", "flag"], "cont_names": ["num"]}
-    if train["cat"].isna().all() or train["flag"].isna().all() or train["num"].isna().all():
+    if train["num"].isna().all():
         with pytest.raises(ValueError, match="no non-missing"):
             TabularPreprocessor(**roles).fit(train)
         return
-    pre = TabularPreprocessor(**roles).fit(train)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")     # an all-missing categorical column: a warning
+        pre = TabularPreprocessor(**roles).fit(train)
     codes, conts = pre.transform_arrays(test)
     assert codes.shape == (len(test), len(pre.cat_columns_))
     for j, column in enumerate(pre.cat_columns_):

@@ -78,23 +78,25 @@ dropout, embedding_dropout : float
     Dropout after hidden layers and on the embeddings.
 min_frequency : int or float, optional
     Rare categories fold into the unknown token.
-continuous_scaling : {"standard", "quantile", None}
-    How continuous columns are scaled (see TabularPreprocessor).
+continuous_scaling : {"auto", "standard", "robust", "quantile", None}
+    How continuous columns are scaled (see TabularPreprocessor). ``"auto"``:
+    ``"robust"`` (median and interquartile range, then a smooth clip) below
+    10,000 rows, ``"standard"`` from there.
 continuous_encoding : {"auto", "plr", "plr_lite", "piecewise_linear", None}, PLR or \
 PiecewiseLinear
     How continuous columns enter the network. ``PLR(n_frequencies=32,
     d_embedding=24, frequency_init_scale="auto")`` (``"plr"``): periodic
     embeddings, then a linear layer and a ReLU per column (Gorishniy et al.,
-    2022); ``frequency_init_scale`` is the one sensitive knob ("auto": 1 below
-    10,000 training rows, 3 from there; search ``[1, 3, 10]`` when a fit is
+    2022); ``frequency_init_scale`` is the one sensitive knob ("auto": 0.3
+    below 10,000 rows, 3 from there; search ``[0.3, 1, 3, 10]`` when a fit is
     cheap). ``"plr_lite"``: ``PLR(lite=True)``, one linear layer shared by all
     columns. ``PiecewiseLinear(n_bins=48)`` (``"piecewise_linear"``): each
     column over quantile bins. None: the scaled numbers through batch norm.
     ``"auto"`` is ``"plr"`` (:mod:`tabembed.defaults` says why).
-n_members : int
+n_members : int or "auto"
     k > 1 trains k members in one network (TabM-mini: shared embeddings and
     body, a scaling adapter and a head per member) and predicts the mean of
-    their outputs.
+    their outputs. ``"auto"``: 8 below 10,000 rows, 1 from there.
 swap_noise : float
     Training only: each cell is replaced, with this probability, by the same
     column's value in another row of the batch.
@@ -114,10 +116,10 @@ MLP_CONSTRAINTS = {
     "dropout": [FRACTION], "embedding_dropout": [FRACTION],
     "min_frequency": [Interval(Integral, 0, None), Interval(Real, 0, 1, closed="neither"),
                       NONE],
-    "continuous_scaling": [Options(("standard", "quantile", None))],
+    "continuous_scaling": [Options(("auto", "standard", "robust", "quantile", None))],
     "continuous_encoding": [Options(CONTINUOUS_ENCODINGS),
                             InstanceOf((PLR, PiecewiseLinear), "a PLR or PiecewiseLinear")],
-    "n_members": [POSITIVE_INT],
+    "n_members": [POSITIVE_INT, Options(("auto",))],
     "swap_noise": [FRACTION], "mixup_alpha": [NON_NEGATIVE], "label_smoothing": [FRACTION],
     "warm_start": [BOOLEAN],
 }
@@ -150,6 +152,7 @@ class TabularData:
     bounds: tuple[float, float] | None      # the regression targets' range (y_range="auto")
     feature_names: np.ndarray | None        # None when X did not name its columns
     n_features: int
+    n_rows: int                             # rows given to fit, which pick the size defaults
 
 
 class MLPEstimator(TrainedEstimator):
@@ -238,7 +241,7 @@ class MLPEstimator(TrainedEstimator):
         frame = as_frame(X)
         check_rows(frame, minimum=2)
         y_values = self._check_target(y, len(frame))
-        preprocessor = self._preprocessor().fit(frame)
+        preprocessor = self._preprocessor(len(frame)).fit(frame)
         # partial_fit may name every class up front, before a batch shows them all.
         if classes is not None and np.ndim(y_values) == 1:
             missing = np.setdiff1d(distinct_labels(np.asarray(y_values)), np.asarray(classes))
@@ -259,7 +262,8 @@ class MLPEstimator(TrainedEstimator):
             rows = MemoryRows(tensors, train_rows, valid_rows, weights=weights)
         bounds = _bounds(y_values) if target.task_ == "regression" else None
         names = preprocessor.feature_names_in_ if has_feature_names(X) else None
-        return TabularData(preprocessor, target, rows, bounds, names, frame.shape[1])
+        return TabularData(preprocessor, target, rows, bounds, names, frame.shape[1],
+                           len(frame))
 
     def _stream_data(self, source, y, seeds: Seeds) -> TabularData:
         """Encoders fitted by streaming Parquet (on rank 0, then shared) and its row groups.
@@ -281,8 +285,10 @@ class MLPEstimator(TrainedEstimator):
             raise TypeError(f"to fit from {type(source).__name__} data, name its target column: "
                             f"fit(source, y='column'); got y of type {type(y).__name__}")
         fitted = None
+        row_groups = RowGroups(open_dataset(source))
         if distributed.is_main_process():
-            preprocessor = fit_preprocessor(source, self._preprocessor(), exclude=[y])
+            preprocessor = fit_preprocessor(source, self._preprocessor(row_groups.n_rows),
+                                            exclude=[y])
             template = self._target_transformer()
             target = fit_target(source, y, task=template.task, scale=template.scale)
             fitted = (preprocessor.to_dict(), target.to_dict(), column_bounds(source, y)
@@ -292,16 +298,16 @@ class MLPEstimator(TrainedEstimator):
         target = TargetTransformer.from_dict(target_state)
         split = ValidationSplit(self.validation_fraction, seed=seeds.split) \
             if self.early_stopping else None
-        rows = StreamRows(RowGroups(open_dataset(source)), TableTransform(preprocessor, y, target),
-                          split)
+        rows = StreamRows(row_groups, TableTransform(preprocessor, y, target), split)
         names = preprocessor.feature_names_in_
-        return TabularData(preprocessor, target, rows, bounds, names, len(names))
+        return TabularData(preprocessor, target, rows, bounds, names, len(names),
+                           row_groups.n_rows)
 
     def _train_new(self, data: TabularData, config, callbacks=()) -> dict:
         """A fresh network trained on ``data``: the fitted attributes it gives."""
         train_data, valid = data.rows.sources(config.batch_size, seed=config.seeds.shuffle)
-        model_kwargs = self._model_kwargs(data.preprocessor, data.target,
-                                          data.rows.n_train_rows, data.bounds)
+        model_kwargs = self._model_kwargs(data.preprocessor, data.target, data.n_rows,
+                                          data.bounds)
         task = data.target.task_
         with isolated_random_state():
             torch.manual_seed(config.seeds.init)
@@ -357,10 +363,13 @@ class MLPEstimator(TrainedEstimator):
         self._adopt({"n_train_rows_": len(frame), **self._result_state(config, result)})
         return self
 
-    def _preprocessor(self) -> TabularPreprocessor:
+    def _preprocessor(self, n_rows: int) -> TabularPreprocessor:
+        scaling = self.continuous_scaling
+        if scaling == "auto":
+            scaling = defaults.continuous_scaling(n_rows)
         return TabularPreprocessor(
             self.cat_names, self.cont_names, self.date_names, min_frequency=self.min_frequency,
-            continuous_scaling=self.continuous_scaling)
+            continuous_scaling=scaling)
 
     def _row_weights(self, sample_weight, y_values, target, n_rows: int):
         """Per-row weights from ``sample_weight`` (and the classifier's ``class_weight``);
@@ -436,7 +445,9 @@ class MLPEstimator(TrainedEstimator):
         return {"plr": PLR(), "plr_lite": PLR(lite=True),
                 "piecewise_linear": PiecewiseLinear()}[encoding]
 
-    def _model_kwargs(self, preprocessor, target, n_train_rows: int, bounds) -> dict:
+    def _model_kwargs(self, preprocessor, target, n_rows: int, bounds) -> dict:
+        """The network's arguments; ``n_rows`` (rows given to fit) resolves the "auto"
+        sizes."""
         encoding = self._encoding()
         numeric = {}
         if isinstance(encoding, PiecewiseLinear) and preprocessor.cont_columns_:
@@ -444,7 +455,7 @@ class MLPEstimator(TrainedEstimator):
         elif isinstance(encoding, PLR):
             scale = encoding.frequency_init_scale
             if scale == "auto":
-                scale = defaults.frequency_init_scale(n_train_rows)
+                scale = defaults.frequency_init_scale(n_rows)
             numeric = {"continuous_embedding": "plr_lite" if encoding.lite else "plr",
                        "d_embedding": encoding.d_embedding,
                        "n_frequencies": encoding.n_frequencies, "frequency_init_scale": scale}
@@ -455,7 +466,9 @@ class MLPEstimator(TrainedEstimator):
             d_out=target.n_outputs_, task=target.task_,
             hidden=tuple(self.hidden), dropout=self.dropout,
             embedding_dropout=self.embedding_dropout, y_range=self._y_range(target, bounds),
-            n_members=self.n_members, swap_noise=self.swap_noise, mixup_alpha=self.mixup_alpha,
+            n_members=(defaults.n_members(n_rows) if self.n_members == "auto"
+                       else self.n_members),
+            swap_noise=self.swap_noise, mixup_alpha=self.mixup_alpha,
         )
 
     # ------------------------------------------------------------ saving and loading

@@ -135,6 +135,12 @@ def _widths(value) -> bool:
         for w in value)
 
 
+def _increasing_pair(value) -> bool:
+    return (isinstance(value, list | tuple) and len(value) == 2
+            and all(isinstance(v, int | float | np.number) for v in value)
+            and value[0] < value[1])
+
+
 def _names(value) -> bool:
     return isinstance(value, list | tuple) and all(
         isinstance(c, str | int | np.integer) for c in value)
@@ -149,6 +155,7 @@ BOOLEAN = InstanceOf((bool, np.bool_), "a boolean")
 AUTO = Options(("auto",))
 WIDTHS = Satisfies(_widths, "a tuple of positive integers")
 COLUMN_NAMES = Satisfies(_names, "a list of column names")
+RANGE = Satisfies(_increasing_pair, "a (low, high) pair")
 NONE = Options((None,))
 RANDOM_STATE = InstanceOf((Integral, np.integer, np.random.RandomState, np.random.Generator,
                            type(None)), "None, an int, a numpy RandomState or Generator")

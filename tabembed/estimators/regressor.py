@@ -11,8 +11,8 @@ from tabembed import defaults, persistence
 from tabembed._validation import check_finite_predictions
 from tabembed.estimators.mlp import MLP_CONSTRAINTS, MLPEstimator
 from tabembed.estimators.parameters import (
+    RANGE,
     Options,
-    Satisfies,
     accepts_retired_parameters,
     store_parameters,
 )
@@ -21,12 +21,6 @@ from tabembed.targets import TargetTransformer
 __all__ = ["EmbeddingMLPRegressor"]
 
 _D = defaults.MLP_DEFAULTS
-
-
-def _pair(value) -> bool:
-    return (isinstance(value, list | tuple) and len(value) == 2
-            and all(isinstance(v, int | float | np.number) for v in value)
-            and value[0] < value[1])
 
 
 @persistence.persistable
@@ -52,7 +46,7 @@ training_config_ :
 
     _parameter_constraints: ClassVar[dict] = {
         **MLP_CONSTRAINTS,
-        "y_range": [Options(("auto", None)), Satisfies(_pair, "a (low, high) pair")],
+        "y_range": [Options(("auto", None)), RANGE],
         "target_scale": [Options(("standard", "log", None))],
     }
 
@@ -76,9 +70,9 @@ training_config_ :
         validation_fraction=_D.validation_fraction,
         patience=_D.patience,
         min_frequency=None,
-        continuous_scaling="standard",
+        continuous_scaling="auto",
         continuous_encoding="auto",
-        n_members=1,
+        n_members="auto",
         swap_noise=0.0,
         mixup_alpha=0.0,
         label_smoothing=0.0,

@@ -16,8 +16,8 @@ from tabembed.batches import EVALUATION_BATCH_SIZE, row_batches
 from tabembed.estimators.base import fit_events
 from tabembed.estimators.fit_data import is_stream
 from tabembed.estimators.parameters import (
+    RANGE,
     Options,
-    Satisfies,
     accepts_retired_parameters,
     store_parameters,
 )
@@ -56,12 +56,6 @@ def _strength(value) -> float:
         raise persistence.DamagedFileError(
             f"the item-item model's strength must be a positive number, got {value!r}")
     return float(value)
-
-
-def _pair(value) -> bool:
-    return (isinstance(value, list | tuple) and len(value) == 2
-            and all(isinstance(v, int | float | np.number) for v in value)
-            and value[0] < value[1])
 
 
 @persistence.persistable
@@ -125,7 +119,7 @@ class EmbeddingRecommender(RegressorMixin, Recommender):
 
     _parameter_constraints: ClassVar[dict] = {
         **RECOMMENDER_CONSTRAINTS,
-        "y_range": [Options(("auto", None)), Satisfies(_pair, "a (low, high) pair")],
+        "y_range": [Options(("auto", None)), RANGE],
         "ranking": [Options(("auto", *hybrid.RANKINGS))],
     }
 
