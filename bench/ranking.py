@@ -5,8 +5,12 @@ seed 0; leave-last-out by timestamp): recall@10, NDCG@10, catalogue coverage
 and fit time of
 
 - tabembed EmbeddingRecommender (explicit ratings) ranked by predicted rating
-  (``ranking="rating"``: shrunk item biases, a minimum support) and with the
-  default ``ranking="hybrid"``;
+  (``ranking="rating"``: shrunk item biases, a minimum support), with the
+  default (``ranking="auto"``: ``"item_item"``, EASE on every rating + EASE on
+  the ratings above the mean + the predicted rating, on these catalogues), with
+  ``"blend"`` (the same plus the implicit ranker) and
+  with ``"hybrid"`` (the implicit ranker + the predicted rating: the default
+  before issue 32, and above 20,000 items);
 - tabembed ImplicitRecommender, BPR and sampled softmax (defaults);
 - the most popular unseen items;
 - EASE (Steck, 2019), the closed-form item-item model, its L2 strength lambda
@@ -58,18 +62,6 @@ LAMBDA_START = (100.0, 200.0, 400.0)
 LIGHTFM_EPOCHS = (1, 2, 3, 5, 8, 13, 20, 30, 50)
 LIGHTFM_ALPHAS = (0.0, 1e-5, 1e-4)
 LIGHTFM_FACTORS = 64
-# Configurations proposed by bench/tune_hybrid.py (validation): the hybrid with other
-# ranker options, as (ImplicitRecommender options, weight of the predicted rating); and
-# EASE + rating model (+ ranker), as (lambda, rating weight, ranker weight).
-PROTOTYPES = [
-    ({"epochs": 10, "lr": 1e-2}, 1.5),
-]
-EASE_PROTOTYPES = [
-    (200.0, 2.0, 0.0),      # best worst case over the four validation settings
-    (200.0, 2.0, 1.0),
-    (400.0, 1.0, 0.0),      # best on the two random validation splits
-    (400.0, 1.0, 1.0),
-]
 
 
 # ---------------------------------------------------------------- helpers
@@ -256,69 +248,6 @@ def tabembed_method(make, explicit: bool):
     return run
 
 
-def model_scores(model, users, items: pd.Index) -> np.ndarray:
-    """A fitted tabembed recommender's ranking scores of ``users`` x ``items`` (through its
-    private grid scorer: a bench prototype, not an API)."""
-    codes = model.preprocessor_.encode("user", list(users)).astype(np.int64)
-    order = pd.Index(model.preprocessor_.categories_["item"]).get_indexer(items)
-    return model._grid_scores(codes)[:, order]
-
-
-def hybrid_prototype(ranker_options: dict, weight: float):
-    """The hybrid as issue 32 proposes to configure it, assembled from the public
-    estimators: the rating model (no shrinkage, as inside the hybrid) and an
-    ImplicitRecommender with ``ranker_options``, ranked by ranker + ``weight`` x rating."""
-    def run(train, users, carve):
-        data = Interactions(train)
-        clock = Clock()
-        rating = EmbeddingRecommender(ranking="rating", ranking_shrinkage=0, min_support=0,
-                                      random_state=0).fit(train[["user", "item"]],
-                                                          train["rating"])
-        ranker = ImplicitRecommender(random_state=1, **ranker_options).fit(
-            train[["user", "item"]])
-        fitted = clock.read()
-
-        def scores_for(rows):
-            ids = data.users[rows]
-            return (model_scores(ranker, ids, data.items)
-                    + weight * model_scores(rating, ids, data.items))
-        return data.lists(scores_for, users), fitted, ""
-    return run
-
-
-def standardised(scores: np.ndarray) -> np.ndarray:
-    """Each row less its mean, over its standard deviation (blends of unlike scores)."""
-    scores = np.asarray(scores, dtype=np.float64)
-    return ((scores - scores.mean(axis=1, keepdims=True))
-            / (scores.std(axis=1, keepdims=True) + 1e-12))
-
-
-def ease_rating_prototype(strength: float, weight: float, ranker_weight: float = 0.0):
-    """Issue 32's proposed small-catalogue ranking: EASE's item-item scores (``strength``)
-    plus ``weight`` x the rating model's predicted rating (plus ``ranker_weight`` x the
-    default implicit ranker's score), each standardised per user."""
-    def run(train, users, carve):
-        data = Interactions(train)
-        clock = Clock()
-        rating = EmbeddingRecommender(ranking="rating", ranking_shrinkage=0, min_support=0,
-                                      random_state=0).fit(train[["user", "item"]],
-                                                          train["rating"])
-        ranker = (ImplicitRecommender(random_state=1).fit(train[["user", "item"]])
-                  if ranker_weight else None)
-        weights = ease_weights(data.matrix, strength)
-        fitted = clock.read()
-
-        def scores_for(rows):
-            ids = data.users[rows]
-            blend = (standardised(data.matrix[rows] @ weights)
-                     + weight * standardised(model_scores(rating, ids, data.items)))
-            if ranker is not None:
-                blend += ranker_weight * standardised(model_scores(ranker, ids, data.items))
-            return blend
-        return data.lists(scores_for, users), fitted, ""
-    return run
-
-
 def popularity(train, users, carve):
     clock = Clock()
     data = Interactions(train)
@@ -348,20 +277,21 @@ METHODS = {
     "tabembed explicit dot-bias, ranking='rating' (biases shrunk, 20 ratings needed)":
         tabembed_method(lambda: EmbeddingRecommender(random_state=0, ranking="rating"),
                         explicit=True),
-    "tabembed explicit dot-bias, default (ranking='hybrid')":
+    "tabembed explicit dot-bias, default (ranking='auto': 'item_item', EASE + liked EASE + "
+    "rating)":
         tabembed_method(lambda: EmbeddingRecommender(random_state=0), explicit=True),
+    "tabembed explicit dot-bias, ranking='blend' (the default + implicit ranker)":
+        tabembed_method(lambda: EmbeddingRecommender(random_state=0, ranking="blend"),
+                        explicit=True),
+    "tabembed explicit dot-bias, ranking='hybrid' (implicit ranker + rating; default before)":
+        tabembed_method(lambda: EmbeddingRecommender(random_state=0, ranking="hybrid"),
+                        explicit=True),
     "tabembed implicit BPR (defaults)":
         tabembed_method(lambda: ImplicitRecommender(loss="bpr", random_state=0),
                         explicit=False),
     "tabembed implicit sampled softmax (defaults)":
         tabembed_method(lambda: ImplicitRecommender(loss="softmax", random_state=0),
                         explicit=False),
-    **{f"prototype: hybrid, ranker {options or 'defaults'}, w {weight:g}":
-       hybrid_prototype(options, weight) for options, weight in PROTOTYPES},
-    **{f"prototype: EASE (lambda {strength:g}) + {weight:g} x rating model"
-       + (f" + {ranker:g} x ranker" if ranker else "") + ", standardised":
-       ease_rating_prototype(strength, weight, ranker)
-       for strength, weight, ranker in EASE_PROTOTYPES},
     "popularity (most rated unseen items)": popularity,
     "EASE": ease,
     "LightFM WARP": lightfm,

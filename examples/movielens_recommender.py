@@ -29,14 +29,14 @@ recommender.fit(train[["user", "item"]], train["rating"])
 rmse = np.sqrt(np.mean((recommender.predict(test[["user", "item"]]) - test["rating"]) ** 2))
 print(f"{DATASET}: test RMSE {rmse:.4f} on {len(test):,} ratings")
 
-# %% Top 5 for user 1, unseen movies only. Ranked by the default hybrid: an implicit ranker
-# trained beside the rating model (which movies this user would pick) plus the predicted
-# rating (whether they would like them); the score is that sum, not a rating.
+# %% Top 5 for user 1, unseen movies only. Ranked by the default item-item ranking: EASE,
+# a closed-form item-item model solved beside the rating model on every rating and on the
+# liked ones (which movies this user would pick), plus the predicted rating (whether they
+# would like them), each standardised per user; the score is that sum, not a rating.
 for row in recommender.recommend(1, k=5).itertuples():
     print(f"  recommend for user 1: {titles.get(row.item, row.item)}  ({row.score:.2f})")
 
-# %% Movies whose vectors are closest to a well-known one (cosine, discounted for movies with
-# few ratings).
+# %% Movies most raised by a well-known one: its row of the item-item (EASE) weights.
 anchor = train["item"].value_counts().index[0]
 print(f"similar to {titles.get(anchor, anchor)}:")
 for row in recommender.similar_items(anchor, k=5).itertuples():

@@ -50,12 +50,15 @@ def _inject(stage, monkeypatch):
     elif stage == "hybrid ranker":
         monkeypatch.setattr("tabembed.recommenders.hybrid.ImplicitRecommender.fit",
                             lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    elif stage == "item-item":
+        monkeypatch.setattr("tabembed.recommenders.item_item.ease_weights",
+                            lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
 
 
 CASES = [
     (EmbeddingMLPClassifier, "lr finder"), (EmbeddingMLPClassifier, "epoch"),
     (EmbeddingRecommender, "lr finder"), (EmbeddingRecommender, "epoch"),
-    (EmbeddingRecommender, "hybrid ranker"),
+    (EmbeddingRecommender, "hybrid ranker"), (EmbeddingRecommender, "item-item"),
     (ImplicitRecommender, "lr finder"), (ImplicitRecommender, "epoch"),
 ]
 
@@ -69,7 +72,8 @@ def test_a_refit_failing_at_any_stage_changes_nothing(cls, stage, monkeypatch):
     else:
         X, y = _ratings(30, 20, 0)
         other_X, other_y = _ratings(50, 35, 1)      # other users and items: other tables
-        estimator = cls(epochs=3, n_factors=4, random_state=0).fit(X, y)
+        options = {"ranking": "hybrid"} if stage == "hybrid ranker" else {}
+        estimator = cls(epochs=3, n_factors=4, random_state=0, **options).fit(X, y)
     before = estimator.predict(X)
     lists = None if cls is EmbeddingMLPClassifier else estimator.recommend(["u0", "u3"], k=5)
     state = dict(vars(estimator))

@@ -235,7 +235,11 @@ def test_top_k_is_deterministic_and_chunked(monkeypatch):
     users = X["user"].unique()
     whole = recommender.recommend(users, k=5)
     monkeypatch.setattr(module, "CHUNK_SCORES", 3 * 40)    # three users per chunk
-    pd.testing.assert_frame_equal(recommender.recommend(users, k=5), whole)
+    chunked = recommender.recommend(users, k=5)
+    pd.testing.assert_frame_equal(chunked.drop(columns="score"), whole.drop(columns="score"))
+    # The rating grid's matrix product may round the last bit differently per chunk size,
+    # and the per-user standardisation of the default ranking scales that up.
+    np.testing.assert_allclose(chunked["score"], whole["score"], rtol=1e-4)
 
 
 def test_shrinkage_and_min_support_keep_rare_items_out():

@@ -69,9 +69,18 @@ def test_ratings_from_parquet_match_the_dataframe_fit(movielens):
 
 def test_hybrid_ranking_and_save_load_of_a_stream_fit(movielens, tmp_path):
     folder, train, test = movielens
-    recommender = EmbeddingRecommender(epochs=1, random_state=0).fit(folder, y="rating")
+    recommender = EmbeddingRecommender(epochs=1, random_state=0,
+                                       ranking="blend").fit(folder, y="rating")
     assert isinstance(recommender.ranker_, ImplicitRecommender)
     assert recommender.ranker_.preprocessor_.categories_ == recommender.preprocessor_.categories_
+    assert recommender.item_item_.matrix.nnz == len(train)      # every training pair
+    # The liked part's pairs (4 and 5 stars) come from one more pass.
+    users, items = recommender.liked_item_item_.pairs()
+    ids = (np.asarray(recommender.preprocessor_.categories_[c], dtype=object)
+           for c in ("user", "item"))
+    liked = train[train["rating"] >= 4]
+    assert set(zip(next(ids)[users - 1], next(ids)[items - 1], strict=True)) == set(
+        zip(liked["user"], liked["item"], strict=True))
     relevant = test[test["rating"] >= 4]
     users = list(relevant["user"].unique())
     lists = recommender.recommend(users, k=10)
@@ -200,7 +209,7 @@ SCRIPT = textwrap.dedent('''
     torch.set_num_threads(1)
     ranker = ImplicitRecommender(epochs=4, random_state=3).fit(folder)
     frame = pd.read_parquet(memory)
-    rater = EmbeddingRecommender(epochs=2, random_state=3).fit(
+    rater = EmbeddingRecommender(epochs=2, random_state=3, ranking="hybrid").fit(
         frame.drop(columns="rating"), frame["rating"])
     users = sorted(frame["user"].unique())
     torch.save({"ranker": dict(ranker.model_.state_dict()),

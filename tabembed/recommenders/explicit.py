@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
+import pandas as pd
 import torch
 from sklearn.base import RegressorMixin
+from sklearn.utils.validation import check_is_fitted
 
 from tabembed import defaults, persistence
 from tabembed._validation import as_frame, check_rows, check_sample_weight, require_target
@@ -21,11 +23,13 @@ from tabembed.estimators.parameters import (
 )
 from tabembed.metrics import task_metrics
 from tabembed.models import loss_for_task
+from tabembed.ranking_metrics import top_k
 from tabembed.recommenders import hybrid
 from tabembed.recommenders.base import (
     RECOMMENDER_CONSTRAINTS,
     EmbeddingPenalty,
     Recommender,
+    _check_k,
     flatten,
 )
 from tabembed.recommenders.implicit import ImplicitRecommender
@@ -37,12 +41,21 @@ from tabembed.recommenders.interaction_data import (
     scan_frame,
     scan_parquet,
 )
+from tabembed.recommenders.item_item import ItemItem
 from tabembed.training.run import train
 from tabembed.training.seeding import isolated_random_state
 
 __all__ = ["EmbeddingRecommender"]
 
 _D = defaults.RECOMMENDER_DEFAULTS
+
+
+def _strength(value) -> float:
+    """A loaded item-item model's lambda, checked."""
+    if isinstance(value, bool) or not (isinstance(value, int | float) and value > 0):
+        raise persistence.DamagedFileError(
+            f"the item-item model's strength must be a positive number, got {value!r}")
+    return float(value)
 
 
 @persistence.persistable
@@ -63,14 +76,23 @@ class EmbeddingRecommender(RegressorMixin, Recommender):
     y_range : (low, high), "auto" or None
         ``"auto"``: from a quarter of the rating span below the minimum to an
         eighth above the maximum ((0, 5.5) for 1-5 stars, as fastai).
-    ranking : {"hybrid", "rating"} or "auto"
-        What :meth:`recommend` ranks by. ``"rating"``: the predicted rating
-        (with ``ranking_shrinkage`` and ``min_support``). ``"hybrid"``: ``fit``
+    ranking : {"item_item", "blend", "hybrid", "rating"} or "auto"
+        What :meth:`recommend` ranks by (:mod:`tabembed.recommenders.hybrid`).
+        ``"rating"``: the predicted rating (with ``ranking_shrinkage`` and
+        ``min_support``). ``"item_item"``: ``fit`` also solves EASE, the
+        closed-form item-item model, on the same (user, item) rows, which
+        says *which* items a user picks, and again on the ratings in the top
+        quarter of the scale (which they liked); items are ranked by the two scores plus the
+        predicted rating, each standardised per user; ``similar_items`` uses
+        its item-item weights. It costs one inversion of the items x items
+        matrix (cubic in the catalogue), so it is limited to
+        ``defaults.ITEM_ITEM_MAX_ITEMS`` (20,000) items. ``"hybrid"``: ``fit``
         also trains an :class:`ImplicitRecommender` (sampled softmax) on the
-        same (user, item) rows, which learns *which* items a user rates, and
-        items are ranked by its score plus the predicted rating
-        (:mod:`tabembed.recommenders.hybrid`); ``similar_items`` uses its item
-        vectors. ``predict`` is the same either way. ``"auto"``: ``"hybrid"``.
+        same rows, and items are ranked by its score plus the predicted
+        rating; ``similar_items`` uses its item vectors. ``"blend"``: all
+        three (the best lists on random splits, at the ranker's fit time).
+        ``predict`` is the same either way. ``"auto"``: ``"item_item"`` up to
+        20,000 items, ``"hybrid"`` above.
     %(loop_parameters)s
         ``batch_size="auto"``, ``weight_decay="auto"`` and ``embedding_l2="auto"``
         are the values measured best per model (``tabembed.defaults.RECOMMENDER_AUTO``).
@@ -80,7 +102,13 @@ class EmbeddingRecommender(RegressorMixin, Recommender):
     user_embeddings_, item_embeddings_ : DataFrame
         Learned factors indexed by the original ids.
     ranker_ : ImplicitRecommender or None
-        The hybrid ranking's implicit model (None with ``ranking="rating"``).
+        The implicit model of ``ranking="hybrid"`` or ``"blend"`` (else None).
+    item_item_, liked_item_item_ : ItemItem or None
+        EASE on every rating, and on the liked ones (the top quarter of the
+        rating scale), of
+        ``ranking="item_item"`` or ``"blend"`` (else None).
+    ranking_ : str
+        The ranking fitted (``"auto"`` resolved).
     user_features_, item_features_, context_features_ : list
         The side columns' roles.
     bag_columns_ : list
@@ -92,7 +120,7 @@ class EmbeddingRecommender(RegressorMixin, Recommender):
     _parameter_constraints: ClassVar[dict] = {
         **RECOMMENDER_CONSTRAINTS,
         "y_range": [Options(("auto", None)), RANGE],
-        "ranking": [Options(("auto", "hybrid", "rating"))],
+        "ranking": [Options(("auto", *hybrid.RANKINGS))],
     }
 
     @accepts_retired_parameters
@@ -131,11 +159,16 @@ class EmbeddingRecommender(RegressorMixin, Recommender):
     def _auto_values(self) -> dict:
         return defaults.RECOMMENDER_AUTO[self.model]
 
-    def _ranking(self) -> str:
-        return defaults.RANKING if self.ranking == "auto" else self.ranking
+    @property
+    def ranking_(self) -> str:
+        """The fitted ranking, read from the parts fitted (so files of any release agree)."""
+        check_is_fitted(self, "learner_")
+        if getattr(self, "item_item_", None) is not None:
+            return "blend" if self.ranker_ is not None else "item_item"
+        return "hybrid" if self.ranker_ is not None else "rating"
 
     def _ranking_auto(self) -> tuple[float, int]:
-        return defaults.RANKING_AUTO[self._ranking()]
+        return defaults.RANKING_AUTO[self.ranking_]
 
     # ------------------------------------------------------------ fitting
 
@@ -205,14 +238,26 @@ class EmbeddingRecommender(RegressorMixin, Recommender):
                               multi_valued=self.multi_valued, ratings=ratings,
                               weights=weights, held=held, **self._roles())
             valid = None if eval_set is None else self._eval_data(eval_set, data)
+        n_users, n_items = (len(data.preprocessor.categories_[c])
+                            for c in (self.user_column, self.item_column))
+        ranking = hybrid.resolve(self.ranking, n_items)
         rows = data.rows(held, with_ratings=True, valid=valid)
         fitted = {**self._data_state(data),
                   **self._train_rating_model(data, rows, config, callbacks)}
-        fitted["ranker_"] = None
-        if self._ranking() == "hybrid":
+        fitted["ranker_"] = fitted["item_item_"] = None
+        if ranking in ("hybrid", "blend"):
             fitted["ranker_"] = hybrid.fit_ranker(
                 data, user_column=self.user_column, item_column=self.item_column,
                 device=self.device, seed=seeds.split + 1, verbose=self.verbose)
+        fitted["liked_item_item_"] = None
+        if ranking in ("item_item", "blend"):
+            fitted["item_item_"] = hybrid.fit_item_item(
+                data.seen_users, data.seen_items, n_users=n_users, n_items=n_items)
+            if defaults.ITEM_ITEM_LIKED_WEIGHT:
+                fitted["liked_item_item_"] = hybrid.fit_item_item(
+                    *hybrid.liked_pairs(data, user_column=self.user_column,
+                                        item_column=self.item_column),
+                    n_users=n_users, n_items=n_items)
         self._adopt(fitted)
         return self
 
@@ -266,8 +311,11 @@ class EmbeddingRecommender(RegressorMixin, Recommender):
 
     def _scores(self, user_codes: np.ndarray) -> np.ndarray:
         """The predicted rating, each item's bias shrunk by its support (and, with the
-        hybrid ranking, the ranker's score added)."""
+        blended rankings, the item-item model's or the ranker's score added)."""
         scores = self.scorer_.scores(user_codes, self._ranking_weights()[0])
+        if getattr(self, "item_item_", None) is not None:
+            return hybrid.blend(scores, self.item_item_, self.liked_item_item_, self.ranker_,
+                                user_codes)
         if self.ranker_ is not None:
             scores = hybrid.combine(scores, self.ranker_, user_codes)
         return scores
@@ -275,10 +323,43 @@ class EmbeddingRecommender(RegressorMixin, Recommender):
     def _fold_in_scores(self, positions: np.ndarray, ratings) -> np.ndarray:
         scores = self._fold_in(self.scorer_, positions, ratings, implicit=False,
                                strength=self._strength(), keep=self._ranking_weights()[0])
+        if getattr(self, "item_item_", None) is not None:
+            # Without ratings every given item counts as liked.
+            liked = positions if ratings is None else positions[
+                np.asarray(ratings, dtype=np.float64)
+                >= hybrid.liked_threshold(self.rating_range_)]
+            return hybrid.blend_fold_in(scores, self.item_item_, self.liked_item_item_,
+                                        self.ranker_, positions, liked)
         if self.ranker_ is not None:
             scores = hybrid.ranker_fold_in_scores(self.ranker_, positions) + \
                 defaults.RANKING_RATING_WEIGHT * scores
         return scores
+
+    def similar_items(self, item, k: int = 10, *, item_features=None) -> pd.DataFrame:
+        """The ``k`` items most similar to ``item``.
+
+        With the item-item ranking (``ranking_`` ``"item_item"`` or ``"blend"``)
+        and a training item: EASE's weights, how much picking ``item`` raises
+        each other item's score (its row of the item-item matrix; items below
+        ``min_support`` left out). Otherwise, and for a new item described by
+        ``item_features``, the cosine of item vectors as in
+        :meth:`Recommender.similar_items
+        <tabembed.recommenders.base.Recommender.similar_items>`.
+        """
+        check_is_fitted(self, "learner_")
+        item_item = getattr(self, "item_item_", None)
+        item_ids = pd.Index(self.preprocessor_.categories_[self.item_column],
+                            name=self.item_column)
+        position = item_ids.get_indexer([item])[0]
+        if item_item is None or position < 0:
+            return super().similar_items(item, k, item_features=item_features)
+        _, eligible = self._ranking_weights(similarity=True)
+        excluded = np.union1d(np.flatnonzero(~eligible), [position])
+        best, values = top_k(item_item.similarity(position)[None, :], _check_k(k),
+                             exclude_columns=excluded)
+        keep = best[0] >= 0
+        return pd.DataFrame({self.item_column: item_ids[best[0][keep]],
+                             "similarity": values[0][keep]})
 
     def _similarity_scorer(self):
         return self.ranker_.scorer_ if self.ranker_ is not None else self.scorer_
@@ -290,6 +371,16 @@ class EmbeddingRecommender(RegressorMixin, Recommender):
         if self.ranker_ is not None:
             meta["ranker"], ranker_tensors = self.ranker_.to_state()
             tensors.update({f"ranker.{k}": v for k, v in ranker_tensors.items()})
+        if getattr(self, "item_item_", None) is not None:
+            # Only lambda and the liked pairs: the weights are rebuilt from the stored pairs
+            # (they are O(items^2) floats).
+            meta["item_item"] = {"strength": self.item_item_.strength}
+            liked = self.liked_item_item_
+            if liked is not None:
+                meta["item_item"]["liked_strength"] = liked.strength
+                users, items = liked.pairs()
+                tensors["item_item.liked_users"] = torch.from_numpy(users)
+                tensors["item_item.liked_items"] = torch.from_numpy(items)
 
     def _restore_extra(self, meta: dict, tensors: dict, *, snapshots, device) -> None:
         super()._restore_extra(meta, tensors, snapshots=snapshots, device=device)
@@ -298,4 +389,23 @@ class EmbeddingRecommender(RegressorMixin, Recommender):
             self.ranker_ = ImplicitRecommender.from_state(
                 meta["ranker"], {k[len("ranker."):]: v for k, v in tensors.items()
                                  if k.startswith("ranker.")}, device=device)
+        self.item_item_ = self.liked_item_item_ = None
+        if "item_item" in meta:
+            stored = meta["item_item"]
+            sizes = (len(self.preprocessor_.categories_[self.user_column]),
+                     len(self.preprocessor_.categories_[self.item_column]))
+            self.item_item_ = ItemItem(self.seen_users_, self.seen_items_, *sizes,
+                                       _strength(stored.get("strength")))
+            if "liked_strength" in stored:
+                users = persistence.check_ids("item_item.liked_users",
+                                              tensors.get("item_item.liked_users"),
+                                              sizes[0] + 1)
+                items = persistence.check_ids("item_item.liked_items",
+                                              tensors.get("item_item.liked_items"),
+                                              sizes[1] + 1)
+                if len(users) != len(items):
+                    raise persistence.DamagedFileError(
+                        "item_item.liked_users and liked_items differ in length")
+                self.liked_item_item_ = ItemItem(users, items, *sizes,
+                                                 _strength(stored["liked_strength"]))
 
