@@ -15,11 +15,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from sklearn.model_selection import train_test_split
 
 from tabembed.batches import EVALUATION_BATCH_SIZE, BatchSource, TensorBatches, row_batches
 from tabembed.training import distributed
 
-__all__ = ["MemoryRows", "StreamRows", "is_stream"]
+__all__ = ["MemoryRows", "StreamRows", "is_stream", "validation_split"]
 
 # Rows a streamed fit transforms and shuffles at once (the training stream's buffer).
 STREAM_BUFFER_ROWS = 1 << 18
@@ -112,3 +113,18 @@ class StreamRows:
             valid_batch_size=valid_batch_size, random_state=seed,
             rank=distributed.get_rank(), world_size=world_size,
             buffer_rows=STREAM_BUFFER_ROWS, shard_validation=self.shard_validation)
+
+
+def validation_split(n_rows: int, y_values, task: str, seed: int, *, fraction: float | None):
+    """Sorted ``(train_rows, valid_rows)`` positions: ``fraction`` of the rows held out
+    (stratified for classification when every class allows it); None: no validation rows."""
+    rows = np.arange(n_rows)
+    if fraction is None:
+        return rows, None
+    stratify = y_values if task in ("binary", "multiclass") else None
+    try:
+        train_rows, valid_rows = train_test_split(
+            rows, test_size=fraction, random_state=seed, stratify=stratify)
+    except ValueError:   # a class too rare to stratify
+        train_rows, valid_rows = train_test_split(rows, test_size=fraction, random_state=seed)
+    return np.sort(train_rows), np.sort(valid_rows)

@@ -18,7 +18,6 @@ import numpy as np
 import pandas as pd
 import torch
 from sklearn.exceptions import DataConversionWarning
-from sklearn.model_selection import train_test_split
 from sklearn.utils.validation import check_is_fitted
 
 from tabembed import defaults
@@ -41,7 +40,7 @@ from tabembed.estimators.base import (
     fit_events,
     rollback_on_failure,
 )
-from tabembed.estimators.fit_data import MemoryRows, StreamRows, is_stream
+from tabembed.estimators.fit_data import MemoryRows, StreamRows, is_stream, validation_split
 from tabembed.estimators.parameters import (
     BOOLEAN,
     COLUMN_NAMES,
@@ -326,8 +325,9 @@ class MLPEstimator(cross_fit.CrossFitting, TrainedEstimator):
             rows = MemoryRows(tensors, np.arange(len(frame)), weights=weights,
                               valid=self._eval_data(eval_set, preprocessor, target))
         else:
-            train_rows, valid_rows = self._split(len(frame), y_values, target.task_,
-                                                 seeds.split)
+            fraction = self.validation_fraction if self.early_stopping else None
+            train_rows, valid_rows = validation_split(len(frame), y_values, target.task_,
+                                                      seeds.split, fraction=fraction)
             rows = MemoryRows(tensors, train_rows, valid_rows, weights=weights)
         bounds = _bounds(y_values) if target.task_ == "regression" else None
         names = preprocessor.feature_names_in_ if has_feature_names(X) else None
@@ -491,19 +491,6 @@ class MLPEstimator(cross_fit.CrossFitting, TrainedEstimator):
                           "flattened to (n_samples,)", DataConversionWarning, stacklevel=4)
             values = values.ravel()
         return values
-
-    def _split(self, n_rows: int, y_values, task: str, seed: int):
-        rows = np.arange(n_rows)
-        if not self.early_stopping:
-            return rows, None
-        stratify = y_values if task in ("binary", "multiclass") else None
-        try:
-            train_rows, valid_rows = train_test_split(
-                rows, test_size=self.validation_fraction, random_state=seed, stratify=stratify)
-        except ValueError:   # a class too rare to stratify
-            train_rows, valid_rows = train_test_split(
-                rows, test_size=self.validation_fraction, random_state=seed)
-        return np.sort(train_rows), np.sort(valid_rows)
 
     @property
     def task_(self) -> str:

@@ -45,19 +45,20 @@ from tabembed.estimators.parameters import (
 )
 from tabembed.models import DotBias, NeuralCF, loss_for_task
 from tabembed.ranking_metrics import top_k
-from tabembed.recommenders import nearest_neighbours
 from tabembed.recommenders.bags import BagEncoder
 from tabembed.recommenders.fold_in import fold_in_logits
+from tabembed.recommenders.indexed_ranking import IndexedRanking
 from tabembed.recommenders.interaction_data import Interactions, encode
 from tabembed.recommenders.scoring import (
     GridScorer,
+    check_k,
     grid_tables,
     ranking_weights,
     seen_matrix,
-    side_masks,
     top_k_items,
 )
 from tabembed.recommenders.side_features import SideFeatures
+from tabembed.recommenders.similarity import ItemSimilarity
 from tabembed.training import distributed
 from tabembed.training.learner import pick_device
 
@@ -113,12 +114,6 @@ ranking_shrinkage : float or "auto"
 min_support : int or "auto"
     Items with fewer training interactions are never recommended nor returned
     as similar."""
-
-
-def _check_k(k) -> int:
-    if not (isinstance(k, int | np.integer) and not isinstance(k, bool) and k >= 1):
-        raise ValueError(f"k must be a positive integer (how many items to return), got {k!r}")
-    return int(k)
 
 
 def _positions(ids: pd.Index, values) -> np.ndarray:
@@ -183,7 +178,7 @@ class EmbeddingPenalty:
         return self.strength * model.embedding_penalty(*inputs)
 
 
-class Recommender(TrainedEstimator):
+class Recommender(ItemSimilarity, IndexedRanking, TrainedEstimator):
     """The shared part of the two recommenders (see the module docstring)."""
 
     _parameter_constraints: ClassVar[dict] = RECOMMENDER_CONSTRAINTS
@@ -444,7 +439,7 @@ class Recommender(TrainedEstimator):
             memory; ties go to the lower item code.
         """
         check_is_fitted(self, "learner_")
-        k = _check_k(k)
+        k = check_k(k)
         self._check_no_context()
         single = np.ndim(user) == 0
         users = [user] if single else list(user)
@@ -483,153 +478,6 @@ class Recommender(TrainedEstimator):
 
     # ------------------------------------------------------------ nearest-neighbour index
 
-    def _ranking_terms(self) -> list:
-        """``(GridScorer, weight, keep)`` terms whose ``weight * scores(keep=keep)`` sum to
-        :meth:`_scores` (the hybrid: the rating model's and the ranker's)."""
-        keep = self._ranking_weights()[0]
-        ranker = getattr(self, "ranker_", None)
-        if ranker is None:
-            return [(self.scorer_, 1.0, keep)]
-        return [(self.scorer_, defaults.RANKING_RATING_WEIGHT, keep),
-                (ranker.scorer_, 1.0, None)]
-
-    def _candidate_scores(self, terms, user_codes: np.ndarray, items: np.ndarray | None
-                          ) -> np.ndarray:
-        """:meth:`_scores` of ``items`` only (positions; None: all), from ``terms``."""
-        total = None
-        for scorer, weight, keep in terms:
-            scores = scorer.scores(user_codes, keep, items=items)
-            if weight != 1.0:
-                scores *= weight
-            total = scores if total is None else total + scores
-        return total
-
-    def _index_key(self, terms, kind: str) -> tuple:
-        """What an index was built for: the models' weight tensors (a refit or a load makes
-        new ones; weights edited in place need ``build_index()``), and the parameters that
-        change the scores."""
-        weights = tuple((id(p), p.data_ptr()) for scorer, _, _ in terms
-                        for p in scorer.model.parameters())
-        return (kind, weights, self.ranking_shrinkage, self.min_support)
-
-    def _cached_index(self, kind: str, key: tuple):
-        cache = getattr(self, "_index_cache", None) or {}
-        found = cache.get(kind)
-        return found if found is not None and found.key == key else None
-
-    def _keep_index(self, kind: str, built) -> None:
-        # Swapped in only once built: a failed build leaves any earlier index in place.
-        self._index_cache = {**(getattr(self, "_index_cache", None) or {}), kind: built}
-
-    def _ranking_index(self, index: str, n_items: int):
-        """The ranking's index (built now if needed), or None for exact search."""
-        if not nearest_neighbours.use_index(index, n_items):
-            return None
-        terms = self._ranking_terms()
-        key = self._index_key(terms, "ranking")
-        built = self._cached_index("ranking", key)
-        if built is not None:
-            return built
-        try:
-            self._check_terms(terms)
-        except ValueError:
-            if index == "ann":
-                raise
-            warnings.warn("this recommender's ranking has no inner-product form, so "
-                          "index='auto' ranks exactly", UserWarning, stacklevel=4)
-            return None
-        built = nearest_neighbours.build_ranking_index(terms, self._ranking_weights()[1], key)
-        self._keep_index("ranking", built)
-        return built
-
-    def _check_terms(self, terms) -> None:
-        """The terms must give :meth:`_scores` (a subclass may rank otherwise); checked on
-        the unknown user and the first known one."""
-        if not all(scorer.is_dot_product() for scorer, _, _ in terms):
-            raise ValueError("the ANN index needs a dot-product model (model='dot'); a "
-                             "neural model has no inner-product form: use index='exact'")
-        n_users = len(self.preprocessor_.categories_[self.user_column])
-        codes = np.arange(min(2, n_users + 1), dtype=np.int64)
-        if not np.allclose(self._candidate_scores(terms, codes, None), self._scores(codes),
-                           rtol=1e-4, atol=1e-4):
-            raise ValueError(f"{type(self).__name__}'s ranking is not a sum of dot-product "
-                             "models, which the ANN index needs: use index='exact'")
-
-    def build_index(self, *, similar: bool = False):
-        """Build the approximate nearest-neighbour index now rather than at first use.
-
-        ``recommend(index="ann")`` (and ``"auto"`` on large catalogues) builds
-        it at its first call, which takes minutes on a million items; a server
-        calls this once after loading. Needs ``pip install tabembed[ann]``. The
-        index lives in memory only: it is never saved nor pickled, and a refit
-        drops it.
-
-        Parameters
-        ----------
-        similar : bool
-            Also build the index of :meth:`similar_items`.
-
-        Returns
-        -------
-        self
-        """
-        check_is_fitted(self, "learner_")
-        n_items = len(self.preprocessor_.categories_[self.item_column])
-        self._ranking_index("ann", n_items)
-        if similar:
-            self._similarity_index(self._similarity_scorer())
-        return self
-
-    def _index_top_k(self, ranking, codes: np.ndarray, k: int, n_items: int, seen,
-                     filtered: np.ndarray, filter_items) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k through ``ranking``'s index: ``k`` plus what a user may not get (or
-        ``CANDIDATES`` when the index only approximates the ranking) looked up, seen and
-        filtered items dropped, the rest scored exactly. An unknown user, or one left short
-        of ``k``, is ranked exactly."""
-        width = min(k, n_items)
-        found_items = np.full((len(codes), width), -1, dtype=np.int64)
-        found_scores = np.full((len(codes), width), -np.inf, dtype=np.float32)
-        redo = [np.flatnonzero(codes == 0)]
-        known = np.flatnonzero(codes > 0)
-        batch = max(1, nearest_neighbours.QUERY_BATCH)
-        for start in range(0, len(known), batch):
-            rows = known[start:start + batch]
-            users = codes[rows]
-            extra = len(filtered) + (0 if seen is None else int(np.diff(seen.indptr)[users].max()))
-            count = k + extra if ranking.exact else max(k, nearest_neighbours.CANDIDATES) + extra
-            candidates = ranking.graph.search(ranking.queries(users), count)
-            valid = candidates >= 0
-            exhausted = ~valid.all(axis=1)     # the index holds fewer than ``count``
-            if len(filtered):
-                valid &= ~np.isin(candidates, filtered)
-            if seen is not None:
-                for row, user in enumerate(users):
-                    taken = seen.indices[seen.indptr[user]:seen.indptr[user + 1]]
-                    if len(taken):
-                        valid[row] &= ~np.isin(candidates[row], taken)
-            union = np.unique(candidates[valid])
-            if not len(union):
-                redo.append(rows[~exhausted])
-                continue
-            grid = self._candidate_scores(ranking.terms, users, union)
-            columns = np.searchsorted(union, np.where(valid, candidates, union[0]))
-            values = np.where(valid, np.take_along_axis(grid, columns, axis=1), -np.inf)
-            # Best first, ties to the lower item position (as the exact ranking).
-            order = np.lexsort((np.where(valid, candidates, n_items), -values), axis=1)[:, :width]
-            best = np.take_along_axis(candidates, order, axis=1)
-            best_values = np.take_along_axis(values, order, axis=1)
-            best[~np.isfinite(best_values)] = -1
-            found_items[rows, :best.shape[1]] = best
-            found_scores[rows, :best.shape[1]] = best_values
-            short = ((best >= 0).sum(axis=1) < width) & ~exhausted
-            redo.append(rows[short])
-        redo = np.concatenate(redo)
-        if len(redo):
-            items, scores = top_k_items(self._scores, codes[redo], k, n_items, seen=seen,
-                                        excluded=self._excluded(filter_items))
-            found_items[redo], found_scores[redo] = items, scores
-        return found_items, found_scores
-
     def recommend_all(self, k: int = 10, *, exclude_seen: bool = True, filter_items=None,
                       index: str = "auto", path=None, batch_users: int = 4096):
         """:meth:`recommend` for every user seen in training (columns ``user, item, score``).
@@ -657,7 +505,7 @@ class Recommender(TrainedEstimator):
         if path is None:
             return self.recommend(users, k, exclude_seen=exclude_seen,
                                   filter_items=filter_items, index=index)
-        return self._recommend_to_parquet(path, _check_k(k), exclude_seen, filter_items,
+        return self._recommend_to_parquet(path, check_k(k), exclude_seen, filter_items,
                                           index, batch_users)
 
     def _recommend_to_parquet(self, path, k: int, exclude_seen: bool, filter_items,
@@ -722,7 +570,7 @@ class Recommender(TrainedEstimator):
         DataFrame with columns ``item, score``, best first.
         """
         check_is_fitted(self, "learner_")
-        k = _check_k(k)
+        k = check_k(k)
         self._check_no_context()
         item_ids = pd.Index(self.preprocessor_.categories_[self.item_column])
         positions = _positions(item_ids, items)
@@ -754,147 +602,6 @@ class Recommender(TrainedEstimator):
                 kept = torch.as_tensor(keep, dtype=torch.float32, device=logits.device)
                 logits = logits - (1 - kept) * scorer.model.item_bias.weight[1:, 0]
             return scorer.model.output_range(logits).cpu().numpy().astype(np.float64)
-
-    def item_vectors(self, X=None) -> pd.DataFrame:
-        """Items' full vectors: their factors plus their pooled multi-valued features.
-
-        Without ``X``: every training item (equal to :attr:`item_embeddings_` when
-        there are no multi-valued features). With ``X`` (the item column and
-        item features, e.g. ``{"item": ["new"], "genres": ["Action|Sci-Fi"]}``):
-        those rows, new items included, whose vectors come from their features.
-        """
-        check_is_fitted(self, "learner_")
-        return self._item_vectors(self.scorer_, X)
-
-    def _item_vectors(self, scorer: GridScorer, X=None) -> pd.DataFrame:
-        if X is None:
-            vectors = scorer.item_vectors()
-            index = pd.Index(self.preprocessor_.categories_[self.item_column],
-                             name=self.item_column)
-        else:
-            frame = as_frame(X)
-            index = pd.Index(frame[self.item_column], name=self.item_column)
-            filled = self.bags_.canonical(frame.reindex(columns=list(self.feature_names_in_)))
-            codes = encode(self.preprocessor_, self.bags_, filled)[0] * side_masks(
-                self.preprocessor_, self.bags_, self.item_column,
-                self.item_features_)[0].long()
-            vectors = scorer.item_vectors(codes)
-        return pd.DataFrame(vectors, index=index,
-                            columns=[f"factor_{i}" for i in range(vectors.shape[1])])
-
-    def _check_known_features(self, row: pd.DataFrame) -> None:
-        """A new item's features must give it a vector: at least one known bag token or
-        category among the item features, else its similarities would all be 0."""
-        row = self.bags_.canonical(row.reindex(columns=list(self.feature_names_in_)))
-        codes = encode(self.preprocessor_, self.bags_, row)[0][0]
-        mask = side_masks(self.preprocessor_, self.bags_, self.item_column,
-                          self.item_features_)[0].clone()
-        mask[self.preprocessor_.cat_columns_.index(self.item_column)] = False
-        if not bool((codes[mask] > 0).any()):
-            given = {c: row[c].iloc[0] for c in row.columns if c != self.item_column
-                     and row[c].notna().iloc[0]}
-            raise ValueError(
-                f"item_features {given} hold no value seen in training among the item "
-                f"features {self.item_features_}, so the new item has no vector to compare; "
-                "give it known values (e.g. known genres)")
-
-    def similar_items(self, item, k: int = 10, *, item_features=None,
-                      index: str = "auto") -> pd.DataFrame:
-        """The ``k`` items whose vectors are most similar to ``item``'s.
-
-        The cosine similarity of item vectors (:meth:`item_vectors`; with the
-        hybrid ranking, the ranker's, which learned from co-occurrence),
-        multiplied by the candidate's support share ``n / (n + ranking_shrinkage)``,
-        and items below ``min_support`` left out, so barely-rated items (whose
-        vectors are mostly noise) do not crowd the list. Ties go to the lower
-        item code.
-
-        Parameters
-        ----------
-        item : id
-            A training item, or a new one described by ``item_features``.
-        k : int
-        item_features : dict or one-row table, optional
-            A new item's features, e.g. ``{"genres": "Action|Sci-Fi"}`` or a
-            one-row pandas, polars or Arrow table (cold start: its vector comes
-            from its multi-valued features).
-        index : {"auto", "exact", "ann"}
-            As in :meth:`recommend`: ``"ann"`` looks the ``k + 1`` nearest up in
-            an index of the items' unit vectors times their support share (the
-            score is their inner product with the item's unit vector) and
-            scores them exactly.
-        """
-        check_is_fitted(self, "learner_")
-        k = _check_k(k)
-        scorer = self._similarity_scorer()
-        item_ids = self._item_ids()
-        if nearest_neighbours.use_index(index, len(item_ids)) and (
-                index == "ann" or scorer.is_dot_product()):
-            return self._similar_by_index(scorer, item_ids, item, k, item_features)
-        vectors = self._item_vectors(scorer)
-        position = vectors.index.get_indexer([item])[0]
-        if position >= 0:
-            target = vectors.to_numpy()[position]
-        else:
-            target = self._new_item_vector(scorer, item, item_features)
-        matrix = vectors.to_numpy()
-        norms = np.linalg.norm(matrix, axis=1)
-        norms[norms == 0] = 1.0
-        similarity = matrix @ target / (norms * (np.linalg.norm(target) or 1.0))
-        weights, eligible = self._ranking_weights(similarity=True)
-        similarity = similarity * weights
-        excluded = np.flatnonzero(~eligible)
-        if position >= 0:
-            excluded = np.union1d(excluded, [position])
-        best, values = top_k(similarity[None, :], k, exclude_columns=excluded)
-        keep = best[0] >= 0
-        return pd.DataFrame({self.item_column: vectors.index[best[0][keep]],
-                             "similarity": values[0][keep]})
-
-    def _new_item_vector(self, scorer: GridScorer, item, item_features) -> np.ndarray:
-        """A new item's vector from its features (``similar_items``' cold start)."""
-        if item_features is None:
-            raise KeyError(f"item {item!r} was not seen in training; similar_items needs a "
-                           "known item, or the new item's item_features")
-        features = (item_features if isinstance(item_features, dict)
-                    else as_frame(item_features).iloc[0].to_dict())   # a one-row table
-        row = pd.DataFrame({self.item_column: [item], **{c: [v] for c, v in features.items()}})
-        self._check_known_features(row)
-        return self._item_vectors(scorer, row).to_numpy()[0]
-
-    def _similarity_index(self, scorer: GridScorer):
-        weights, eligible = self._ranking_weights(similarity=True)
-        key = self._index_key([(scorer, 1.0, None)], "similar")
-        built = self._cached_index("similar", key)
-        if built is None:
-            built = nearest_neighbours.SimilarityIndex(scorer.item_vectors(), weights,
-                                                       eligible, key)
-            self._keep_index("similar", built)
-        return built
-
-    def _similar_by_index(self, scorer: GridScorer, item_ids: pd.Index, item, k: int,
-                          item_features) -> pd.DataFrame:
-        if not scorer.is_dot_product():
-            raise ValueError("the ANN index needs a dot-product model (model='dot'): use "
-                             "index='exact'")
-        built = self._similarity_index(scorer)
-        position = item_ids.get_indexer([item])[0]
-        items_table = scorer.tables[2]
-        if position >= 0:
-            target = scorer.item_vectors(items_table[[position]])[0]
-        else:
-            target = self._new_item_vector(scorer, item, item_features)
-        length = float(np.linalg.norm(target)) or 1.0
-        found = built.graph.search((target / length)[None, :].astype(np.float32), k + 1)[0]
-        found = np.unique(found[(found >= 0) & (found != position)])
-        vectors = scorer.item_vectors(items_table[torch.as_tensor(found, dtype=torch.long)])
-        norms = np.linalg.norm(vectors, axis=1)
-        norms[norms == 0] = 1.0
-        weights = self._ranking_weights(similarity=True)[0]
-        similarity = vectors @ target / (norms * length) * weights[found]
-        order = np.lexsort((found, -similarity))[:k]      # ties to the lower item position
-        return pd.DataFrame({self.item_column: item_ids[found[order]],
-                             "similarity": similarity[order].astype(np.float64)})
 
     # ------------------------------------------------------------ saving and loading
 

@@ -29,7 +29,6 @@ from tabembed.recommenders.base import (
     RECOMMENDER_CONSTRAINTS,
     EmbeddingPenalty,
     Recommender,
-    _check_k,
     flatten,
 )
 from tabembed.recommenders.implicit import ImplicitRecommender
@@ -42,6 +41,7 @@ from tabembed.recommenders.interaction_data import (
     scan_parquet,
 )
 from tabembed.recommenders.item_item import ItemItem
+from tabembed.recommenders.scoring import check_k
 from tabembed.training.run import train
 from tabembed.training.seeding import isolated_random_state
 
@@ -335,27 +335,30 @@ class EmbeddingRecommender(RegressorMixin, Recommender):
                 defaults.RANKING_RATING_WEIGHT * scores
         return scores
 
-    def similar_items(self, item, k: int = 10, *, item_features=None) -> pd.DataFrame:
+    def similar_items(self, item, k: int = 10, *, item_features=None,
+                      index: str = "auto") -> pd.DataFrame:
         """The ``k`` items most similar to ``item``.
 
         With the item-item ranking (``ranking_`` ``"item_item"`` or ``"blend"``)
         and a training item: EASE's weights, how much picking ``item`` raises
         each other item's score (its row of the item-item matrix; items below
         ``min_support`` left out). Otherwise, and for a new item described by
-        ``item_features``, the cosine of item vectors as in
-        :meth:`Recommender.similar_items
-        <tabembed.recommenders.base.Recommender.similar_items>`.
+        ``item_features``, or with ``index="ann"``, the cosine of item vectors
+        as in :meth:`Recommender.similar_items
+        <tabembed.recommenders.base.Recommender.similar_items>` (``index`` as
+        there; the item-item matrix exists only up to 20,000 items, where
+        ``"auto"`` is exact).
         """
         check_is_fitted(self, "learner_")
         item_item = getattr(self, "item_item_", None)
         item_ids = pd.Index(self.preprocessor_.categories_[self.item_column],
                             name=self.item_column)
         position = item_ids.get_indexer([item])[0]
-        if item_item is None or position < 0:
-            return super().similar_items(item, k, item_features=item_features)
+        if item_item is None or position < 0 or index == "ann":
+            return super().similar_items(item, k, item_features=item_features, index=index)
         _, eligible = self._ranking_weights(similarity=True)
         excluded = np.union1d(np.flatnonzero(~eligible), [position])
-        best, values = top_k(item_item.similarity(position)[None, :], _check_k(k),
+        best, values = top_k(item_item.similarity(position)[None, :], check_k(k),
                              exclude_columns=excluded)
         keep = best[0] >= 0
         return pd.DataFrame({self.item_column: item_ids[best[0][keep]],

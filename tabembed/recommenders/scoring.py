@@ -30,7 +30,7 @@ from tabembed.recommenders.bags import BagEncoder
 from tabembed.recommenders.interaction_data import encode
 from tabembed.recommenders.side_features import SideFeatures
 
-__all__ = ["GridScorer", "grid_tables", "ranking_weights", "seen_matrix", "side_masks",
+__all__ = ["GridScorer", "check_k", "grid_tables", "ranking_weights", "seen_matrix", "side_masks",
            "top_k_items"]
 
 # Rows per forward pass when a neural model scores users x items (its MLP sees each pair).
@@ -79,6 +79,13 @@ def ranking_weights(support: np.ndarray, shrinkage, minimum) -> tuple[np.ndarray
     similarity) kept for an item with ``n`` training interactions, and ``n >= minimum``."""
     weights = support / (support + shrinkage) if shrinkage else np.ones(len(support))
     return weights, support >= minimum
+
+
+def check_k(k) -> int:
+    """``k`` (how many items a top-k returns) as an int, or a ValueError."""
+    if not (isinstance(k, int | np.integer) and not isinstance(k, bool) and k >= 1):
+        raise ValueError(f"k must be a positive integer (how many items to return), got {k!r}")
+    return int(k)
 
 
 class GridScorer:
