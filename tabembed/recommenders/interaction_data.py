@@ -189,6 +189,15 @@ def _preprocessor(frame: pd.DataFrame, side: list, bags: BagEncoder, user_column
                                date_names=[], add_missing_indicators=False)
 
 
+def _check_ids_present(preprocessor, user_column, item_column) -> None:
+    """A user or item column with no id at all trains nothing: an error naming it."""
+    for role, column in (("user", user_column), ("item", item_column)):
+        if not preprocessor.categories_[column]:
+            raise ValueError(f"the {role} column {column!r} has no non-missing id in the "
+                             "training data; fill it (every interaction needs a "
+                             f"{role}) before fitting")
+
+
 def _bag_encoder(multi_valued, side: list, chunks) -> BagEncoder:
     """The bag columns: ``multi_valued="auto"`` detects them over ``chunks()``."""
     if multi_valued == "auto":
@@ -210,6 +219,7 @@ def scan_frame(frame: pd.DataFrame, *, user_column, item_column, multi_valued="a
     frame = bags.canonical(frame)
     preprocessor = _preprocessor(frame, side, bags, user_column, item_column).fit(
         frame.drop(columns=bags.columns))
+    _check_ids_present(preprocessor, user_column, item_column)
     scan = _Scan(preprocessor, bags, side, user_column, item_column)
     scan.update(frame, np.arange(len(frame), dtype=np.int64), held, ratings)
     # The tensors need the bags' vocabularies, known once the scan is finished.
@@ -271,6 +281,7 @@ def scan_parquet(source, *, user_column, item_column, target=None, multi_valued=
     preprocessor = fit_preprocessor(
         dataset, _preprocessor(empty, side, bags, user_column, item_column),
         exclude=[*([target] if target is not None else []), *bags.columns])
+    _check_ids_present(preprocessor, user_column, item_column)
     scan = _Scan(preprocessor, bags, side, user_column, item_column)
     columns = [*features, *([target] if target is not None else [])]
     for frame, positions, held in frames(row_groups, columns, split):
